@@ -1,0 +1,27 @@
+# The two commands (README): `make serve` and `make test`.
+BUILD_DIR ?= build/release
+MODEL ?= models/default
+LISTEN ?= 127.0.0.1:50051
+METRICS ?= 127.0.0.1:9464
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: serve test build deps configure clean
+
+deps:
+	bash scripts/install-deps.sh
+
+configure: deps
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+
+build: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+serve: build
+	$(BUILD_DIR)/server/tvq-server --model=$(MODEL) --listen=$(LISTEN) --metrics-address=$(METRICS)
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
+
+clean:
+	rm -rf $(BUILD_DIR)

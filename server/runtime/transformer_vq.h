@@ -1,0 +1,81 @@
+// The Transformer-VQ forward pass, written once against Backend.
+#ifndef TVQ_SERVER_RUNTIME_TRANSFORMER_VQ_H_
+#define TVQ_SERVER_RUNTIME_TRANSFORMER_VQ_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/runtime/backend.h"
+#include "server/runtime/model_config.h"
+#include "server/runtime/model_weights.h"
+#include "server/runtime/state_pool.h"
+
+namespace tvq::runtime {
+
+struct EngineOptions {
+  // Tokens per prefill block; 0 = the model's block_len.
+  int block_len = 0;
+  // Upper bound of tokens one Prefill call projects at once (memory bound).
+  int max_prefill_chunk = 4096;
+};
+
+// Which logprob rows Prefill returns.
+enum class LogprobRows { kNone, kLast, kAll };
+
+// VQ codes chosen during a call, for tests: codes[sublayer][head * n + i]
+// for the call's i-th token.
+using CodeTrace = std::vector<std::vector<int32_t>>;
+
+class TransformerVq {
+ public:
+  static absl::StatusOr<std::unique_ptr<TransformerVq>> Create(
+      const ModelWeights& weights, Backend& backend,
+      const EngineOptions& options = {});
+  ~TransformerVq();
+
+  const ModelConfig& config() const { return config_; }
+  Backend& backend() const { return backend_; }
+
+  // Feeds `tokens` into `slot` (continuing from its position) in blocks.
+  // `logprobs` receives rows of n_vocab floats: none, the last token's
+  // (next-token distribution) or one per token.
+  absl::Status Prefill(StatePool& pool, int slot,
+                       std::span<const int32_t> tokens, LogprobRows rows,
+                       std::vector<float>* logprobs,
+                       CodeTrace* codes = nullptr);
+
+  // Feeds one token to each of `slots` (distinct) and writes their
+  // next-token logprobs, [slots.size(), n_vocab], into `logprobs`.
+  absl::Status DecodeStep(StatePool& pool, std::span<const int> slots,
+                          std::span<const int32_t> tokens,
+                          std::vector<float>* logprobs,
+                          CodeTrace* codes = nullptr);
+
+ private:
+  struct Sublayer;
+  struct Workspace;
+  TransformerVq(const ModelConfig& config, Backend& backend,
+                const EngineOptions& options);
+  absl::Status Forward(StatePool& pool, std::span<const int> slots,
+                       std::span<const int32_t> tokens, int prefill_slot,
+                       LogprobRows rows, std::vector<float>* logprobs,
+                       CodeTrace* codes);
+
+  ModelConfig config_;
+  Backend& backend_;
+  EngineOptions options_;
+  std::vector<Sublayer> sublayers_;
+  std::unique_ptr<Workspace> workspace_;
+  // Head and embedding weights in backend memory.
+  DeviceBuffer embeddings_, output_kernel_, output_bias_, out_ln_gain_,
+      out_ln_bias_;
+  float position_scale_ = 0;
+};
+
+}  // namespace tvq::runtime
+
+#endif  // TVQ_SERVER_RUNTIME_TRANSFORMER_VQ_H_
