@@ -1,0 +1,103 @@
+"""Bits per byte of a model on documents, and text samples.
+
+    /usr/bin/python3 tools/train/evaluate.py --model models/demo \
+        --fortunes /usr/share/games/fortunes --split validation --sample "The "
+
+Each document is scored on its own, from a fresh state, as the server's
+Score RPC scores a prompt: input [eos] + bytes, and every byte is predicted
+(the trailing eos is not). bits per byte = sum of -log2 p(byte) / bytes.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import byte_data  # noqa: E402
+import model_io  # noqa: E402
+
+
+@torch.no_grad()
+def bits_per_byte(model, texts, batch_size=32, block_len=None):
+    """Returns (bits per byte, number of bytes) over `texts`."""
+    model.eval()
+    total_nats, total_bytes = 0.0, 0.0
+    for inputs, targets, mask in byte_data.document_batches(texts, batch_size):
+        logprobs, _, _ = model(torch.as_tensor(inputs), block_len=block_len)
+        picked = torch.gather(logprobs, -1, torch.as_tensor(targets)[..., None])[..., 0]
+        total_nats -= float((picked.double() * torch.as_tensor(mask)).sum())
+        total_bytes += float(mask.sum())
+    return total_nats / math.log(2.0) / total_bytes, int(total_bytes)
+
+
+@torch.no_grad()
+def sample(model, prompt, max_bytes, top_p=0.9, temperature=1.0, seed=0,
+           stop_at_eos=True):
+    """Nucleus sampling, token by token with the constant-size state."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    tokens = [byte_data.EOS_ID] + byte_data.encode(prompt).tolist()
+    states = model.initial_state(1)
+    logprobs, states, _ = model(torch.tensor([tokens]), states)
+    last = logprobs[0, -1]
+    generated = []
+    for _ in range(max_bytes):
+        probs = torch.softmax(last.double() / temperature, dim=-1)
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, 0) - sorted_probs < top_p
+        keep[0] = True
+        sorted_probs = sorted_probs * keep
+        choice = order[torch.multinomial(sorted_probs / sorted_probs.sum(), 1,
+                                         generator=generator)]
+        token = int(choice)
+        if token == byte_data.EOS_ID and stop_at_eos:
+            break
+        generated.append(token)
+        logprobs, states, _ = model(torch.tensor([[token]]), states, block_len=1)
+        last = logprobs[0, -1]
+    return prompt + byte_data.decode(generated)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="model directory")
+    parser.add_argument("--fortunes", default="/usr/share/games/fortunes")
+    parser.add_argument("--split", choices=("train", "validation"),
+                        default="validation")
+    parser.add_argument("--text_file", help="score this file as one document")
+    parser.add_argument("--sample", action="append", default=[],
+                        help="prompt to continue (repeatable)")
+    parser.add_argument("--max_bytes", type=int, default=300)
+    parser.add_argument("--top_p", type=float, default=0.9)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = model_io.load_model_dir(args.model)
+    result = {}
+    if args.text_file:
+        with open(args.text_file, encoding="utf-8") as handle:
+            texts = [handle.read()]
+    else:
+        documents = byte_data.load_fortune_documents(args.fortunes)
+        train, validation = byte_data.split_documents(documents)
+        texts = [text for _, text in (train if args.split == "train" else validation)]
+    bpb, n_bytes = bits_per_byte(model, texts)
+    result.update(bits_per_byte=round(bpb, 4), bytes=n_bytes, documents=len(texts))
+    print(json.dumps(result))
+    for index, prompt in enumerate(args.sample):
+        print("--- sample %d (top_p %.2f, seed %d)" % (index, args.top_p,
+                                                    args.seed + index))
+        print(sample(model, prompt, args.max_bytes, top_p=args.top_p,
+                     seed=args.seed + index))
+
+
+if __name__ == "__main__":
+    main()
