@@ -16,6 +16,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-sentencepiece python3-grpcio python3-protobuf
   python3-msgpack prometheus curl ccache
+  # tools/train and its parity test (tests/tools)
+  python3-torch
 )
 # Extra packages can be appended by callers (e.g. the container smoke test).
 packages+=("$@")

@@ -170,7 +170,8 @@ def check_tensors(config, tensors):
 
 def float32_to_bf16_bits(array):
     """float32 array -> uint16 bf16 bit patterns, round to nearest even."""
-    bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+    array = np.array(array, dtype=np.float32, order="C")
+    bits = array.view(np.uint32)
     rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
     rounded = ((bits + rounding) >> 16).astype(np.uint16)
     nan = np.isnan(array)
@@ -181,8 +182,7 @@ def float32_to_bf16_bits(array):
 
 def bf16_bits_to_float32(bits):
     """uint16 bf16 bit patterns -> float32 array (exact)."""
-    return (np.ascontiguousarray(bits, dtype=np.uint16).astype(np.uint32)
-            << 16).view(np.float32)
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
 # ------------------------------------------------------------- safetensors
@@ -250,8 +250,7 @@ def write_safetensors(path, tensors, dtype="F32", metadata=None):
             values = float32_to_bf16_bits(array.astype(np.float32))
         else:
             values = array.astype(np.float32)
-        raw = np.ascontiguousarray(values).astype(
-            values.dtype.newbyteorder("<")).tobytes()
+        raw = values.astype(values.dtype.newbyteorder("<")).tobytes(order="C")
         header[name] = {"dtype": dtype, "shape": list(array.shape),
                         "data_offsets": [offset, offset + len(raw)]}
         chunks.append(raw)
