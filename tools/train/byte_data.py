@@ -101,9 +101,10 @@ def document_batches(texts, batch_size):
     """Yields (inputs [B, T], targets [B, T], mask [B, T]) for per-document
     scoring: inputs = [eos] + bytes[:-1], targets = bytes, padded with pad.
 
-    Documents are sorted by length so the padding stays small.
+    Documents are sorted by length so the padding stays small; empty ones
+    are skipped (they have no byte to predict).
     """
-    encoded = sorted((encode(text) for text in texts), key=len)
+    encoded = sorted((ids for ids in map(encode, texts) if len(ids)), key=len)
     for begin in range(0, len(encoded), batch_size):
         group = encoded[begin:begin + batch_size]
         width = max(len(ids) for ids in group)

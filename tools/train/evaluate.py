@@ -33,7 +33,21 @@ def bits_per_byte(model, texts, batch_size=32, block_len=None):
         picked = torch.gather(logprobs, -1, torch.as_tensor(targets)[..., None])[..., 0]
         total_nats -= float((picked.double() * torch.as_tensor(mask)).sum())
         total_bytes += float(mask.sum())
+    if total_bytes == 0:
+        raise ValueError("no bytes to score")
     return total_nats / math.log(2.0) / total_bytes, int(total_bytes)
+
+
+@torch.no_grad()
+def document_scores(model, texts):
+    """Per document: sum over its bytes of log p(byte | eos, earlier bytes), nats."""
+    model.eval()
+    scores = []
+    for text in texts:
+        ids = torch.as_tensor(np.concatenate([[byte_data.EOS_ID], byte_data.encode(text)]))
+        logprobs, _, _ = model(ids[None])
+        scores.append(float(logprobs[0, :-1].double().gather(-1, ids[1:, None]).sum()))
+    return scores
 
 
 @torch.no_grad()
@@ -77,21 +91,33 @@ def main():
     parser.add_argument("--top_p", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no_eval", action="store_true", help="only sample")
+    parser.add_argument("--write_scores",
+                        help="write one JSON line per document: text, bytes and "
+                        "the sum of its byte logprobs (nats)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     model = model_io.load_model_dir(args.model)
     result = {}
-    if args.text_file:
+    if args.no_eval:
+        texts = []
+    elif args.text_file:
         with open(args.text_file, encoding="utf-8") as handle:
             texts = [handle.read()]
     else:
         documents = byte_data.load_fortune_documents(args.fortunes)
         train, validation = byte_data.split_documents(documents)
         texts = [text for _, text in (train if args.split == "train" else validation)]
-    bpb, n_bytes = bits_per_byte(model, texts)
-    result.update(bits_per_byte=round(bpb, 4), bytes=n_bytes, documents=len(texts))
-    print(json.dumps(result))
+    if texts:
+        bpb, n_bytes = bits_per_byte(model, texts)
+        result.update(bits_per_byte=round(bpb, 4), bytes=n_bytes, documents=len(texts))
+        print(json.dumps(result))
+    if args.write_scores:
+        with open(args.write_scores, "w") as handle:
+            for text, score in zip(texts, document_scores(model, texts)):
+                handle.write(json.dumps({"text": text, "bytes": len(text.encode("utf-8")),
+                                         "logprob_nats": round(score, 6)}) + "\n")
     for index, prompt in enumerate(args.sample):
         print("--- sample %d (top_p %.2f, seed %d)" % (index, args.top_p,
                                                     args.seed + index))
