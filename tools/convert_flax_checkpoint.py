@@ -96,8 +96,16 @@ class LazyArray:
     def __init__(self, payload, scalar):
         self.payload = payload
         self.scalar = scalar
+        self.array = None
 
     def decode(self, where):
+        """The array; the encoded bytes are released once decoded."""
+        if self.array is None:
+            self.array = self._decode(where)
+            self.payload = None
+        return self.array
+
+    def _decode(self, where):
         try:
             shape, dtype_name, buffer = msgpack.unpackb(self.payload, raw=True)
             dtype_name = dtype_name.decode("ascii")
@@ -502,9 +510,7 @@ def convert(args):
     elif isinstance(step, int):
         metadata["step"] = step
     tvq_format.write_safetensors(os.path.join(args.out_dir, "model.safetensors"),
-                                 {name: np.asarray(a, dtype=np.float32)
-                                  for name, a in arrays.items()},
-                                 dtype=dtype, metadata=metadata)
+                                 arrays, dtype=dtype, metadata=metadata)
     tvq_format.write_config(os.path.join(args.out_dir, "config.json"), config)
     if tokenizer_file is not None:
         shutil.copyfile(tokenizer_file, os.path.join(args.out_dir, "tokenizer.model"))

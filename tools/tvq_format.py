@@ -241,20 +241,26 @@ def write_safetensors(path, tensors, dtype="F32", metadata=None):
     """
     if dtype not in ("F32", "BF16"):
         raise FormatError("output dtype must be F32 or BF16, got %r" % dtype)
-    header, chunks, offset = {}, [], 0
-    for name in sorted(tensors):
-        array = np.asarray(tensors[name])
+    def encoded(array):
         if array.dtype == np.uint16:
             values = array if dtype == "BF16" else bf16_bits_to_float32(array)
         elif dtype == "BF16":
             values = float32_to_bf16_bits(array.astype(np.float32))
         else:
             values = array.astype(np.float32)
-        raw = values.astype(values.dtype.newbyteorder("<")).tobytes(order="C")
-        header[name] = {"dtype": dtype, "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
+        return values.astype(values.dtype.newbyteorder("<")).tobytes(order="C")
+
+    # The header first (sizes follow from the shapes), then one tensor at a
+    # time, so that only one converted tensor is in memory at once.
+    itemsize = 2 if dtype == "BF16" else 4
+    names = sorted(tensors)
+    header, offset = {}, 0
+    for name in names:
+        shape = list(np.shape(tensors[name]))
+        size = int(np.prod(shape, dtype=np.int64)) * itemsize
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [offset, offset + size]}
+        offset += size
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -263,7 +269,9 @@ def write_safetensors(path, tensors, dtype="F32", metadata=None):
     with open(tmp_path, "wb") as handle:
         handle.write(struct.pack("<Q", len(header_bytes)))
         handle.write(header_bytes)
-        for raw in chunks:
+        for name in names:
+            raw = encoded(np.asarray(tensors[name]))
+            assert len(raw) == header[name]["data_offsets"][1] - header[name]["data_offsets"][0]
             handle.write(raw)
     os.replace(tmp_path, path)
 
