@@ -60,6 +60,8 @@ fi
 
 work=$(mktemp -d /tmp/tvq-container-smoke.XXXXXX)
 container=""
+probe_container=""
+scratch=""
 server_pid=""
 cleanup() {
   local status=$?
@@ -68,9 +70,9 @@ cleanup() {
     sleep 2
     kill -KILL "$server_pid" 2> /dev/null || true
   fi
-  if [ -n "$container" ]; then
-    buildah rm "$container" > /dev/null 2>&1 || true
-  fi
+  for name in "$container" "$probe_container" "$scratch"; do
+    if [ -n "$name" ]; then buildah rm "$name" > /dev/null 2>&1 || true; fi
+  done
   if [ "$keep_image" = 0 ]; then
     buildah rmi "$image" > /dev/null 2>&1 || true
   fi
@@ -119,6 +121,7 @@ else
     --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     "$scratch"
   buildah commit --quiet --rm "$scratch" "$base" > /dev/null
+  scratch=""
   rm -rf "$rootfs"
   echo "imported as $base"
 fi
@@ -140,11 +143,21 @@ if [ "$build_status" -ne 0 ]; then
 fi
 echo "image built in $((SECONDS - build_started)) s"
 buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$image"
-config=$(buildah inspect --type image --format '{{json .Docker.Config}}' "$image")
-echo "config: $config"
-entrypoint=$("$python" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])["Entrypoint"]))' "$config")
-healthcheck=$("$python" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])["Healthcheck"]["Test"][1:]))' "$config")
-user=$("$python" -c 'import json,sys; print(json.loads(sys.argv[1])["User"])' "$config")
+buildah inspect --type image "$image" > "$work/image.json"
+image_config() { # prints a field of the image's Docker config
+  "$python" -c 'import json, sys
+config = json.load(open(sys.argv[1]))["Docker"]["config"]
+value = config.get(sys.argv[2]) or ""
+if sys.argv[2] == "Healthcheck":
+    value = value and value["Test"][1:]  # ["CMD", argv...]
+print("\n".join(value) if isinstance(value, list) else value)' "$work/image.json" "$1"
+}
+entrypoint=$(image_config Entrypoint)
+healthcheck=$(image_config Healthcheck)
+user=$(image_config User)
+echo "user: $user; exposed: $(image_config ExposedPorts)"
+echo "entrypoint: ${entrypoint//$'\n'/ }"
+echo "healthcheck: ${healthcheck//$'\n'/ }"
 [ -n "$entrypoint" ] || fail "the image has no ENTRYPOINT"
 [ -n "$healthcheck" ] || fail "the image has no HEALTHCHECK"
 case "$user" in "" | root | 0 | 0:*) fail "the image runs as root (USER=$user)" ;; esac
@@ -191,9 +204,10 @@ PYTHONPATH=$stubs/python "$python" "$repo/deploy/container-smoke-probe.py" \
   fail "gRPC checks failed"
 
 step "inside the image: the HEALTHCHECK command"
-mapfile -t health_command < <(echo "$healthcheck" | sed "s/127\.0\.0\.1:50051/127.0.0.1:$grpc_port/")
+mapfile -t health_command < <(echo "${healthcheck//127.0.0.1:50051/127.0.0.1:$grpc_port}")
 echo "command: ${health_command[*]}"
-buildah run --isolation chroot "$container" -- "${health_command[@]}" ||
+probe_container=$(buildah from --pull=never "$image")
+buildah run --isolation chroot "$probe_container" -- "${health_command[@]}" ||
   fail "the image's HEALTHCHECK command failed"
 
 step "host: scrape http://127.0.0.1:$metrics_port/metrics"

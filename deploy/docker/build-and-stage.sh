@@ -76,4 +76,4 @@ for file in "$out"/root/usr/local/bin/* "$out"/root/usr/local/lib/*.so; do
 done
 sort -u "$out/runtime-packages.unsorted" > "$out/runtime-packages.txt"
 rm "$out/runtime-packages.unsorted"
-echo "build-and-stage: runtime packages:" $(cat "$out/runtime-packages.txt")
+echo "build-and-stage: runtime packages: $(tr '\n' ' ' < "$out/runtime-packages.txt")"
