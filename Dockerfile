@@ -11,8 +11,9 @@
 #     CUDA_ARCHITECTURES (default 90 = H100/H200) picks the GPU code.
 #
 # Each variant is a build stage (compilers and -dev packages) and a slim
-# runtime stage: tvq-server, tvq-client, the SentencePiece module, the
-# packages that own their shared libraries, and the default model at
+# runtime stage: tvq-server, tvq-client, the plug-in modules the server
+# loads (SentencePiece; the CUDA backend in the GPU image), the packages that
+# own their shared libraries, and the default model at
 # /models/default. Mount other models under /models and pass --model.
 #
 # The entrypoint is tvq-server with flags for a container (listen on all

@@ -3,8 +3,8 @@
 # tvq-client (no tests, no benchmarks), then stages what the runtime stage
 # needs under OUT:
 #   OUT/root/usr/local/bin/{tvq-server,tvq-client}
-#   OUT/root/usr/local/lib/libtvq_sentencepiece.so   (found by tvq-server
-#                                                      through ../lib/)
+#   OUT/root/usr/local/lib/libtvq_*.so   the plug-in modules tvq-server
+#                                        loads (SentencePiece, CUDA backend)
 #   OUT/root/usr/local/lib/<libraries no package owns>
 #   OUT/runtime-packages.txt  the distribution packages that own the shared
 #                             libraries the staged files load (ldd + dpkg -S)
@@ -25,12 +25,19 @@ cmake --build /tmp/tvq-build -j "$jobs" --target tvq-server tvq-client
 mkdir -p "$out/root/usr/local/bin" "$out/root/usr/local/lib"
 install -s -m 0755 /tmp/tvq-build/server/tvq-server "$out/root/usr/local/bin/"
 install -s -m 0755 /tmp/tvq-build/client/tvq-client "$out/root/usr/local/bin/"
-module=$(find /tmp/tvq-build -name libtvq_sentencepiece.so -type f | head -n 1)
-if [ -z "$module" ]; then
-  echo "build-and-stage: libtvq_sentencepiece.so was not built" >&2
-  exit 1
-fi
-install -s -m 0644 "$module" "$out/root/usr/local/lib/"
+# The plug-in modules tvq-server dlopens (libtvq_sentencepiece.so, and
+# libtvq_cuda_backend.so in CUDA builds); it finds them through ../lib/.
+modules=$(find /tmp/tvq-build -name 'libtvq_*.so' -type f)
+case "$modules" in
+  *libtvq_sentencepiece.so*) ;;
+  *)
+    echo "build-and-stage: libtvq_sentencepiece.so was not built" >&2
+    exit 1
+    ;;
+esac
+for module in $modules; do
+  install -s -m 0644 "$module" "$out/root/usr/local/lib/"
+done
 
 # The driver's libraries (libcuda, libnvidia-*) come from the host through
 # the NVIDIA container toolkit; they are never part of the image.

@@ -6,7 +6,7 @@
 set -eu
 
 missing=$(ldd /usr/local/bin/tvq-server /usr/local/bin/tvq-client \
-  /usr/local/lib/libtvq_sentencepiece.so |
+  /usr/local/lib/libtvq_*.so |
   grep 'not found' | grep -v -e 'libcuda\.so' -e 'libnvidia-' || true)
 if [ -n "$missing" ]; then
   echo "check-runtime: missing shared libraries:" >&2
