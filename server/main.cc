@@ -93,6 +93,27 @@ void Log(const absl::FormatSpec<Args...>& format, const Args&... args) {
   std::fflush(stderr);
 }
 
+// absl flags are spelled with underscores; accept the documented dashed
+// spelling too (--metrics-address = --metrics_address) by rewriting the
+// name part of each "--name[=value]" argument.
+std::vector<char*> NormalizeFlagNames(int argc, char** argv,
+                                      std::vector<std::string>& storage) {
+  storage.assign(argv, argv + argc);
+  for (int i = 1; i < argc; ++i) {
+    std::string& arg = storage[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    const size_t name_begin = arg.find_first_not_of('-');
+    const size_t name_end = std::min(arg.find('='), arg.size());
+    if (name_begin == std::string::npos) continue;
+    std::replace(arg.begin() + name_begin, arg.begin() + name_end, '-', '_');
+  }
+  std::vector<char*> pointers;
+  for (std::string& arg : storage) pointers.push_back(arg.data());
+  pointers.push_back(nullptr);
+  return pointers;
+}
+
 // Checks the flags that have a range; returns the first problem, naming the
 // flag.
 absl::Status CheckFlags() {
@@ -238,7 +259,10 @@ int main(int argc, char** argv) {
       "Transformer-VQ inference server (gRPC tvq.v1.TextGeneration).\n"
       "Usage: tvq-server --model=DIR [--listen=HOST:PORT] [flags]\n"
       "docs/configuration.md describes every flag.");
-  absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> argument_storage;
+  std::vector<char*> arguments =
+      NormalizeFlagNames(argc, argv, argument_storage);
+  absl::ParseCommandLine(argc, arguments.data());
   if (absl::Status flags = CheckFlags(); !flags.ok()) {
     Log("%s", flags.message());
     return 2;
