@@ -89,7 +89,10 @@ constexpr int kMaxSlots = 65536;
 
 template <typename... Args>
 void Log(const absl::FormatSpec<Args...>& format, const Args&... args) {
-  absl::FPrintF(stderr, "tvq-server: %s\n", absl::StrFormat(format, args...));
+  absl::FPrintF(stderr, "%s tvq-server: %s\n",
+                absl::FormatTime("%Y-%m-%dT%H:%M:%E3S", absl::Now(),
+                                 absl::LocalTimeZone()),
+                absl::StrFormat(format, args...));
   std::fflush(stderr);
 }
 
@@ -336,12 +339,19 @@ int main(int argc, char** argv) {
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
   service.SetDraining();
+  const absl::Time drain_deadline = absl::Now() + drain_timeout;
   const int cut_short = model.scheduler->Drain(drain_timeout);
   if (cut_short > 0) {
     Log("drain timeout: %d requests cut short", cut_short);
   }
-  // Lets the last messages flush; calls still open after this are cancelled.
-  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  // Every request has ended; let their last messages reach the clients (a
+  // slow reader may still be catching up), then close the connections:
+  // waiting for clients to hang up could take forever.
+  if (!service.WaitForActiveCalls(
+          std::max(drain_deadline, absl::Now() + absl::Seconds(2)))) {
+    Log("some clients did not read their last messages in time");
+  }
+  server->Shutdown(absl::ToChronoTime(absl::Now()));
   model.scheduler->Stop();
   Log("stopped");
   return 0;
