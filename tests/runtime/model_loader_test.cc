@@ -12,6 +12,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <random>
 #include <span>
 #include <string>
 #include <string_view>
@@ -951,6 +952,40 @@ TEST_F(FileDefectTest, ZeroSizedTensorsNeverOverlap) {
   ExpectError(LoadBytes(FileFromHeader(header, data_)),
               absl::StatusCode::kInvalidArgument,
               {"unexpected tensor \"empty/a\""});
+}
+
+TEST_F(FileDefectTest, EveryTruncationIsAnError) {
+  const std::string file = FileFromHeader(header_, data_);
+  const size_t header_end = 8 + header_.dump().size();
+  for (size_t length = 0; length < file.size();
+       length += length < header_end + 64 ? 3 : 4099) {
+    const absl::Status status =
+        LoadBytes(std::string_view(file).substr(0, length));
+    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss)
+        << "length " << length << ": " << status;
+  }
+}
+
+TEST_F(FileDefectTest, RandomHeaderDamageNeverCrashes) {
+  const std::string file = FileFromHeader(header_, data_);
+  const size_t header_end = 8 + header_.dump().size();
+  std::mt19937 random(2024);
+  std::uniform_int_distribution<size_t> position(0, header_end - 1);
+  std::uniform_int_distribution<int> byte(0, 255);
+  int failures = 0;
+  for (int round = 0; round < 300; ++round) {
+    std::string damaged = file;
+    for (int flips = 0; flips < 1 + round % 3; ++flips) {
+      damaged[position(random)] = static_cast<char>(byte(random));
+    }
+    // Any outcome but a crash; most damage must be caught.
+    const absl::Status status = LoadBytes(damaged);
+    if (!status.ok()) {
+      ++failures;
+      EXPECT_FALSE(status.message().empty());
+    }
+  }
+  EXPECT_GT(failures, 250) << "seed 2024";
 }
 
 // ------------------------------------------------------------ safetensors API
