@@ -1,1 +1,94 @@
-// placeholder
+#include "kernels/cpu/elementwise_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace tvq::kernels::cpu {
+
+void AddSinusoid(int64_t position, int width, double pe_lam, float scale,
+                 float* row) {
+  const int half = width / 2;
+  for (int i = 0; i < half; ++i) {
+    const double frequency =
+        1.0 / std::pow(pe_lam, static_cast<double>(2 * i) / width);
+    const double angle = static_cast<double>(position) * frequency;
+    row[i] += scale * static_cast<float>(std::sin(angle));
+    row[half + i] += scale * static_cast<float>(std::cos(angle));
+  }
+}
+
+void EmbedRow(const float* embeddings, int d_model, int32_t token,
+              int64_t position, bool add_positions, float position_scale,
+              double pe_lam, float* row) {
+  const float* source = embeddings + static_cast<int64_t>(token) * d_model;
+  std::copy(source, source + d_model, row);
+  if (add_positions) {
+    AddSinusoid(position, d_model, pe_lam, position_scale, row);
+  }
+}
+
+// The hot loops get one clone per instruction set; the dynamic loader picks
+// one per machine, so results stay reproducible on a given machine.
+__attribute__((target_clones("avx512f", "avx2", "default"))) float Dot(
+    int n, const float* a, const float* b) {
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int i = 0; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy(
+    int n, float alpha, const float* x, float* y) {
+#pragma omp simd
+  for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+void RmsNormRow(int width, const float* x, const float* gain,
+                const float* bias, float scale, float* y) {
+  float sum_squares = 0;
+#pragma omp simd reduction(+ : sum_squares)
+  for (int i = 0; i < width; ++i) sum_squares += x[i] * x[i];
+  const float inverse =
+      scale / std::sqrt(kRmsEpsilon + sum_squares / static_cast<float>(width));
+  if (gain != nullptr && bias != nullptr) {
+#pragma omp simd
+    for (int i = 0; i < width; ++i) y[i] = x[i] * inverse * gain[i] + bias[i];
+  } else if (gain != nullptr) {
+#pragma omp simd
+    for (int i = 0; i < width; ++i) y[i] = x[i] * inverse * gain[i];
+  } else {
+#pragma omp simd
+    for (int i = 0; i < width; ++i) y[i] = x[i] * inverse;
+    if (bias != nullptr) {
+      for (int i = 0; i < width; ++i) y[i] += bias[i];
+    }
+  }
+}
+
+void SiluRow(int n, float* x) {
+  for (int i = 0; i < n; ++i) {
+    // x * sigmoid(x); for very negative x, exp(-x) overflows to inf and the
+    // quotient is the correct limit, -0.
+    x[i] = x[i] / (1.0f + std::exp(-x[i]));
+  }
+}
+
+void MultiplyRow(int n, float* x, const float* gate) {
+#pragma omp simd
+  for (int i = 0; i < n; ++i) x[i] *= gate[i];
+}
+
+void LogSoftmaxRow(int n, const float* bias, float scale, float* x) {
+  float maximum = -INFINITY;
+  for (int i = 0; i < n; ++i) {
+    x[i] = (bias != nullptr ? x[i] + bias[i] : x[i]) * scale;
+    maximum = std::max(maximum, x[i]);
+  }
+  // Accumulate the partition function in double: vocabularies reach 32k+.
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += std::exp(static_cast<double>(x[i] - maximum));
+  const float log_sum = maximum + static_cast<float>(std::log(sum));
+  for (int i = 0; i < n; ++i) x[i] -= log_sum;
+}
+
+}  // namespace tvq::kernels::cpu

@@ -96,6 +96,9 @@ struct GemmArgs {
   float beta = 0;
   float* c = nullptr;
   int ldc = 0;
+  // Each row of c must be bitwise independent of the other rows (decode
+  // batches: a sequence's numbers never depend on its batch peers).
+  bool batch_invariant = false;
 };
 
 class Backend {
@@ -117,6 +120,12 @@ class Backend {
   virtual absl::Status Fill(float* data, size_t count, float value) = 0;
   virtual absl::Status FillInt(int32_t* data, size_t count, int32_t value) = 0;
   virtual absl::Status Synchronize() = 0;
+  // Makes read-only host data (which outlives its use) readable by ops and
+  // returns the pointer to pass them: the CPU uses `host` in place, a GPU
+  // copies it into `storage`.
+  virtual absl::StatusOr<const float*> UploadWeights(const float* host,
+                                                     size_t count,
+                                                     DeviceBuffer* storage) = 0;
 
   // ---- model-level operations
   virtual absl::Status Gemm(const GemmArgs& args) = 0;

@@ -1,1 +1,80 @@
-// placeholder
+// The one place that knows which backends this build has.
+#include <memory>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "server/runtime/backend.h"
+#include "server/runtime/cpu_backend.h"
+
+namespace tvq::runtime {
+namespace {
+
+struct DeviceRequest {
+  enum class Kind { kAuto, kCpu, kCuda } kind = Kind::kAuto;
+  int cuda_ordinal = 0;
+};
+
+absl::StatusOr<DeviceRequest> ParseDevice(const std::string& device) {
+  DeviceRequest request;
+  if (device == "auto") return request;
+  if (device == "cpu") {
+    request.kind = DeviceRequest::Kind::kCpu;
+    return request;
+  }
+  if (device == "cuda") {
+    request.kind = DeviceRequest::Kind::kCuda;
+    return request;
+  }
+  if (absl::StartsWith(device, "cuda:") &&
+      absl::SimpleAtoi(device.substr(5), &request.cuda_ordinal) &&
+      request.cuda_ordinal >= 0) {
+    request.kind = DeviceRequest::Kind::kCuda;
+    return request;
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "--device must be auto, cpu, cuda or cuda:N, got \"%s\"", device));
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
+    const BackendOptions& options, int ordinal) {
+  (void)options;
+  (void)ordinal;
+#ifdef TVQ_WITH_CUDA
+  return absl::UnimplementedError(
+      "--device=cuda: this build compiles the CUDA toolkit in, but the CUDA "
+      "backend is not implemented yet; use --device=cpu");
+#else
+  return absl::UnimplementedError(
+      "--device=cuda: this build has no CUDA support (configure with "
+      "-DTVQ_WITH_CUDA=ON); use --device=cpu");
+#endif
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(
+    const BackendOptions& options) {
+  if (options.num_threads < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--threads must be >= 0 (0 = all cores), got %d", options.num_threads));
+  }
+  absl::StatusOr<DeviceRequest> request = ParseDevice(options.device);
+  if (!request.ok()) return request.status();
+  switch (request->kind) {
+    case DeviceRequest::Kind::kCuda:
+      return CreateCudaBackend(options, request->cuda_ordinal);
+    case DeviceRequest::Kind::kAuto: {
+      absl::StatusOr<std::unique_ptr<Backend>> cuda =
+          CreateCudaBackend(options, 0);
+      if (cuda.ok()) return cuda;
+      [[fallthrough]];
+    }
+    case DeviceRequest::Kind::kCpu:
+      return std::make_unique<CpuBackend>(options.num_threads);
+  }
+  return absl::InternalError("unreachable device kind");
+}
+
+}  // namespace tvq::runtime

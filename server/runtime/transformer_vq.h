@@ -32,6 +32,7 @@ using CodeTrace = std::vector<std::vector<int32_t>>;
 
 class TransformerVq {
  public:
+  // `weights` must outlive the engine (the CPU backend reads them in place).
   static absl::StatusOr<std::unique_ptr<TransformerVq>> Create(
       const ModelWeights& weights, Backend& backend,
       const EngineOptions& options = {});
@@ -68,11 +69,16 @@ class TransformerVq {
   ModelConfig config_;
   Backend& backend_;
   EngineOptions options_;
+  AttentionShape shape_;
   std::vector<Sublayer> sublayers_;
   std::unique_ptr<Workspace> workspace_;
-  // Head and embedding weights in backend memory.
-  DeviceBuffer embeddings_, output_kernel_, output_bias_, out_ln_gain_,
-      out_ln_bias_;
+  // Head and embedding weights, readable by the backend.
+  std::vector<DeviceBuffer> weight_storage_;
+  const float* embeddings_ = nullptr;     // [V, D]
+  const float* output_kernel_ = nullptr;  // [D, V] (not e_tie)
+  const float* output_bias_ = nullptr;    // [V]
+  const float* out_ln_gain_ = nullptr;    // [D] (e_preln)
+  const float* out_ln_bias_ = nullptr;    // [D] (e_preln)
   float position_scale_ = 0;
 };
 

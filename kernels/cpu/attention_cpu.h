@@ -1,0 +1,62 @@
+// Transformer-VQ attention of one head against its constant-size state
+// (spec §2–3) on the CPU.
+#ifndef TVQ_KERNELS_CPU_ATTENTION_CPU_H_
+#define TVQ_KERNELS_CPU_ATTENTION_CPU_H_
+
+#include <cstdint>
+
+namespace tvq::kernels::cpu {
+
+// One head of one sublayer for one slot: tables and state.
+struct HeadAttention {
+  int n_code = 0;   // S
+  int mem_len = 0;  // M
+  int d_k = 0;
+  int d_v = 0;
+  bool agg_cache = false;
+  const float* codebook = nullptr;        // [S, d_k]
+  const float* relative = nullptr;        // [M + 1, d_k], row d = r_d
+  const float* u = nullptr;               // [d_k]
+  const float* v = nullptr;               // [d_k]
+  const float* counts = nullptr;          // [S]
+  const float* means = nullptr;           // [S, d_v]
+  const int32_t* window_codes = nullptr;  // [M], -1 = empty
+  const float* window_values = nullptr;   // [M, d_v]
+};
+
+// Floats of scratch DecodeAttentionWeights needs.
+int DecodeScratchFloats(const HeadAttention& head);
+// Weights DecodeAttentionWeights writes: M window slots, the new token, S
+// codes.
+inline int DecodeWeightCount(const HeadAttention& head) {
+  return head.mem_len + 1 + head.n_code;
+}
+
+// Softmax weights of the query at `position` (its key code `code`) over the
+// window slots, itself and (agg_cache) the codes, normalized; excluded
+// entries get 0. Thread-safe, no BLAS.
+void DecodeAttentionWeights(const HeadAttention& head, int64_t position,
+                            const float* q, int32_t code, float* weights,
+                            float* scratch);
+
+// out[c] = sum of weights * values for columns c in [column_begin,
+// column_end): window values, the new token's `value`, the code means.
+void DecodeWeightedValues(const HeadAttention& head, const float* weights,
+                          const float* value, int column_begin,
+                          int column_end, float* out);
+
+// Floats of scratch BlockAttention needs for n queries.
+int64_t BlockScratchFloats(const HeadAttention& head, int n);
+
+// Attention of n consecutive queries (positions first_position..) against
+// the state and the block's own keys (codes[i * code_stride]) and values
+// (values + i * value_stride). Writes out + i * out_stride (d_v floats).
+// Uses BLAS: call from one thread.
+void BlockAttention(const HeadAttention& head, int64_t first_position, int n,
+                    const float* q, int q_stride, const int32_t* codes,
+                    int code_stride, const float* values, int value_stride,
+                    float* out, int out_stride, float* scratch);
+
+}  // namespace tvq::kernels::cpu
+
+#endif  // TVQ_KERNELS_CPU_ATTENTION_CPU_H_

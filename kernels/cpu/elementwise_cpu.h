@@ -1,0 +1,46 @@
+// Row-wise CPU kernels: embeddings, RMS norms, SiLU, gating, log-softmax.
+// Plain loops written to vectorize; callers split rows across threads.
+#ifndef TVQ_KERNELS_CPU_ELEMENTWISE_CPU_H_
+#define TVQ_KERNELS_CPU_ELEMENTWISE_CPU_H_
+
+#include <cstdint>
+
+namespace tvq::kernels::cpu {
+
+// RMS LayerNorm epsilon (inside the root), spec §2 notation.
+inline constexpr float kRmsEpsilon = 1e-6f;
+
+// Writes Sin(position) = [sin(p w_0) .. sin(p w_{D/2-1}) | cos(...)] with
+// w_i = pe_lam^(-2i/D), computed in double, times `scale`, added to `row`.
+void AddSinusoid(int64_t position, int width, double pe_lam, float scale,
+                 float* row);
+
+// row = embeddings[token] (+ scale * Sin(position) when add_positions).
+void EmbedRow(const float* embeddings, int d_model, int32_t token,
+              int64_t position, bool add_positions, float position_scale,
+              double pe_lam, float* row);
+
+// y = x / sqrt(eps + mean(x^2)) * gain + bias (gain/bias may be null);
+// x and y may alias.
+void RmsNormRow(int width, const float* x, const float* gain,
+                const float* bias, float scale, float* y);
+
+// x = silu(x) over n values.
+void SiluRow(int n, float* x);
+
+// x = x * gate over n values.
+void MultiplyRow(int n, float* x, const float* gate);
+
+// x = log_softmax((x + bias) * scale) over n values (bias may be null).
+void LogSoftmaxRow(int n, const float* bias, float scale, float* x);
+
+// Dot product of n floats (fixed summation order: results are identical
+// whatever the caller's threading).
+float Dot(int n, const float* a, const float* b);
+
+// y += alpha * x over n values.
+void Axpy(int n, float alpha, const float* x, float* y);
+
+}  // namespace tvq::kernels::cpu
+
+#endif  // TVQ_KERNELS_CPU_ELEMENTWISE_CPU_H_
