@@ -178,7 +178,9 @@ struct LoadedModel {
   tvq::service::ModelContext context;
 };
 
-absl::Status Load(LoadedModel& model) {
+// `observer` (may be null) receives the scheduler's events (metrics).
+absl::Status Load(LoadedModel& model,
+                  tvq::scheduler::SchedulerObserver* observer) {
   const std::string directory = absl::GetFlag(FLAGS_model);
   tvq::runtime::BackendOptions backend_options;
   backend_options.device = absl::GetFlag(FLAGS_device);
@@ -240,7 +242,8 @@ absl::Status Load(LoadedModel& model) {
       absl::GetFlag(FLAGS_step_token_budget);
   absl::StatusOr<std::unique_ptr<tvq::scheduler::Scheduler>> scheduler =
       tvq::scheduler::Scheduler::Create(*model.engine, *model.pool,
-                                        *model.tokenizer, scheduler_options);
+                                        *model.tokenizer, scheduler_options,
+                                        observer);
   if (!scheduler.ok()) return scheduler.status();
   model.scheduler = *std::move(scheduler);
 
@@ -326,8 +329,12 @@ int main(int argc, char** argv) {
         absl::GetFlag(FLAGS_metrics_address));
   }
 
+  // The metrics exporter plugs in here: an object implementing
+  // tvq::scheduler::SchedulerObserver, alive until the scheduler stops.
+  tvq::scheduler::SchedulerObserver* observer = nullptr;
+
   const absl::Time load_start = absl::Now();
-  if (absl::Status loaded = Load(model); !loaded.ok()) {
+  if (absl::Status loaded = Load(model, observer); !loaded.ok()) {
     Log("cannot load the model: %s", loaded.ToString());
     server->Shutdown(absl::ToChronoTime(absl::Now()));
     return 1;
