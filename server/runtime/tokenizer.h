@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -48,8 +49,27 @@ class IncrementalDetokenizer {
   const std::string& emitted() const { return emitted_; }
 
  private:
+  // Whether `id` decodes to nothing and leaves its neighbours unchanged
+  // (pad, eos, unk, control pieces): such ids never enter the window.
+  absl::StatusOr<bool> IsSilent(int32_t id);
+  // Makes the last id of the window its whole context; call only when
+  // everything decoded so far has been emitted.
+  void StartNewWindow();
+
   const Tokenizer& tokenizer_;
+  // Decode window: `context_size_` ids whose text is already emitted (at
+  // most one after the first delta), then the ids still pending. Decoding
+  // the context along with the new ids keeps SentencePiece's leading space
+  // and byte-fallback runs as the full decode has them; the window stays
+  // short, so a token costs O(1) decoding, not O(length).
   std::vector<int32_t> ids_;
+  size_t context_size_ = 0;
+  // Decode(ids_[0, context_size_)) and Decode(ids_).
+  std::string context_text_;
+  std::string window_text_;
+  // Bytes of window_text_ after context_text_ that were already emitted.
+  size_t emitted_in_window_ = 0;
+  std::unordered_map<int32_t, bool> silent_ids_;
   std::string emitted_;
 };
 
