@@ -158,6 +158,15 @@ absl::Status CheckFlags() {
     status.Update(absl::InvalidArgumentError(
         "--listen must be HOST:PORT, got an empty string"));
   }
+  if (const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+      !metrics_address.empty()) {
+    absl::StatusOr<tvq::metrics::HostPort> parsed =
+        tvq::metrics::ParseHostPort(metrics_address);
+    if (!parsed.ok()) {
+      status.Update(absl::InvalidArgumentError(
+          absl::StrCat("--metrics-address: ", parsed.status().message())));
+    }
+  }
   if (absl::GetFlag(FLAGS_model).empty()) {
     status.Update(
         absl::InvalidArgumentError("--model must name a model directory"));
