@@ -18,7 +18,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -93,7 +95,10 @@ constexpr int kMaxSlots = 65536;
 
 template <typename... Args>
 void Log(const absl::FormatSpec<Args...>& format, const Args&... args) {
-  absl::FPrintF(stderr, "tvq-server: %s\n", absl::StrFormat(format, args...));
+  absl::FPrintF(stderr, "%s tvq-server: %s\n",
+                absl::FormatTime("%Y-%m-%dT%H:%M:%E3S", absl::Now(),
+                                 absl::LocalTimeZone()),
+                absl::StrFormat(format, args...));
   std::fflush(stderr);
 }
 
@@ -308,9 +313,20 @@ tvq::metrics::EngineSnapshotSource EngineSource(const LoadedModel& model) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --help lists this file's flags (absl matches files named like the
+  // program by default).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "server/main.cc");
+  };
+  usage_config.version_string = [] {
+    return std::string("tvq-server ") + TVQ_VERSION + "\n";
+  };
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "Transformer-VQ inference server (gRPC tvq.v1.TextGeneration).\n"
       "Usage: tvq-server --model=DIR [--listen=HOST:PORT] [flags]\n"
+      "Flag names take dashes or underscores (--max-queue = --max_queue).\n"
       "docs/configuration.md describes every flag.");
   std::vector<std::string> argument_storage;
   std::vector<char*> arguments =
@@ -425,12 +441,19 @@ int main(int argc, char** argv) {
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
   service.SetDraining();
+  const absl::Time drain_deadline = absl::Now() + drain_timeout;
   const int cut_short = model.scheduler->Drain(drain_timeout);
   if (cut_short > 0) {
     Log("drain timeout: %d requests cut short", cut_short);
   }
-  // Lets the last messages flush; calls still open after this are cancelled.
-  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  // Every request has ended; let their last messages reach the clients (a
+  // slow reader may still be catching up), then close the connections:
+  // waiting for clients to hang up could take forever.
+  if (!service.WaitForActiveCalls(
+          std::max(drain_deadline, absl::Now() + absl::Seconds(2)))) {
+    Log("some clients did not read their last messages in time");
+  }
+  server->Shutdown(absl::ToChronoTime(absl::Now()));
   model.scheduler->Stop();
   metrics.SetEngineSource(nullptr);
   Log("stopped");

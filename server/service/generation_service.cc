@@ -84,8 +84,9 @@ absl::Time Deadline(const grpc::CallbackServerContext* context) {
 // (only the scheduler thread touches it until Finish).
 class GenerateCall final : public grpc::ServerUnaryReactor {
  public:
-  GenerateCall(scheduler::Scheduler* scheduler, v1::GenerateResponse* response)
-      : scheduler_(scheduler), response_(response) {}
+  GenerateCall(scheduler::Scheduler* scheduler, v1::GenerateResponse* response,
+               ActiveCallCounter* counter)
+      : hold_(counter), scheduler_(scheduler), response_(response) {}
 
   void Start(scheduler::GenerationRequest request) {
     response_->set_request_id(request.request_id);
@@ -124,6 +125,7 @@ class GenerateCall final : public grpc::ServerUnaryReactor {
     GenerateCall* const call_;
   };
 
+  ActiveCallCounter::Hold hold_;
   scheduler::Scheduler* const scheduler_;
   v1::GenerateResponse* const response_;
   scheduler::RequestHandle handle_ = 0;
@@ -137,8 +139,9 @@ class GenerateCall final : public grpc::ServerUnaryReactor {
 class GenerateStreamCall final
     : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
  public:
-  explicit GenerateStreamCall(scheduler::Scheduler* scheduler)
-      : scheduler_(scheduler) {}
+  GenerateStreamCall(scheduler::Scheduler* scheduler,
+                     ActiveCallCounter* counter)
+      : hold_(counter), scheduler_(scheduler) {}
 
   void Start(scheduler::GenerationRequest request) {
     request_id_ = request.request_id;
@@ -262,6 +265,7 @@ class GenerateStreamCall final
     }
   }
 
+  ActiveCallCounter::Hold hold_;
   scheduler::Scheduler* const scheduler_;
   std::string request_id_;
   uint64_t seed_ = 0;
@@ -283,8 +287,11 @@ class GenerateStreamCall final
 class ScoreCall final : public grpc::ServerUnaryReactor {
  public:
   ScoreCall(scheduler::Scheduler* scheduler, v1::ScoreResponse* response,
-            const runtime::ModelConfig& config)
-      : scheduler_(scheduler), response_(response), config_(config) {}
+            const runtime::ModelConfig& config, ActiveCallCounter* counter)
+      : hold_(counter),
+        scheduler_(scheduler),
+        response_(response),
+        config_(config) {}
 
   void Start(scheduler::ScoreRequest request) {
     response_->set_request_id(request.request_id);
@@ -336,6 +343,7 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
     Finish(grpc::Status::OK);
   }
 
+  ActiveCallCounter::Hold hold_;
   scheduler::Scheduler* const scheduler_;
   v1::ScoreResponse* const response_;
   const runtime::ModelConfig& config_;
@@ -365,6 +373,23 @@ class FailedStream final
 }  // namespace
 
 // ---------------------------------------------------------------- service
+
+void ActiveCallCounter::Add(int delta) {
+  absl::MutexLock lock(&mutex_);
+  count_ += delta;
+}
+
+int ActiveCallCounter::count() const {
+  absl::MutexLock lock(&mutex_);
+  return count_;
+}
+
+bool ActiveCallCounter::WaitUntilNone(absl::Time deadline) {
+  absl::MutexLock lock(&mutex_);
+  auto none = [this]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) { return count_ == 0; };
+  return mutex_.AwaitWithDeadline(absl::Condition(&none), deadline);
+}
 
 GenerationService::GenerationService(const RequestLimits& limits,
                                      std::string server_version)
@@ -409,7 +434,7 @@ grpc::ServerUnaryReactor* GenerationService::Generate(
       ToGenerationRequest(*request, Validation(**model), RandomSeed());
   if (!generation.ok()) return FinishNow(context, generation.status());
   generation->deadline = Deadline(context);
-  auto* call = new GenerateCall((*model)->scheduler, response);
+  auto* call = new GenerateCall((*model)->scheduler, response, &active_calls_);
   call->Start(*std::move(generation));
   return call;
 }
@@ -425,7 +450,7 @@ GenerationService::GenerateStream(grpc::CallbackServerContext* context,
     return new FailedStream(ToGrpcStatus(generation.status()));
   }
   generation->deadline = Deadline(context);
-  auto* call = new GenerateStreamCall((*model)->scheduler);
+  auto* call = new GenerateStreamCall((*model)->scheduler, &active_calls_);
   call->Start(*std::move(generation));
   return call;
 }
@@ -439,8 +464,8 @@ grpc::ServerUnaryReactor* GenerationService::Score(
       ToScoreRequest(*request, Validation(**model));
   if (!score.ok()) return FinishNow(context, score.status());
   score->deadline = Deadline(context);
-  auto* call =
-      new ScoreCall((*model)->scheduler, response, (*model)->weights->config());
+  auto* call = new ScoreCall((*model)->scheduler, response,
+                             (*model)->weights->config(), &active_calls_);
   call->Start(*std::move(score));
   return call;
 }

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/runtime/model_weights.h"
 #include "server/runtime/tokenizer.h"
 #include "server/scheduler/scheduler.h"
@@ -35,6 +37,34 @@ struct ModelContext {
   std::string device;
 };
 
+// Counts the Generate, GenerateStream and Score calls whose reactor has not
+// finished (OnDone), so that shutdown can wait for their last messages.
+class ActiveCallCounter {
+ public:
+  // Held by a reactor for its lifetime.
+  class Hold {
+   public:
+    explicit Hold(ActiveCallCounter* counter) : counter_(counter) {
+      counter_->Add(1);
+    }
+    ~Hold() { counter_->Add(-1); }
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+
+   private:
+    ActiveCallCounter* const counter_;
+  };
+
+  // True when no call is active, false when `deadline` passed first.
+  bool WaitUntilNone(absl::Time deadline);
+  int count() const;
+
+ private:
+  void Add(int delta);
+  mutable absl::Mutex mutex_;
+  int count_ ABSL_GUARDED_BY(mutex_) = 0;
+};
+
 class GenerationService final : public v1::TextGeneration::CallbackService {
  public:
   GenerationService(const RequestLimits& limits, std::string server_version);
@@ -43,6 +73,11 @@ class GenerationService final : public v1::TextGeneration::CallbackService {
   void SetReady(const ModelContext* context);
   // New Generate/GenerateStream/Score calls get UNAVAILABLE from now on.
   void SetDraining();
+  // Waits until every Generate/GenerateStream/Score call has ended (its last
+  // message written); false when `deadline` passed first.
+  bool WaitForActiveCalls(absl::Time deadline) {
+    return active_calls_.WaitUntilNone(deadline);
+  }
 
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context,
                                      const v1::GenerateRequest* request,
@@ -75,6 +110,7 @@ class GenerationService final : public v1::TextGeneration::CallbackService {
   const std::string server_version_;
   std::atomic<const ModelContext*> model_{nullptr};
   std::atomic<bool> draining_{false};
+  ActiveCallCounter active_calls_;
 };
 
 }  // namespace tvq::service
