@@ -474,7 +474,9 @@ TEST_F(MetricsTest, ARealPrometheusScrapesTheServer) {
       QueryUntilPositive(port, "tvq_generated_tokens_total", absl::Seconds(30));
   EXPECT_TRUE(generated.ok()) << generated.status() << "\n"
                               << prometheus->Output();
-  if (generated.ok()) EXPECT_GE(*generated, 5);
+  if (generated.ok()) {
+    EXPECT_GE(*generated, 5);
+  }
 
   // The target is healthy: Prometheus parsed the whole scrape.
   absl::StatusOr<HttpResponse> targets =
