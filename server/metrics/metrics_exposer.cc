@@ -70,10 +70,13 @@ absl::StatusOr<HostPort> ParseHostPort(std::string_view address) {
   if (colon == std::string_view::npos) return invalid("has no port");
   HostPort parsed;
   std::string_view host = address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  } else if (host.find(':') != std::string_view::npos) {
-    return invalid("is an IPv6 address without brackets");
+  if (host.find(':') != std::string_view::npos ||
+      host.find('[') != std::string_view::npos) {
+    // Debian's civetweb (under prometheus-cpp's Exposer) is built without
+    // IPv6: mg_check_feature(8) == 0.
+    return invalid(
+        "is an IPv6 address: the metrics listener supports IPv4 only (use "
+        "127.0.0.1 or 0.0.0.0)");
   }
   if (host.empty()) return invalid("has no host");
   parsed.host = std::string(host);
@@ -92,11 +95,7 @@ absl::StatusOr<std::unique_ptr<MetricsExposer>> MetricsExposer::Start(
     const std::vector<std::weak_ptr<prometheus::Collectable>>& collectables) {
   absl::StatusOr<HostPort> parsed = ParseHostPort(address);
   if (!parsed.ok()) return parsed.status();
-  // civetweb's "listening_ports" syntax: IPv6 addresses in brackets.
-  const std::string listening =
-      parsed->host.find(':') != std::string::npos
-          ? absl::StrCat("[", parsed->host, "]:", parsed->port)
-          : absl::StrCat(parsed->host, ":", parsed->port);
+  const std::string listening = absl::StrCat(parsed->host, ":", parsed->port);
   std::unique_ptr<prometheus::Exposer> exposer;
   try {
     exposer = std::make_unique<prometheus::Exposer>(listening,
@@ -136,10 +135,7 @@ MetricsExposer::MetricsExposer(std::unique_ptr<prometheus::Exposer> exposer,
 MetricsExposer::~MetricsExposer() = default;
 
 std::string MetricsExposer::url() const {
-  const std::string host = host_.find(':') != std::string::npos
-                               ? absl::StrCat("[", host_, "]")
-                               : host_;
-  return absl::StrCat("http://", host, ":", port_, "/metrics");
+  return absl::StrCat("http://", host_, ":", port_, "/metrics");
 }
 
 }  // namespace tvq::metrics

@@ -19,14 +19,15 @@ class Exposer;
 namespace tvq::metrics {
 
 struct HostPort {
-  // An IPv4 address, a host name, or an IPv6 address without its brackets.
+  // An IPv4 address or a host name.
   std::string host;
   int port = 0;
 };
 
-// Parses "HOST:PORT" ("127.0.0.1:9464", "[::1]:9464", "localhost:0"); port
-// 0 asks the system for a free port. Errors name the address and the
-// problem.
+// Parses "HOST:PORT" ("127.0.0.1:9464", "0.0.0.0:9464", "localhost:0");
+// port 0 asks the system for a free port. IPv6 addresses are refused: the
+// HTTP server under prometheus-cpp (Debian's civetweb) is built without
+// IPv6. Errors name the address and the problem.
 absl::StatusOr<HostPort> ParseHostPort(std::string_view address);
 
 class MetricsExposer {

@@ -18,10 +18,18 @@ TEST(ParseHostPortTest, AcceptsHostPortForms) {
   ASSERT_TRUE(ipv4.ok()) << ipv4.status();
   EXPECT_EQ(ipv4->host, "127.0.0.1");
   EXPECT_EQ(ipv4->port, 9464);
-  absl::StatusOr<HostPort> ipv6 = ParseHostPort("[::1]:0");
-  ASSERT_TRUE(ipv6.ok()) << ipv6.status();
-  EXPECT_EQ(ipv6->host, "::1");
-  EXPECT_EQ(ipv6->port, 0);
+  absl::StatusOr<HostPort> any = ParseHostPort("0.0.0.0:0");
+  ASSERT_TRUE(any.ok()) << any.status();
+  EXPECT_EQ(any->host, "0.0.0.0");
+  EXPECT_EQ(any->port, 0);
+}
+
+TEST(ParseHostPortTest, RefusesIpv6WhichTheListenerCannotServe) {
+  absl::StatusOr<HostPort> ipv6 = ParseHostPort("[::1]:9464");
+  ASSERT_FALSE(ipv6.ok());
+  EXPECT_EQ(ipv6.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(ipv6.status().message().find("IPv4 only"), std::string::npos)
+      << ipv6.status();
 }
 
 TEST(ParseHostPortTest, RejectsMalformedAddressesNamingThem) {
