@@ -31,6 +31,8 @@ namespace tvq::testing {
 namespace {
 
 constexpr int kSlots = 4;
+// Far more tokens than the server makes before a client's cancel arrives.
+constexpr int kCancelledTokens = 1000000;
 constexpr char kPromtool[] = "/usr/bin/promtool";
 constexpr char kPrometheus[] = "/usr/bin/prometheus";
 
@@ -60,9 +62,11 @@ class MetricsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-        ServerProcess::Start(GoldenModel("tiny-byte"),
-                             {"--metrics-address=127.0.0.1:0",
-                              absl::StrCat("--num-slots=", kSlots)});
+        ServerProcess::Start(
+            GoldenModel("tiny-byte"),
+            {"--metrics-address=127.0.0.1:0",
+             absl::StrCat("--num-slots=", kSlots),
+             absl::StrCat("--max-new-tokens-limit=", kCancelledTokens)});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = server->release();
     url_ = new std::string(MetricsUrl(server_->Output()));
@@ -317,7 +321,7 @@ TEST_F(MetricsTest, AClientCancelIsCountedAsCancelled) {
     grpc::ClientContext context;
     context.set_deadline(Deadline());
     auto reader = server_->stub().GenerateStream(
-        &context, Greedy("cancel me", /*max_new_tokens=*/8000));
+        &context, Greedy("cancel me", kCancelledTokens));
     v1::GenerateStreamResponse message;
     ASSERT_TRUE(reader->Read(&message));
     context.TryCancel();
@@ -325,25 +329,29 @@ TEST_F(MetricsTest, AClientCancelIsCountedAsCancelled) {
     }
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   }
-  // The server ends the request at its next step.
-  const absl::Time limit = absl::Now() + absl::Seconds(10);
-  Scrape after = ScrapeWhenIdle();
-  auto cancelled = [&](const Scrape& scrape) {
+  // The server ends the request at its next step: the scheduler counts it
+  // (finished, reason cancelled), then the service sends the status (the
+  // RPC counter); poll until both moved.
+  auto cancelled = [](const Scrape& scrape) {
     return scrape.Value("tvq_requests_finished_total",
                         {{"kind", "generate"}, {"reason", "cancelled"}});
   };
-  while (cancelled(after) == cancelled(before) && absl::Now() < limit) {
+  auto cancelled_rpcs = [](const Scrape& scrape) {
+    return scrape
+        .Find("tvq_requests_total",
+              {{"method", "GenerateStream"}, {"code", "CANCELLED"}})
+        .value_or(0);
+  };
+  const absl::Time limit = absl::Now() + absl::Seconds(10);
+  Scrape after = ScrapeWhenIdle();
+  while ((cancelled(after) == cancelled(before) ||
+          cancelled_rpcs(after) == cancelled_rpcs(before)) &&
+         absl::Now() < limit) {
     absl::SleepFor(absl::Milliseconds(10));
     after = ScrapeWhenIdle();
   }
   EXPECT_EQ(cancelled(after) - cancelled(before), 1);
-  EXPECT_EQ(after.Value("tvq_requests_total",
-                        {{"method", "GenerateStream"}, {"code", "CANCELLED"}}) -
-                before
-                    .Find("tvq_requests_total",
-                          {{"method", "GenerateStream"}, {"code", "CANCELLED"}})
-                    .value_or(0),
-            1);
+  EXPECT_EQ(cancelled_rpcs(after) - cancelled_rpcs(before), 1);
   // Whatever it generated before the cancel is counted once, both ways.
   const double generated = after.Value("tvq_generated_tokens_total") -
                            before.Value("tvq_generated_tokens_total");
