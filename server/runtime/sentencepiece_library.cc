@@ -33,6 +33,13 @@ struct SentencePieceProcessorHandle::Functions {
 namespace {
 
 constexpr char kModuleName[] = "libtvq_sentencepiece.so";
+// The sanitizer runtimes refuse RTLD_DEEPBIND (google/sanitizers#611) and
+// would end the process; say so as an error instead.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitizerBuild = true;
+#else
+constexpr bool kSanitizerBuild = false;
+#endif
 constexpr size_t kErrorSize = 1024;
 
 std::string ExecutableDirectory() {
@@ -55,6 +62,12 @@ absl::StatusOr<const SentencePieceProcessorHandle::Functions*> LoadModule() {
   static absl::StatusOr<const SentencePieceProcessorHandle::Functions*> result =
       absl::UnknownError("not loaded");
   std::call_once(once, [] {
+    if (kSanitizerBuild) {
+      result = absl::FailedPreconditionError(
+          "SentencePiece models cannot be loaded in a sanitizer build: the "
+          "module needs dlopen(RTLD_DEEPBIND), which the sanitizers forbid");
+      return;
+    }
     std::vector<std::string> candidates;
     if (const char* override_path = std::getenv("TVQ_SENTENCEPIECE_MODULE");
         override_path != nullptr && override_path[0] != '\0') {

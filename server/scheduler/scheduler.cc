@@ -254,10 +254,11 @@ void Scheduler::Loop() {
     std::vector<std::unique_ptr<Sequence>> admitted;
     bool cut_short = false;
     bool stopping = false;
-    const absl::Time now = absl::Now();
+    absl::Time now;
     {
       absl::MutexLock lock(&mutex_);
       mutex_.Await(absl::Condition(this, &Scheduler::HasWorkLocked));
+      now = absl::Now();
       stopping = stopping_;
       cut_short = cut_short_;
       cancels.swap(cancel_requests_);
