@@ -12,7 +12,7 @@ from client_test_support import (TvqServer, describe, golden_model_dir,
 
 # Room for 256 streams at once: slots plus queue must hold them all, or the
 # server rightly answers RESOURCE_EXHAUSTED.
-SERVER_ARGS = ["--max_queue=1024"]
+SERVER_ARGS = ["--max-queue=1024"]
 
 
 class BenchTest(unittest.TestCase):

@@ -1,6 +1,7 @@
 """Shared parts of the client end-to-end tests.
 
-- TvqServer: starts the real tvq-server binary on free loopback ports and
+- TvqServer: starts the real tvq-server binary on a free loopback port
+  (--listen=127.0.0.1:0, as tests/integration/server_process.cc does) and
   waits until its gRPC health service says SERVING.
 - run_client: runs the real tvq-client binary and returns its result.
 - load_golden: reads tests/data/golden/NAME/golden.safetensors.
@@ -11,7 +12,7 @@ TVQ_SERVER, TVQ_CLIENT, TVQ_TEST_DATA_DIR, TVQ_PYTHON_EXAMPLES.
 
 import json
 import os
-import socket
+import re
 import struct
 import subprocess
 import tempfile
@@ -33,11 +34,10 @@ def golden_model_dir(name):
     return os.path.join(DATA_DIR, "golden", name, "model")
 
 
-def free_port():
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _listening_address(log):
+    """HOST:PORT from the server's "listening on HOST:PORT " line, or None."""
+    match = re.search(r"listening on (\S+) ", log)
+    return match.group(1) if match else None
 
 
 def health_status(address, timeout=1.0):
@@ -77,39 +77,30 @@ class TvqServer:
         if not SERVER or not os.path.exists(SERVER):
             raise RuntimeError(f"TVQ_SERVER={SERVER!r} is not a built "
                                "tvq-server binary")
-        # A port picked free can be taken before the server binds it:
-        # retry with new ports when the server exits during start-up.
-        for _ in range(3):
-            grpc_port, metrics_port = free_port(), free_port()
-            self.address = f"127.0.0.1:{grpc_port}"
-            self._log = tempfile.TemporaryFile()
-            command = [SERVER, f"--model={self.model_dir}",
-                       f"--listen={self.address}",
-                       f"--metrics_address=127.0.0.1:{metrics_port}",
-                       *self.extra_args]
-            self._process = subprocess.Popen(
-                command, stdout=self._log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
-            if self._wait_serving():
-                return
-            if self._process.poll() is None:
-                self.stop()
-                raise RuntimeError(
-                    f"tvq-server did not become SERVING within "
-                    f"{self.start_timeout} s:\n{self.log_tail()}")
-        raise RuntimeError(f"tvq-server exited during start-up "
-                           f"(code {self._process.returncode}):\n"
-                           f"{self.log_tail()}")
-
-    def _wait_serving(self):
+        # Port 0: the server picks a free port and logs
+        # "listening on 127.0.0.1:PORT ..."; no metrics endpoint; one CPU
+        # thread (tests run in parallel on small machines).
+        self._log = tempfile.TemporaryFile()
+        command = [SERVER, f"--model={self.model_dir}",
+                   "--listen=127.0.0.1:0", "--metrics-address=", "--threads=1",
+                   *self.extra_args]
+        self._process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
         give_up_at = time.monotonic() + self.start_timeout
         while time.monotonic() < give_up_at:
             if self._process.poll() is not None:
-                return False
-            if health_status(self.address) == _HEALTH_SERVING:
-                return True
-            time.sleep(0.05)
-        return False
+                raise RuntimeError(
+                    f"tvq-server exited during start-up (code "
+                    f"{self._process.returncode}):\n{self.log_tail()}")
+            if self.address is None:
+                self.address = _listening_address(self.log_tail(limit=None))
+            elif health_status(self.address) == _HEALTH_SERVING:
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"tvq-server did not become SERVING within "
+                           f"{self.start_timeout} s:\n{self.log_tail()}")
 
     def stop(self):
         if self._process is None:
@@ -127,10 +118,12 @@ class TvqServer:
         return self._process is not None and self._process.poll() is None
 
     def log_tail(self, limit=4000):
+        """The server's output (its last `limit` characters; None = all)."""
         if self._log is None:
             return ""
         self._log.seek(0)
-        return self._log.read().decode("utf-8", "replace")[-limit:]
+        text = self._log.read().decode("utf-8", "replace")
+        return text if limit is None else text[-limit:]
 
 
 def run_client(args, address=None, stdin=None, timeout=120.0):
