@@ -110,7 +110,8 @@ class BenchCommand final : public Command {
     LoadGenerator generator(config_, *std::move(vocabulary),
                             std::move(channels));
     const LoadResult result = generator.Run();
-    const nlohmann::json report = BenchReportToJson(config_, channels_, result);
+    const nlohmann::ordered_json report =
+        BenchReportToJson(config_, channels_, result);
     if (global.json) {
       absl::PrintF("%s\n", DumpJson(report));
     } else {

@@ -19,13 +19,14 @@ bool IsFailure(const StreamRecord& stream) {
            stream.cancel_requested);
 }
 
-nlohmann::json SummaryToJson(const LatencySummary& summary) {
+nlohmann::ordered_json SummaryToJson(const LatencySummary& summary) {
   return {{"count", summary.count}, {"mean", summary.mean},
           {"p50", summary.p50},     {"p90", summary.p90},
           {"p99", summary.p99},     {"max", summary.max}};
 }
 
-std::string LatencyRow(const std::string& label, const nlohmann::json& row) {
+std::string LatencyRow(const std::string& label,
+                       const nlohmann::ordered_json& row) {
   return absl::StrFormat(
       "  %-22s %7d %9.2f %9.2f %9.2f %9.2f %9.2f\n", label,
       row["count"].get<int64_t>(), row["mean"].get<double>() * 1e3,
@@ -35,8 +36,8 @@ std::string LatencyRow(const std::string& label, const nlohmann::json& row) {
 
 }  // namespace
 
-nlohmann::json BenchReportToJson(const LoadConfig& config, int channels,
-                                 const LoadResult& result) {
+nlohmann::ordered_json BenchReportToJson(const LoadConfig& config, int channels,
+                                         const LoadResult& result) {
   std::map<std::string, int64_t> status_counts;
   int64_t ok = 0;
   int64_t cancelled_by_client = 0;
@@ -67,7 +68,7 @@ nlohmann::json BenchReportToJson(const LoadConfig& config, int channels,
   const auto per_second = [elapsed](double count) {
     return elapsed > 0 ? count / elapsed : 0.0;
   };
-  nlohmann::json config_json = {
+  nlohmann::ordered_json config_json = {
       {"concurrency", config.concurrency},
       {"requests", config.requests},
       {"duration_seconds", config.duration_seconds},
@@ -106,8 +107,8 @@ nlohmann::json BenchReportToJson(const LoadConfig& config, int channels,
   };
 }
 
-std::string FormatBenchReport(const nlohmann::json& report) {
-  const nlohmann::json& streams = report["streams"];
+std::string FormatBenchReport(const nlohmann::ordered_json& report) {
+  const nlohmann::ordered_json& streams = report["streams"];
   std::string out = absl::StrFormat(
       "streams: %d in %.2f s (peak %d open): %d ok, %d cancelled by the "
       "client, %d failed\n",

@@ -13,11 +13,11 @@ namespace tvq::client {
 
 // The report (docs/client.md lists its fields). `channels` is echoed in the
 // config section.
-nlohmann::json BenchReportToJson(const LoadConfig& config, int channels,
-                                 const LoadResult& result);
+nlohmann::ordered_json BenchReportToJson(const LoadConfig& config, int channels,
+                                         const LoadResult& result);
 
 // The same report for a terminal.
-std::string FormatBenchReport(const nlohmann::json& report);
+std::string FormatBenchReport(const nlohmann::ordered_json& report);
 
 // OK when every stream ended OK, or CANCELLED after the generator cancelled
 // it; otherwise an error with the most frequent failure code that counts

@@ -36,9 +36,9 @@ void MergeStreamMessage(const v1::GenerateStreamResponse& message,
   }
 }
 
-nlohmann::json GenerateResultToJson(const v1::GenerateResponse& result,
-                                    bool with_logprobs) {
-  nlohmann::json out = {
+nlohmann::ordered_json GenerateResultToJson(const v1::GenerateResponse& result,
+                                            bool with_logprobs) {
+  nlohmann::ordered_json out = {
       {"request_id", result.request_id()},
       {"text", result.text()},
       {"token_ids", result.token_ids()},

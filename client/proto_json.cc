@@ -9,8 +9,8 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
-nlohmann::json SingularFieldToJson(const Message& message,
-                                   const FieldDescriptor& field) {
+nlohmann::ordered_json SingularFieldToJson(const Message& message,
+                                           const FieldDescriptor& field) {
   const Reflection& reflection = *message.GetReflection();
   switch (field.cpp_type()) {
     case FieldDescriptor::CPPTYPE_INT32:
@@ -37,8 +37,9 @@ nlohmann::json SingularFieldToJson(const Message& message,
   return nullptr;
 }
 
-nlohmann::json RepeatedElementToJson(const Message& message,
-                                     const FieldDescriptor& field, int index) {
+nlohmann::ordered_json RepeatedElementToJson(const Message& message,
+                                             const FieldDescriptor& field,
+                                             int index) {
   const Reflection& reflection = *message.GetReflection();
   switch (field.cpp_type()) {
     case FieldDescriptor::CPPTYPE_INT32:
@@ -68,14 +69,14 @@ nlohmann::json RepeatedElementToJson(const Message& message,
 
 }  // namespace
 
-nlohmann::json MessageToJson(const Message& message) {
+nlohmann::ordered_json MessageToJson(const Message& message) {
   const Reflection& reflection = *message.GetReflection();
   const google::protobuf::Descriptor& descriptor = *message.GetDescriptor();
-  nlohmann::json out = nlohmann::json::object();
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
   for (int i = 0; i < descriptor.field_count(); ++i) {
     const FieldDescriptor& field = *descriptor.field(i);
     if (field.is_repeated()) {
-      nlohmann::json items = nlohmann::json::array();
+      nlohmann::ordered_json items = nlohmann::ordered_json::array();
       const int size = reflection.FieldSize(message, &field);
       for (int index = 0; index < size; ++index) {
         items.push_back(RepeatedElementToJson(message, field, index));
@@ -90,8 +91,8 @@ nlohmann::json MessageToJson(const Message& message) {
   return out;
 }
 
-nlohmann::json TokenLogprobToJson(const v1::TokenLogprob& logprob) {
-  nlohmann::json top = nlohmann::json::array();
+nlohmann::ordered_json TokenLogprobToJson(const v1::TokenLogprob& logprob) {
+  nlohmann::ordered_json top = nlohmann::ordered_json::array();
   for (const v1::TopLogprob& alternative : logprob.top_logprobs()) {
     top.push_back(
         {{"id", alternative.token_id()}, {"logprob", alternative.logprob()}});
@@ -101,9 +102,9 @@ nlohmann::json TokenLogprobToJson(const v1::TokenLogprob& logprob) {
           {"top", std::move(top)}};
 }
 
-nlohmann::json TokenLogprobsToJson(
+nlohmann::ordered_json TokenLogprobsToJson(
     const google::protobuf::RepeatedPtrField<v1::TokenLogprob>& logprobs) {
-  nlohmann::json out = nlohmann::json::array();
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (const v1::TokenLogprob& logprob : logprobs) {
     out.push_back(TokenLogprobToJson(logprob));
   }
@@ -127,9 +128,9 @@ std::string FinishReasonName(v1::FinishReason reason) {
   }
 }
 
-std::string DumpJson(const nlohmann::json& value) {
+std::string DumpJson(const nlohmann::ordered_json& value) {
   return value.dump(2, ' ', /*ensure_ascii=*/false,
-                    nlohmann::json::error_handler_t::replace);
+                    nlohmann::ordered_json::error_handler_t::replace);
 }
 
 }  // namespace tvq::client

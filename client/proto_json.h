@@ -15,11 +15,11 @@ namespace tvq::client {
 // as JSON numbers), enums by value name, messages as objects, repeated
 // fields as arrays; optional fields that are unset (and unset messages) are
 // null.
-nlohmann::json MessageToJson(const google::protobuf::Message& message);
+nlohmann::ordered_json MessageToJson(const google::protobuf::Message& message);
 
 // {"id": int, "logprob": float, "top": [{"id": int, "logprob": float}, ...]}
-nlohmann::json TokenLogprobToJson(const v1::TokenLogprob& logprob);
-nlohmann::json TokenLogprobsToJson(
+nlohmann::ordered_json TokenLogprobToJson(const v1::TokenLogprob& logprob);
+nlohmann::ordered_json TokenLogprobsToJson(
     const google::protobuf::RepeatedPtrField<v1::TokenLogprob>& logprobs);
 
 // "length", "stop_sequence", "eos", "stop_token", "cancelled" or
@@ -28,7 +28,7 @@ std::string FinishReasonName(v1::FinishReason reason);
 
 // A JSON document as printed on stdout (two-space indent, UTF-8 kept;
 // invalid UTF-8 replaced).
-std::string DumpJson(const nlohmann::json& value);
+std::string DumpJson(const nlohmann::ordered_json& value);
 
 }  // namespace tvq::client
 

@@ -19,8 +19,8 @@ namespace {
 
 // The JSON the issue and docs/client.md define: entry i scores input token
 // i + 1 given tokens 0..i.
-nlohmann::json ScoreToJson(const v1::ScoreResponse& response) {
-  nlohmann::json out = {
+nlohmann::ordered_json ScoreToJson(const v1::ScoreResponse& response) {
+  nlohmann::ordered_json out = {
       {"tokens", TokenLogprobsToJson(response.token_logprobs())},
       {"total_logprob", response.total_logprob()},
       {"bits_per_byte", nullptr},
