@@ -42,6 +42,7 @@ nlohmann::ordered_json BenchReportToJson(const LoadConfig& config, int channels,
   int64_t ok = 0;
   int64_t cancelled_by_client = 0;
   int64_t failed = 0;
+  int64_t cancel_requested = 0;
   int64_t tokens = 0;
   std::vector<double> first_token;
   std::vector<double> inter_token;
@@ -49,6 +50,7 @@ nlohmann::ordered_json BenchReportToJson(const LoadConfig& config, int channels,
   for (const StreamRecord& stream : result.streams) {
     ++status_counts[StatusCodeName(stream.code)];
     tokens += stream.tokens;
+    if (stream.cancel_requested) ++cancel_requested;
     if (stream.code == grpc::StatusCode::OK) {
       ++ok;
       request_latency.push_back(stream.end_seconds - stream.arrival_seconds);
@@ -91,6 +93,7 @@ nlohmann::ordered_json BenchReportToJson(const LoadConfig& config, int channels,
       {"streams",
        {{"started", static_cast<int64_t>(result.streams.size())},
         {"ok", ok},
+        {"cancel_requested", cancel_requested},
         {"cancelled_by_client", cancelled_by_client},
         {"failed", failed},
         {"peak_in_flight", result.peak_in_flight}}},
@@ -110,11 +113,12 @@ nlohmann::ordered_json BenchReportToJson(const LoadConfig& config, int channels,
 std::string FormatBenchReport(const nlohmann::ordered_json& report) {
   const nlohmann::ordered_json& streams = report["streams"];
   std::string out = absl::StrFormat(
-      "streams: %d in %.2f s (peak %d open): %d ok, %d cancelled by the "
-      "client, %d failed\n",
+      "streams: %d in %.2f s (peak %d open, %d cancels sent): %d ok, %d "
+      "cancelled by the client, %d failed\n",
       streams["started"].get<int64_t>(),
       report["elapsed_seconds"].get<double>(),
-      streams["peak_in_flight"].get<int64_t>(), streams["ok"].get<int64_t>(),
+      streams["peak_in_flight"].get<int64_t>(),
+      streams["cancel_requested"].get<int64_t>(), streams["ok"].get<int64_t>(),
       streams["cancelled_by_client"].get<int64_t>(),
       streams["failed"].get<int64_t>());
   absl::StrAppendFormat(

@@ -239,7 +239,9 @@ LoadResult LoadGenerator::Run() {
   for (;;) {
     const Clock::time_point now = Clock::now();
     if (config_.requests > 0 && started >= config_.requests) break;
-    if (now >= stop_starting_at) break;
+    // Open loop: every arrival scheduled before the stop time starts, even
+    // if late. Closed loop: nothing starts after it.
+    if ((open_loop ? next_arrival : now) >= stop_starting_at) break;
     if (in_flight_ >= config_.concurrency) {
       wait_until(stop_starting_at);
       continue;

@@ -53,12 +53,14 @@ class BenchTest(unittest.TestCase):
         self.assertEqual(streams["started"], 200)
         self.assertEqual(streams["failed"], 0, report["status_counts"])
         # Only OK and CANCELLED. floor(200 * 0.1) = 20 streams are cancelled
-        # after 1..23 tokens; one can still end OK if its last token was
-        # already on the way when the cancel arrived.
+        # after 1..23 tokens; one can still end OK when its last tokens were
+        # already on the way as the cancel went out (more likely on a loaded
+        # machine), so the CANCELLED count is bounded, not exact.
         self.assertLessEqual(set(report["status_counts"]), {"OK", "CANCELLED"})
+        self.assertEqual(streams["cancel_requested"], 20)
         cancelled = report["status_counts"].get("CANCELLED", 0)
         self.assertEqual(cancelled, streams["cancelled_by_client"])
-        self.assertGreaterEqual(cancelled, 15)
+        self.assertGreaterEqual(cancelled, 10)
         self.assertLessEqual(cancelled, 20)
         self.assertEqual(streams["ok"] + cancelled, 200)
         self.assertEqual(streams["peak_in_flight"], 64)
@@ -107,8 +109,8 @@ class BenchTest(unittest.TestCase):
                             self.addr)
         self.assertEqual(result.returncode, 0, describe(result))
         self.assertRegex(result.stdout,
-                         r"streams: 8 in [\d.]+ s \(peak 4 open\): 8 ok, 0 "
-                         r"cancelled by the client, 0 failed")
+                         r"streams: 8 in [\d.]+ s \(peak 4 open, 0 cancels "
+                         r"sent\): 8 ok, 0 cancelled by the client, 0 failed")
         self.assertRegex(result.stdout,
                          r"throughput: [\d.]+ requests/s, [\d.]+ generated "
                          r"tokens/s \(32 tokens\)")

@@ -129,7 +129,9 @@ class TvqServer:
 def run_client(args, address=None, stdin=None, timeout=120.0):
     """Runs tvq-client with args (and --addr when address is given).
 
-    Returns subprocess.CompletedProcess with text stdout and stderr.
+    Returns subprocess.CompletedProcess with stdout and stderr as str,
+    decoded as UTF-8 without newline translation (generated text may hold
+    any character, "\r" included).
     """
     if not CLIENT or not os.path.exists(CLIENT):
         raise RuntimeError(f"TVQ_CLIENT={CLIENT!r} is not a built tvq-client")
@@ -137,8 +139,12 @@ def run_client(args, address=None, stdin=None, timeout=120.0):
     if address is not None:
         command.append(f"--addr={address}")
     command.extend(args)
-    return subprocess.run(command, input=stdin, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    result = subprocess.run(
+        command, input=None if stdin is None else stdin.encode("utf-8"),
+        capture_output=True, timeout=timeout, check=False)
+    result.stdout = result.stdout.decode("utf-8")
+    result.stderr = result.stderr.decode("utf-8")
+    return result
 
 
 def describe(result):
