@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -66,6 +67,13 @@ class HealthCommand final : public Command {
     for (;;) {
       grpc::ClientContext context;
       ApplyTimeout(global, context);
+      if (global.timeout_seconds <= 0 && wait_seconds_ > 0) {
+        // No --timeout: one attempt may not outlast the wait.
+        context.set_deadline(
+            std::chrono::system_clock::now() +
+            std::max<std::chrono::steady_clock::duration>(
+                give_up_at - std::chrono::steady_clock::now(), kRetryInterval));
+      }
       HealthCheckResponse response;
       grpc::Status status = stub->Check(&context, request, &response);
       const bool serving =

@@ -90,7 +90,7 @@ int Main(int argc, char** argv) {
   FlagSet flags(command->synopsis(), command->description());
   command->DefineFlags(flags);
   DefineGlobalFlags(global, flags);
-  const std::string program = absl::StrFormat("%s", kProgram);
+  const std::string program(kProgram);
   absl::StatusOr<std::vector<std::string>> positional =
       flags.Parse(std::vector<std::string>(rest->begin() + 1, rest->end()));
   if (leading_flags.help_requested() || flags.help_requested()) {
