@@ -18,7 +18,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -258,9 +260,20 @@ absl::Status Load(LoadedModel& model) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --help lists this file's flags (absl matches files named like the
+  // program by default).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "server/main.cc");
+  };
+  usage_config.version_string = [] {
+    return std::string("tvq-server ") + TVQ_VERSION + "\n";
+  };
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "Transformer-VQ inference server (gRPC tvq.v1.TextGeneration).\n"
       "Usage: tvq-server --model=DIR [--listen=HOST:PORT] [flags]\n"
+      "Flag names take dashes or underscores (--max-queue = --max_queue).\n"
       "docs/configuration.md describes every flag.");
   std::vector<std::string> argument_storage;
   std::vector<char*> arguments =
