@@ -28,6 +28,9 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/metrics/metrics.h"
+#include "server/metrics/metrics_exposer.h"
+#include "server/metrics/scheduler_metrics_observer.h"
 #include "server/runtime/backend.h"
 #include "server/runtime/model_weights.h"
 #include "server/runtime/state_pool.h"
@@ -35,6 +38,7 @@
 #include "server/runtime/transformer_vq.h"
 #include "server/scheduler/scheduler.h"
 #include "server/service/generation_service.h"
+#include "server/service/rpc_metrics_interceptor.h"
 
 #ifndef TVQ_VERSION
 #define TVQ_VERSION "0.0.0"
@@ -159,6 +163,15 @@ absl::Status CheckFlags() {
     status.Update(absl::InvalidArgumentError(
         "--listen must be HOST:PORT, got an empty string"));
   }
+  if (const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+      !metrics_address.empty()) {
+    absl::StatusOr<tvq::metrics::HostPort> parsed =
+        tvq::metrics::ParseHostPort(metrics_address);
+    if (!parsed.ok()) {
+      status.Update(absl::InvalidArgumentError(
+          absl::StrCat("--metrics-address: ", parsed.status().message())));
+    }
+  }
   if (absl::GetFlag(FLAGS_model).empty()) {
     status.Update(
         absl::InvalidArgumentError("--model must name a model directory"));
@@ -178,7 +191,6 @@ struct LoadedModel {
   tvq::service::ModelContext context;
 };
 
-// `observer` (may be null) receives the scheduler's events (metrics).
 absl::Status Load(LoadedModel& model,
                   tvq::scheduler::SchedulerObserver* observer) {
   const std::string directory = absl::GetFlag(FLAGS_model);
@@ -260,6 +272,44 @@ absl::Status Load(LoadedModel& model,
   return absl::OkStatus();
 }
 
+// The tvq_model_info labels of the loaded model.
+tvq::metrics::ModelInfo DescribeModel(const LoadedModel& model) {
+  const tvq::runtime::ModelConfig& config = model.weights->config();
+  tvq::metrics::ModelInfo info;
+  info.path = model.weights->directory();
+  std::string name = info.path;
+  while (name.size() > 1 && name.back() == '/') name.pop_back();
+  info.name = name.substr(name.rfind('/') + 1);
+  info.weights_dtype = model.weights->stored_dtype();
+  info.tokenizer = config.tokenizer_kind == tvq::runtime::TokenizerKind::kByte
+                       ? "byte"
+                       : "sentencepiece";
+  info.num_parameters = model.weights->num_parameters();
+  info.n_vocab = config.n_vocab;
+  info.d_model = config.d_model;
+  info.n_layer = config.n_layer;
+  info.n_head = config.n_head;
+  info.n_code = config.n_code;
+  info.block_len = config.block_len;
+  info.mem_len = config.mem_len;
+  return info;
+}
+
+// What the engine gauges read at each scrape. The backends report no device
+// memory yet: when one does (CUDA), fill snapshot.device_memory here and the
+// tvq_gpu_memory_{used,total}_bytes gauges appear.
+tvq::metrics::EngineSnapshotSource EngineSource(const LoadedModel& model) {
+  return [&model] {
+    const tvq::scheduler::SchedulerStats stats = model.scheduler->Stats();
+    tvq::metrics::EngineSnapshot snapshot;
+    snapshot.num_slots = stats.num_slots;
+    snapshot.busy_slots = stats.busy_slots;
+    snapshot.queued_requests = stats.queued_requests;
+    snapshot.state_bytes_per_sequence = model.context.state_bytes_per_sequence;
+    return snapshot;
+  };
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -295,12 +345,34 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  absl::StatusOr<std::unique_ptr<tvq::metrics::ServerMetrics>> created_metrics =
+      tvq::metrics::ServerMetrics::Create();
+  if (!created_metrics.ok()) {
+    Log("%s", created_metrics.status().ToString());
+    return 1;
+  }
+  tvq::metrics::ServerMetrics& metrics = **created_metrics;
+  tvq::metrics::SchedulerMetricsObserver scheduler_observer(metrics);
+
   tvq::service::RequestLimits limits;
   limits.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens_limit);
   limits.default_max_new_tokens = absl::GetFlag(FLAGS_default_max_new_tokens);
   limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   tvq::service::GenerationService service(limits, TVQ_VERSION);
   LoadedModel model;
+  // Declared after `model`: destroyed first, so no scrape outlives it.
+  std::unique_ptr<tvq::metrics::MetricsExposer> metrics_exposer;
+  if (const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+      !metrics_address.empty()) {
+    absl::StatusOr<std::unique_ptr<tvq::metrics::MetricsExposer>> exposer =
+        tvq::metrics::MetricsExposer::Start(metrics_address,
+                                            metrics.Collectables());
+    if (!exposer.ok()) {
+      Log("--metrics-address: %s", exposer.status().message());
+      return 1;
+    }
+    metrics_exposer = *std::move(exposer);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -310,6 +382,12 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(64 << 20);
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(
+      std::make_unique<tvq::service::RpcMetricsInterceptorFactory>(&metrics));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     Log("cannot listen on --listen=%s (address in use, or not HOST:PORT)",
@@ -323,22 +401,26 @@ int main(int argc, char** argv) {
       absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
   Log("listening on %s (version %s); loading %s", address, TVQ_VERSION,
       absl::GetFlag(FLAGS_model));
-  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
-    Log("metrics: --metrics-address=%s is accepted; no exporter is built in "
-        "yet",
-        absl::GetFlag(FLAGS_metrics_address));
+  if (metrics_exposer != nullptr) {
+    Log("metrics on %s", metrics_exposer->url());
   }
 
-  // The metrics exporter plugs in here: an object implementing
-  // tvq::scheduler::SchedulerObserver, alive until the scheduler stops.
-  tvq::scheduler::SchedulerObserver* observer = nullptr;
-
   const absl::Time load_start = absl::Now();
-  if (absl::Status loaded = Load(model, observer); !loaded.ok()) {
+  if (absl::Status loaded = Load(model, &scheduler_observer); !loaded.ok()) {
     Log("cannot load the model: %s", loaded.ToString());
     server->Shutdown(absl::ToChronoTime(absl::Now()));
     return 1;
   }
+  if (absl::Status info = metrics.SetBuildInfo(
+          {TVQ_VERSION, model.context.backend, model.context.device});
+      !info.ok()) {
+    Log("%s", info.ToString());
+  }
+  if (absl::Status info = metrics.SetModelInfo(DescribeModel(model));
+      !info.ok()) {
+    Log("%s", info.ToString());
+  }
+  metrics.SetEngineSource(EngineSource(model));
   service.SetReady(&model.context);
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
@@ -373,6 +455,7 @@ int main(int argc, char** argv) {
   }
   server->Shutdown(absl::ToChronoTime(absl::Now()));
   model.scheduler->Stop();
+  metrics.SetEngineSource(nullptr);
   Log("stopped");
   return 0;
 }
