@@ -1,8 +1,7 @@
-#include "kernels/cuda/attention_cuda.cuh"
-
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cuda/attention_cuda.cuh"
 #include "kernels/cuda/device_compat.cuh"
 #include "kernels/cuda/reduce.cuh"
 
@@ -64,8 +63,8 @@ int DecodeRowSplits(const AttentionDims& dims, int batch, int target_blocks,
 
 // One block per (query b, head h): code scores, relative scores, then the
 // normalized weights [window M | own 1 | codes S] into `weights`.
-__global__ void DecodeWeightsKernel(AttentionDims dims, AttentionTableView tables,
-                                    StateView state,
+__global__ void DecodeWeightsKernel(AttentionDims dims,
+                                    AttentionTableView tables, StateView state,
                                     const int32_t* __restrict__ slots,
                                     const int64_t* __restrict__ positions,
                                     const float* __restrict__ q, int q_stride,
@@ -80,10 +79,10 @@ __global__ void DecodeWeightsKernel(AttentionDims dims, AttentionTableView table
   const int64_t position = positions[b];
   float* qu = shared;
   float* qv = qu + dk;
-  float* scores = qv + dk;        // [S] code scores, then [M + 1] relative
+  float* scores = qv + dk;  // [S] code scores, then [M + 1] relative
   float* relative = scores + S;
-  const float* query = q + static_cast<int64_t>(b) * q_stride +
-                       static_cast<int64_t>(h) * dk;
+  const float* query =
+      q + static_cast<int64_t>(b) * q_stride + static_cast<int64_t>(h) * dk;
   for (int c = threadIdx.x; c < dk; c += blockDim.x) {
     qu[c] = query[c] + tables.u[static_cast<int64_t>(h) * dk + c];
     qv[c] = query[c] + tables.v[static_cast<int64_t>(h) * dk + c];
@@ -94,9 +93,11 @@ __global__ void DecodeWeightsKernel(AttentionDims dims, AttentionTableView table
     const float* vector = t < S ? qu : qv;
     const float* row =
         t < S ? tables.codebook + (static_cast<int64_t>(h) * S + t) * dk
-              : tables.relative + (static_cast<int64_t>(h) * (M + 1) + (t - S)) * dk;
+              : tables.relative +
+                    (static_cast<int64_t>(h) * (M + 1) + (t - S)) * dk;
     float dot = 0;
-    for (int c = lane; c < dk; c += kWarpSize) dot = fmaf(vector[c], row[c], dot);
+    for (int c = lane; c < dk; c += kWarpSize)
+      dot = fmaf(vector[c], row[c], dot);
     dot = WarpAllReduce(dot, SumOp());
     if (lane == 0) scores[t] = dot;
   }
@@ -111,8 +112,9 @@ __global__ void DecodeWeightsKernel(AttentionDims dims, AttentionTableView table
     float score;
     if (j < M) {
       const int32_t code = window_codes[j];
-      score = code < 0 ? -INFINITY
-                       : scores[code] + relative[WindowDistance(j, position, M)];
+      score = code < 0
+                  ? -INFINITY
+                  : scores[code] + relative[WindowDistance(j, position, M)];
     } else if (j == M) {
       score = scores[own_code] + relative[0];
     } else {
@@ -222,16 +224,13 @@ bool Aligned16(const void* pointer) {
 
 // ---- prefill
 
-__global__ void PrepareBlockQueriesKernel(int n, int d_k,
-                                          const float* __restrict__ q,
-                                          int q_stride,
-                                          const float* __restrict__ u,
-                                          const float* __restrict__ v,
-                                          float* __restrict__ qu,
-                                          float* __restrict__ qv) {
+__global__ void PrepareBlockQueriesKernel(
+    int n, int d_k, const float* __restrict__ q, int q_stride,
+    const float* __restrict__ u, const float* __restrict__ v,
+    float* __restrict__ qu, float* __restrict__ qv) {
   const int i = blockIdx.x, h = blockIdx.y;
-  const float* query = q + static_cast<int64_t>(i) * q_stride +
-                       static_cast<int64_t>(h) * d_k;
+  const float* query =
+      q + static_cast<int64_t>(i) * q_stride + static_cast<int64_t>(h) * d_k;
   const int64_t target = (static_cast<int64_t>(h) * n + i) * d_k;
   for (int c = threadIdx.x; c < d_k; c += blockDim.x) {
     qu[target + c] = query[c] + u[static_cast<int64_t>(h) * d_k + c];
@@ -297,8 +296,10 @@ size_t DecodeAttentionScratchFloats(const AttentionDims& dims, int batch,
   // most splits; take the larger of the two to be safe.
   const int vector_splits =
       DecodeRowSplits(dims, batch, target_blocks, 4 * kWarpSize);
-  const int scalar_splits = DecodeRowSplits(dims, batch, target_blocks, kWarpSize);
-  const int splits = vector_splits > scalar_splits ? vector_splits : scalar_splits;
+  const int scalar_splits =
+      DecodeRowSplits(dims, batch, target_blocks, kWarpSize);
+  const int splits =
+      vector_splits > scalar_splits ? vector_splits : scalar_splits;
   const size_t partials =
       splits > 1 ? static_cast<size_t>(splits) * batch * dims.n_head * dims.d_v
                  : 0;
@@ -308,8 +309,8 @@ size_t DecodeAttentionScratchFloats(const AttentionDims& dims, int batch,
 cudaError_t DecodeAttention(const AttentionDims& dims,
                             const AttentionTableView& tables,
                             const StateView& state, const int32_t* slots,
-                            const int64_t* positions, int batch,
-                            const float* q, int q_stride, const int32_t* codes,
+                            const int64_t* positions, int batch, const float* q,
+                            int q_stride, const int32_t* codes,
                             const float* values, int value_stride, float* out,
                             float* scratch, int target_blocks,
                             cudaStream_t stream) {
@@ -323,16 +324,16 @@ cudaError_t DecodeAttention(const AttentionDims& dims,
   float* partials = scratch + static_cast<size_t>(items) * width;
 
   const size_t shared_bytes =
-      sizeof(float) * (2 * static_cast<size_t>(dims.d_k) + dims.n_code +
-                       dims.mem_len + 1);
+      sizeof(float) *
+      (2 * static_cast<size_t>(dims.d_k) + dims.n_code + dims.mem_len + 1);
   if (shared_bytes > kDefaultSharedBytes) {
     const cudaError_t error = cudaFuncSetAttribute(
         DecodeWeightsKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
         static_cast<int>(shared_bytes));
     if (error != cudaSuccess) return error;
   }
-  TVQ_LAUNCH(DecodeWeightsKernel, items, kBlockThreads, shared_bytes, stream)(
-      dims, tables, state, slots, positions, q, q_stride, codes, weights);
+  TVQ_LAUNCH(DecodeWeightsKernel, items, kBlockThreads, shared_bytes, stream)
+  (dims, tables, state, slots, positions, q, q_stride, codes, weights);
   cudaError_t error = cudaGetLastError();
   if (error != cudaSuccess) return error;
 
@@ -344,15 +345,16 @@ cudaError_t DecodeAttention(const AttentionDims& dims,
   const dim3 grid(CeilDiv(dims.d_v, chunk), static_cast<unsigned>(items),
                   static_cast<unsigned>(splits));
   auto* kernel = vectorized ? &DecodeValuesKernel<4> : &DecodeValuesKernel<1>;
-  TVQ_LAUNCH(kernel, grid, kBlockThreads, 0, stream)(
-      dims, state, slots, values, value_stride, weights, splits, out, partials);
+  TVQ_LAUNCH(kernel, grid, kBlockThreads, 0, stream)
+  (dims, state, slots, values, value_stride, weights, splits, out, partials);
   error = cudaGetLastError();
   if (error != cudaSuccess || splits == 1) return error;
 
   const int64_t count = static_cast<int64_t>(items) * dims.d_v;
   const unsigned blocks = CeilDiv(count, kBlockThreads);
   TVQ_LAUNCH(SumSplitsKernel, blocks < 65536 ? blocks : 65536, kBlockThreads, 0,
-             stream)(count, splits, partials, out);
+             stream)
+  (count, splits, partials, out);
   return cudaGetLastError();
 }
 
@@ -363,10 +365,10 @@ cudaError_t PrepareBlockQueries(const AttentionDims& dims, int n,
   if (n <= 0) return cudaSuccess;
   if (dims.n_head > 65535) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(dims.n_head));
-  const int threads = dims.d_k < kBlockThreads ? ((dims.d_k + 31) / 32) * 32
-                                               : kBlockThreads;
-  TVQ_LAUNCH(PrepareBlockQueriesKernel, grid, threads, 0, stream)(
-      n, dims.d_k, q, q_stride, u, v, qu, qv);
+  const int threads =
+      dims.d_k < kBlockThreads ? ((dims.d_k + 31) / 32) * 32 : kBlockThreads;
+  TVQ_LAUNCH(PrepareBlockQueriesKernel, grid, threads, 0, stream)
+  (n, dims.d_k, q, q_stride, u, v, qu, qv);
   return cudaGetLastError();
 }
 
@@ -380,9 +382,9 @@ cudaError_t BlockAttentionWeights(const AttentionDims& dims,
   if (n <= 0) return cudaSuccess;
   if (dims.n_head > 65535 || dims.mem_len < 1) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(dims.n_head));
-  TVQ_LAUNCH(BlockWeightsKernel, grid, kBlockThreads, 0, stream)(
-      dims, state, slot, first_position, n, code_scores, relative_scores, codes,
-      weights);
+  TVQ_LAUNCH(BlockWeightsKernel, grid, kBlockThreads, 0, stream)
+  (dims, state, slot, first_position, n, code_scores, relative_scores, codes,
+   weights);
   return cudaGetLastError();
 }
 

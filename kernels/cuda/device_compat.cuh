@@ -16,7 +16,7 @@
   kernel<<<(grid), (block), (shared_bytes), (stream)>>>
 
 // Declares `type* name` pointing at the block's dynamic shared memory.
-#define TVQ_DYNAMIC_SHARED(type, name)                                  \
+#define TVQ_DYNAMIC_SHARED(type, name)                                 \
   extern __shared__ __align__(16) unsigned char tvq_dynamic_shared_[]; \
   type* name = reinterpret_cast<type*>(tvq_dynamic_shared_)
 

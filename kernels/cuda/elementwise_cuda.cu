@@ -1,8 +1,7 @@
-#include "kernels/cuda/elementwise_cuda.cuh"
-
 #include <cmath>
 
 #include "kernels/cuda/device_compat.cuh"
+#include "kernels/cuda/elementwise_cuda.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 namespace tvq::kernels::cuda {
@@ -38,7 +37,8 @@ __global__ void EmbedKernel(const float* __restrict__ embeddings, int d_model,
                             bool add_positions, float position_scale,
                             double pe_lam, float* __restrict__ x) {
   const int64_t row = blockIdx.x;
-  const float* source = embeddings + static_cast<int64_t>(tokens[row]) * d_model;
+  const float* source =
+      embeddings + static_cast<int64_t>(tokens[row]) * d_model;
   float* target = x + row * d_model;
   const int half = d_model / 2;
   const double position = static_cast<double>(positions[row]);
@@ -49,8 +49,7 @@ __global__ void EmbedKernel(const float* __restrict__ embeddings, int d_model,
       const double frequency =
           1.0 / pow(pe_lam, static_cast<double>(2 * i) / d_model);
       const double angle = position * frequency;
-      const float wave =
-          static_cast<float>(c < half ? sin(angle) : cos(angle));
+      const float wave = static_cast<float>(c < half ? sin(angle) : cos(angle));
       value += position_scale * wave;
     }
     target[c] = value;
@@ -86,8 +85,8 @@ __global__ void RmsNormKernel(int width, const float* __restrict__ x,
 __global__ void HeadRmsNormKernel(int rows, int heads, int width, float* q,
                                   int q_stride, float scale) {
   const int warps_per_block = blockDim.x / kWarpSize;
-  const int64_t group =
-      static_cast<int64_t>(blockIdx.x) * warps_per_block + threadIdx.x / kWarpSize;
+  const int64_t group = static_cast<int64_t>(blockIdx.x) * warps_per_block +
+                        threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (group >= static_cast<int64_t>(rows) * heads) return;  // whole warp
   const int64_t row = group / heads;
@@ -165,9 +164,9 @@ cudaError_t Embed(const float* embeddings, int d_model, const int32_t* tokens,
                   float position_scale, double pe_lam, float* x,
                   cudaStream_t stream) {
   if (n <= 0 || d_model <= 0) return cudaSuccess;
-  TVQ_LAUNCH(EmbedKernel, n, kBlockThreads, 0, stream)(
-      embeddings, d_model, tokens, positions, add_positions, position_scale,
-      pe_lam, x);
+  TVQ_LAUNCH(EmbedKernel, n, kBlockThreads, 0, stream)
+  (embeddings, d_model, tokens, positions, add_positions, position_scale,
+   pe_lam, x);
   return cudaGetLastError();
 }
 
@@ -175,26 +174,27 @@ cudaError_t RmsNorm(int rows, int width, const float* x, int x_stride,
                     const float* gain, const float* bias, float* y,
                     int y_stride, cudaStream_t stream) {
   if (rows <= 0 || width <= 0) return cudaSuccess;
-  TVQ_LAUNCH(RmsNormKernel, rows, kBlockThreads, 0, stream)(
-      width, x, x_stride, gain, bias, y, y_stride);
+  TVQ_LAUNCH(RmsNormKernel, rows, kBlockThreads, 0, stream)
+  (width, x, x_stride, gain, bias, y, y_stride);
   return cudaGetLastError();
 }
 
-cudaError_t HeadRmsNorm(int rows, int heads, int width, float* q,
-                        int q_stride, float scale, cudaStream_t stream) {
+cudaError_t HeadRmsNorm(int rows, int heads, int width, float* q, int q_stride,
+                        float scale, cudaStream_t stream) {
   if (rows <= 0 || heads <= 0 || width <= 0) return cudaSuccess;
   const int64_t groups = static_cast<int64_t>(rows) * heads;
   constexpr int kWarpsPerBlock = kBlockThreads / kWarpSize;
   TVQ_LAUNCH(HeadRmsNormKernel, CeilDiv(groups, kWarpsPerBlock), kBlockThreads,
-             0, stream)(rows, heads, width, q, q_stride, scale);
+             0, stream)
+  (rows, heads, width, q, q_stride, scale);
   return cudaGetLastError();
 }
 
 cudaError_t Silu(int rows, int cols, float* x, int stride,
                  cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
-  TVQ_LAUNCH(SiluKernel, ElementwiseGrid(rows, cols), kBlockThreads, 0,
-             stream)(rows, cols, x, stride);
+  TVQ_LAUNCH(SiluKernel, ElementwiseGrid(rows, cols), kBlockThreads, 0, stream)
+  (rows, cols, x, stride);
   return cudaGetLastError();
 }
 
@@ -202,15 +202,16 @@ cudaError_t Multiply(int rows, int cols, float* x, int x_stride,
                      const float* gate, int gate_stride, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
   TVQ_LAUNCH(MultiplyKernel, ElementwiseGrid(rows, cols), kBlockThreads, 0,
-             stream)(rows, cols, x, x_stride, gate, gate_stride);
+             stream)
+  (rows, cols, x, x_stride, gate, gate_stride);
   return cudaGetLastError();
 }
 
 cudaError_t LogSoftmax(int rows, int cols, const float* bias, float scale,
                        float* x, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
-  TVQ_LAUNCH(LogSoftmaxKernel, rows, kBlockThreads, 0, stream)(
-      cols, bias, scale, x);
+  TVQ_LAUNCH(LogSoftmaxKernel, rows, kBlockThreads, 0, stream)
+  (cols, bias, scale, x);
   return cudaGetLastError();
 }
 

@@ -32,12 +32,11 @@ cudaError_t RmsNorm(int rows, int width, const float* x, int x_stride,
 
 // In place: every `width`-wide group of the `heads` groups of each row
 // becomes RMS(group) * scale.
-cudaError_t HeadRmsNorm(int rows, int heads, int width, float* q,
-                        int q_stride, float scale, cudaStream_t stream);
+cudaError_t HeadRmsNorm(int rows, int heads, int width, float* q, int q_stride,
+                        float scale, cudaStream_t stream);
 
 // In place: x <- x * sigmoid(x) on a [rows, cols] block.
-cudaError_t Silu(int rows, int cols, float* x, int stride,
-                 cudaStream_t stream);
+cudaError_t Silu(int rows, int cols, float* x, int stride, cudaStream_t stream);
 
 // In place: x <- x * gate on [rows, cols].
 cudaError_t Multiply(int rows, int cols, float* x, int x_stride,

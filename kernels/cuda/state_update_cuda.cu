@@ -1,6 +1,5 @@
-#include "kernels/cuda/state_update_cuda.cuh"
-
 #include "kernels/cuda/device_compat.cuh"
+#include "kernels/cuda/state_update_cuda.cuh"
 
 namespace tvq::kernels::cuda {
 namespace {
@@ -179,8 +178,8 @@ __global__ void UpdateStateBatchKernel(AttentionDims dims, StateView state,
       evicted >= 0 ? state.counts[slot_head * S + evicted] + 1.0f : 0.0f;
   float* mean =
       state.means + (slot_head * S + (evicted >= 0 ? evicted : 0)) * dv;
-  const float* value =
-      values + static_cast<int64_t>(b) * value_stride + static_cast<int64_t>(h) * dv;
+  const float* value = values + static_cast<int64_t>(b) * value_stride +
+                       static_cast<int64_t>(h) * dv;
   for (int c = threadIdx.x; c < dv; c += blockDim.x) {
     if (evicted >= 0) mean[c] += (ring_value[c] - mean[c]) / count;
     ring_value[c] = value[c];
@@ -202,25 +201,25 @@ cudaError_t UpdateState(const AttentionDims& dims, const StateView& state,
   if (n <= 0) return cudaSuccess;
   if (dims.n_head > 65535 || dims.mem_len < 1) return cudaErrorInvalidValue;
   const unsigned heads = static_cast<unsigned>(dims.n_head);
-  TVQ_LAUNCH(EvictionScheduleKernel, heads, kBlockThreads, 0, stream)(
-      dims, state, slot, first_position, n, codes, scratch);
+  TVQ_LAUNCH(EvictionScheduleKernel, heads, kBlockThreads, 0, stream)
+  (dims, state, slot, first_position, n, codes, scratch);
   cudaError_t error = cudaGetLastError();
   if (error != cudaSuccess) return error;
   const unsigned code_chunks = CeilDiv(dims.n_code, kCodesPerBlock);
   if (code_chunks > 65535) return cudaErrorInvalidValue;
   const dim3 means_grid(CeilDiv(dims.d_v, kMeanColumns), code_chunks, heads);
-  TVQ_LAUNCH(UpdateMeansKernel, means_grid, kBlockThreads, 0, stream)(
-      dims, state, slot, first_position, n, scratch, values, value_stride);
+  TVQ_LAUNCH(UpdateMeansKernel, means_grid, kBlockThreads, 0, stream)
+  (dims, state, slot, first_position, n, scratch, values, value_stride);
   if ((error = cudaGetLastError()) != cudaSuccess) return error;
-  TVQ_LAUNCH(UpdateCountsKernel, heads, kBlockThreads, 0, stream)(
-      dims, state, slot, n, scratch);
+  TVQ_LAUNCH(UpdateCountsKernel, heads, kBlockThreads, 0, stream)
+  (dims, state, slot, n, scratch);
   if ((error = cudaGetLastError()) != cudaSuccess) return error;
   const int survivors = n < dims.mem_len ? n : dims.mem_len;
-  const dim3 window_grid(CeilDiv(dims.d_v, kBlockThreads),
-                         static_cast<unsigned>(survivors < 65535 ? survivors : 65535),
-                         heads);
-  TVQ_LAUNCH(WriteWindowKernel, window_grid, kBlockThreads, 0, stream)(
-      dims, state, slot, first_position, n, values, value_stride);
+  const dim3 window_grid(
+      CeilDiv(dims.d_v, kBlockThreads),
+      static_cast<unsigned>(survivors < 65535 ? survivors : 65535), heads);
+  TVQ_LAUNCH(WriteWindowKernel, window_grid, kBlockThreads, 0, stream)
+  (dims, state, slot, first_position, n, values, value_stride);
   return cudaGetLastError();
 }
 
@@ -233,9 +232,9 @@ cudaError_t UpdateStateBatch(const AttentionDims& dims, const StateView& state,
   if (dims.mem_len < 1) return cudaErrorInvalidValue;
   const int64_t items = static_cast<int64_t>(batch) * dims.n_head;
   if (items > 2147483647) return cudaErrorInvalidValue;
-  TVQ_LAUNCH(UpdateStateBatchKernel, static_cast<unsigned>(items), kBlockThreads,
-             0, stream)(dims, state, slots, positions, codes, values,
-                        value_stride);
+  TVQ_LAUNCH(UpdateStateBatchKernel, static_cast<unsigned>(items),
+             kBlockThreads, 0, stream)
+  (dims, state, slots, positions, codes, values, value_stride);
   return cudaGetLastError();
 }
 

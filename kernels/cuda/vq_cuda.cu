@@ -1,8 +1,7 @@
-#include "kernels/cuda/vq_cuda.cuh"
-
 #include <cmath>
 
 #include "kernels/cuda/device_compat.cuh"
+#include "kernels/cuda/vq_cuda.cuh"
 
 namespace tvq::kernels::cuda {
 namespace {
@@ -39,7 +38,8 @@ __global__ void VqAssignKernel(int rows, int n_head, int n_code, int d_k,
   const float* head_keys = keys + static_cast<int64_t>(head) * d_k;
   const float* head_codebook =
       codebook + static_cast<int64_t>(head) * n_code * d_k;
-  const float* head_sq_norm = codebook_sq_norm + static_cast<int64_t>(head) * n_code;
+  const float* head_sq_norm =
+      codebook_sq_norm + static_cast<int64_t>(head) * n_code;
 
   float best[kRowsPerThread];
   int best_index[kRowsPerThread];
@@ -126,9 +126,9 @@ cudaError_t VqAssign(int rows, int n_head, int n_code, int d_k,
   if (rows <= 0 || n_head <= 0 || n_code <= 0) return cudaSuccess;
   if (n_head > 65535) return cudaErrorInvalidValue;
   const dim3 grid(CeilDiv(rows, kTileRows), static_cast<unsigned>(n_head));
-  TVQ_LAUNCH(VqAssignKernel, grid, kVqThreads, 0, stream)(
-      rows, n_head, n_code, d_k, keys, key_stride, codebook, codebook_sq_norm,
-      codes);
+  TVQ_LAUNCH(VqAssignKernel, grid, kVqThreads, 0, stream)
+  (rows, n_head, n_code, d_k, keys, key_stride, codebook, codebook_sq_norm,
+   codes);
   return cudaGetLastError();
 }
 
