@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace tvq::runtime {
@@ -45,6 +46,17 @@ struct ModelConfig {
 // got "x"`.
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
                                              std::string_view file_name);
+
+// Largest value accepted for a size key (d_model, n_vocab, mem_len, ...),
+// and for n_layer.
+inline constexpr int kMaxModelDimension = 1 << 24;
+inline constexpr int kMaxLayers = 4096;
+
+// Checks the values of an already typed config (ranges, d_model even, ids
+// within [0, n_vocab), the byte vocabulary, the tokenizer file name).
+// ParseModelConfig calls it; so does ModelWeights::FromTensors.
+absl::Status ValidateModelConfig(const ModelConfig& config,
+                                 std::string_view file_name);
 
 // Prefix of sublayer `index` (0-based, execution order), e.g.
 // "transformer_layers_1/scanned_attn2/".

@@ -1,5 +1,6 @@
 #include "server/runtime/state_pool.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -31,6 +32,45 @@ SlotSizes SizesFor(const ModelConfig& config) {
   const size_t H = config.n_head, S = config.n_code, M = config.mem_len,
                dv = config.d_v;
   return {H * S, H * S * dv, H * M, H * M * dv};
+}
+
+// Checks what an import could otherwise turn into out-of-range reads or
+// NaNs: window codes in [-1, S), counts finite and >= 0, values finite.
+absl::Status ValidateExportedArrays(const ModelConfig& config,
+                                    const char* arrays) {
+  const SlotSizes sizes = SizesFor(config);
+  const char* cursor = arrays;
+  auto check_floats = [&](size_t count, const char* field, int sublayer,
+                          bool non_negative) -> absl::Status {
+    for (size_t i = 0; i < count; ++i) {
+      float value;
+      std::memcpy(&value, cursor + 4 * i, 4);
+      if (!std::isfinite(value) || (non_negative && value < 0)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "state import: sublayer %d %s[%d] = %g is invalid", sublayer,
+            field, i, value));
+      }
+    }
+    cursor += 4 * count;
+    return absl::OkStatus();
+  };
+  for (int sublayer = 0; sublayer < config.num_sublayers(); ++sublayer) {
+    TVQ_RETURN_IF_ERROR(check_floats(sizes.counts, "count", sublayer, true));
+    TVQ_RETURN_IF_ERROR(check_floats(sizes.means, "mean", sublayer, false));
+    for (size_t i = 0; i < sizes.window_codes; ++i) {
+      int32_t code;
+      std::memcpy(&code, cursor + 4 * i, 4);
+      if (code < -1 || code >= config.n_code) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "state import: sublayer %d window code[%d] = %d outside [-1, %d)",
+            sublayer, i, code, config.n_code));
+      }
+    }
+    cursor += 4 * sizes.window_codes;
+    TVQ_RETURN_IF_ERROR(
+        check_floats(sizes.window_values, "window value", sublayer, false));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -196,6 +236,8 @@ absl::Status StatePool::Import(int slot, const std::string& bytes) {
         "state import: the export was made for a model of another shape");
   }
   const SlotSizes sizes = SizesFor(shape_config_);
+  TVQ_RETURN_IF_ERROR(ValidateExportedArrays(
+      shape_config_, bytes.data() + sizeof(header)));
   const char* cursor = bytes.data() + sizeof(header);
   auto copy_in = [&](void* destination, size_t size) -> absl::Status {
     TVQ_RETURN_IF_ERROR(backend_.CopyToDevice(destination, cursor, size));
