@@ -46,12 +46,14 @@ int DecodeWeightCount(const AttentionDims& dims) {
   return dims.mem_len + 1 + dims.n_code;
 }
 
-// Splits of the weight rows so that the value pass has about
-// `target_blocks` blocks.
-int DecodeRowSplits(const AttentionDims& dims, int batch, int target_blocks,
+// Splits of the weight rows so that the value pass of a single query has
+// about `target_blocks` blocks. It does not depend on the batch, so that a
+// query's sums are grouped the same way whatever its batch peers (decode
+// results are batch-invariant bit for bit).
+int DecodeRowSplits(const AttentionDims& dims, int target_blocks,
                     int column_chunk) {
-  const int64_t blocks = static_cast<int64_t>(CeilDiv(dims.d_v, column_chunk)) *
-                         batch * dims.n_head;
+  const int64_t blocks =
+      static_cast<int64_t>(CeilDiv(dims.d_v, column_chunk)) * dims.n_head;
   if (blocks >= target_blocks) return 1;
   const int64_t wanted = (target_blocks + blocks - 1) / blocks;
   const int64_t most = DecodeWeightCount(dims) / kMinRowsPerSplit;
@@ -294,10 +296,8 @@ size_t DecodeAttentionScratchFloats(const AttentionDims& dims, int batch,
       static_cast<size_t>(batch) * dims.n_head * DecodeWeightCount(dims);
   // The vectorized path has the wider chunk, hence fewer blocks and the
   // most splits; take the larger of the two to be safe.
-  const int vector_splits =
-      DecodeRowSplits(dims, batch, target_blocks, 4 * kWarpSize);
-  const int scalar_splits =
-      DecodeRowSplits(dims, batch, target_blocks, kWarpSize);
+  const int vector_splits = DecodeRowSplits(dims, target_blocks, 4 * kWarpSize);
+  const int scalar_splits = DecodeRowSplits(dims, target_blocks, kWarpSize);
   const int splits =
       vector_splits > scalar_splits ? vector_splits : scalar_splits;
   const size_t partials =
@@ -341,7 +341,7 @@ cudaError_t DecodeAttention(const AttentionDims& dims,
                           Aligned16(values) && Aligned16(state.window_values) &&
                           Aligned16(state.means);
   const int chunk = vectorized ? 4 * kWarpSize : kWarpSize;
-  const int splits = DecodeRowSplits(dims, batch, target_blocks, chunk);
+  const int splits = DecodeRowSplits(dims, target_blocks, chunk);
   const dim3 grid(CeilDiv(dims.d_v, chunk), static_cast<unsigned>(items),
                   static_cast<unsigned>(splits));
   auto* kernel = vectorized ? &DecodeValuesKernel<4> : &DecodeValuesKernel<1>;

@@ -107,8 +107,9 @@ __global__ void SiluKernel(int rows, int cols, float* x, int stride) {
   if (c >= cols) return;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
     float* value = x + row * stride + c;
-    // x * sigmoid(x) written with tanh, as the CPU: no overflow.
-    *value = *value * (0.5f * (1.0f + tanhf(0.5f * *value)));
+    // x * sigmoid(x) as the CPU writes it; for very negative x, exp(-x)
+    // overflows to inf and the quotient is the correct limit, -0.
+    *value = *value / (1.0f + expf(-*value));
   }
 }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "kernels/cuda/attention_cuda.cuh"
 #include "kernels/cuda/elementwise_cuda.cuh"
+#include "kernels/cuda/gemm_cuda.cuh"
 #include "kernels/cuda/state_update_cuda.cuh"
 #include "kernels/cuda/vq_cuda.cuh"
 #include "server/runtime/status_macros.h"
@@ -52,20 +53,20 @@ absl::Status CublasError(cublasStatus_t status, std::string_view expression,
 
 // Returns InternalError("call: cudaErrorX (text) at file:line") when a CUDA
 // runtime call or kernel launcher fails.
-#define TVQ_CUDA_RETURN_IF_ERROR(expression)                         \
-  do {                                                               \
-    const cudaError_t tvq_cuda_error_ = (expression);                \
-    if (tvq_cuda_error_ != cudaSuccess) {                            \
+#define TVQ_CUDA_RETURN_IF_ERROR(expression)                              \
+  do {                                                                    \
+    const cudaError_t tvq_cuda_error_ = (expression);                     \
+    if (tvq_cuda_error_ != cudaSuccess) {                                 \
       return CudaError(tvq_cuda_error_, #expression, __FILE__, __LINE__); \
-    }                                                                \
+    }                                                                     \
   } while (false)
 
-#define TVQ_CUBLAS_RETURN_IF_ERROR(expression)                           \
-  do {                                                                   \
-    const cublasStatus_t tvq_cublas_status_ = (expression);              \
-    if (tvq_cublas_status_ != CUBLAS_STATUS_SUCCESS) {                   \
+#define TVQ_CUBLAS_RETURN_IF_ERROR(expression)                                 \
+  do {                                                                         \
+    const cublasStatus_t tvq_cublas_status_ = (expression);                    \
+    if (tvq_cublas_status_ != CUBLAS_STATUS_SUCCESS) {                         \
       return CublasError(tvq_cublas_status_, #expression, __FILE__, __LINE__); \
-    }                                                                    \
+    }                                                                          \
   } while (false)
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
@@ -86,12 +87,14 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal) {
                            cudaGetErrorString(error));
   };
   int count = 0;
-  if (const cudaError_t error = cudaGetDeviceCount(&count); error != cudaSuccess) {
+  if (const cudaError_t error = cudaGetDeviceCount(&count);
+      error != cudaSuccess) {
     return unusable(describe("cudaGetDeviceCount", error));
   }
   if (count == 0) return unusable("cudaGetDeviceCount found no device");
   if (ordinal < 0 || ordinal >= count) {
-    return unusable(absl::StrFormat("the machine has %d CUDA device(s)", count));
+    return unusable(
+        absl::StrFormat("the machine has %d CUDA device(s)", count));
   }
   if (const cudaError_t error = cudaSetDevice(ordinal); error != cudaSuccess) {
     return unusable(describe("cudaSetDevice", error));
@@ -103,10 +106,9 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal) {
   }
 
   std::unique_ptr<CudaBackend> backend(new CudaBackend(ordinal));
-  backend->name_ = absl::StrFormat("%s (cuda:%d, sm_%d%d, %d SMs)",
-                                   properties.name, ordinal, properties.major,
-                                   properties.minor,
-                                   properties.multiProcessorCount);
+  backend->name_ = absl::StrFormat(
+      "%s (cuda:%d, sm_%d%d, %d SMs)", properties.name, ordinal,
+      properties.major, properties.minor, properties.multiProcessorCount);
   backend->target_blocks_ = std::max(2 * properties.multiProcessorCount, 2);
   cudaStream_t stream = nullptr;
   if (const cudaError_t error =
@@ -185,9 +187,9 @@ absl::StatusOr<DeviceBuffer> CudaBackend::Allocate(size_t bytes) {
     const cudaError_t error = cudaMalloc(&pointer, bytes);
     if (error == cudaErrorMemoryAllocation) {
       (void)cudaGetLastError();  // not sticky; clear it
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "cuda:%d: cannot allocate %d bytes of device memory", ordinal_,
-          bytes));
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("cuda:%d: cannot allocate %d bytes of device memory",
+                          ordinal_, bytes));
     }
     TVQ_CUDA_RETURN_IF_ERROR(error);
     // Zeroed, like the CPU backend's memory.
@@ -211,9 +213,8 @@ absl::Status CudaBackend::CopyToDevice(void* device_destination,
                                        const void* host_source, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
   TVQ_RETURN_IF_ERROR(Activate());
-  TVQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_destination, host_source,
-                                           bytes, cudaMemcpyHostToDevice,
-                                           stream_));
+  TVQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+      device_destination, host_source, bytes, cudaMemcpyHostToDevice, stream_));
   // The caller may free or reuse host_source as soon as this returns.
   TVQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
@@ -223,9 +224,8 @@ absl::Status CudaBackend::CopyToHost(void* host_destination,
                                      const void* device_source, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
   TVQ_RETURN_IF_ERROR(Activate());
-  TVQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_destination, device_source,
-                                           bytes, cudaMemcpyDeviceToHost,
-                                           stream_));
+  TVQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+      host_destination, device_source, bytes, cudaMemcpyDeviceToHost, stream_));
   TVQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }
@@ -270,7 +270,8 @@ absl::StatusOr<const float*> CudaBackend::UploadWeights(const float* host,
     return absl::InvalidArgumentError("cuda: UploadWeights needs storage");
   }
   TVQ_ASSIGN_OR_RETURN(*storage, Allocate(count * sizeof(float)));
-  TVQ_RETURN_IF_ERROR(CopyToDevice(storage->get(), host, count * sizeof(float)));
+  TVQ_RETURN_IF_ERROR(
+      CopyToDevice(storage->get(), host, count * sizeof(float)));
   return storage->as<const float>();
 }
 
@@ -323,7 +324,8 @@ absl::StatusOr<const void*> CudaBackend::UploadIndices(IndexArray array,
     staging.pending = false;
   }
   if (staging.capacity < bytes) {
-    if (staging.pinned != nullptr) TVQ_CUDA_RETURN_IF_ERROR(cudaFreeHost(staging.pinned));
+    if (staging.pinned != nullptr)
+      TVQ_CUDA_RETURN_IF_ERROR(cudaFreeHost(staging.pinned));
     staging.pinned = nullptr;
     staging.capacity = 0;
     const size_t capacity = std::max(bytes, kMinStagingBytes);
@@ -349,19 +351,20 @@ absl::Status CudaBackend::GemmBatched(const GemmArgs& args, int64_t stride_a,
                                       int64_t stride_b, int64_t stride_c,
                                       int batch) {
   if (args.m < 0 || args.n < 0 || args.k < 0 || batch < 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "cuda: GEMM with negative size m=%d n=%d k=%d batch=%d", args.m,
-        args.n, args.k, batch));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("cuda: GEMM with negative size m=%d n=%d k=%d batch=%d",
+                        args.m, args.n, args.k, batch));
   }
   if (args.m == 0 || args.n == 0 || batch == 0) return absl::OkStatus();
   TVQ_RETURN_IF_ERROR(Activate());
   const cublasOperation_t op_b = args.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_a = args.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   if (batch == 1) {
-    TVQ_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
-        cublas_, op_b, op_a, args.n, args.m, args.k, &args.alpha, args.b,
-        CUDA_R_32F, args.ldb, args.a, CUDA_R_32F, args.lda, &args.beta, args.c,
-        CUDA_R_32F, args.ldc, CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
+    TVQ_CUBLAS_RETURN_IF_ERROR(
+        cublasGemmEx(cublas_, op_b, op_a, args.n, args.m, args.k, &args.alpha,
+                     args.b, CUDA_R_32F, args.ldb, args.a, CUDA_R_32F, args.lda,
+                     &args.beta, args.c, CUDA_R_32F, args.ldc,
+                     CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
   } else {
     TVQ_CUBLAS_RETURN_IF_ERROR(cublasGemmStridedBatchedEx(
         cublas_, op_b, op_a, args.n, args.m, args.k, &args.alpha, args.b,
@@ -373,7 +376,27 @@ absl::Status CudaBackend::GemmBatched(const GemmArgs& args, int64_t stride_a,
 }
 
 absl::Status CudaBackend::Gemm(const GemmArgs& args) {
-  return GemmBatched(args, 0, 0, 0, 1);
+  if (!args.batch_invariant || args.transpose_a) {
+    return GemmBatched(args, 0, 0, 0, 1);
+  }
+  // Decode: cuBLAS chooses algorithms by shape, so a row's bits could
+  // depend on the batch size; this kernel sums each element in a fixed order.
+  if (args.m <= 0 || args.n <= 0) return absl::OkStatus();
+  if (args.k < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("cuda: GEMM with negative k=%d", args.k));
+  }
+  TVQ_RETURN_IF_ERROR(Activate());
+  const size_t scratch_floats = cuda::InvariantGemmScratchFloats(
+      args.transpose_b, args.m, args.n, args.k, target_blocks_);
+  TVQ_ASSIGN_OR_RETURN(
+      void* scratch,
+      Scratch(sizeof(float) * std::max<size_t>(scratch_floats, 1)));
+  TVQ_CUDA_RETURN_IF_ERROR(cuda::InvariantGemm(
+      args.transpose_b, args.m, args.n, args.k, args.alpha, args.a, args.lda,
+      args.b, args.ldb, args.beta, args.c, args.ldc,
+      static_cast<float*>(scratch), target_blocks_, stream_));
+  return absl::OkStatus();
 }
 
 // ------------------------------------------------------------ row ops
@@ -386,8 +409,9 @@ absl::Status CudaBackend::Embed(const float* embeddings, int d_model,
   TVQ_RETURN_IF_ERROR(Activate());
   TVQ_ASSIGN_OR_RETURN(const void* device_tokens,
                        UploadIndices(kTokens, tokens, sizeof(int32_t) * n));
-  TVQ_ASSIGN_OR_RETURN(const void* device_positions,
-                       UploadIndices(kPositions, positions, sizeof(int64_t) * n));
+  TVQ_ASSIGN_OR_RETURN(
+      const void* device_positions,
+      UploadIndices(kPositions, positions, sizeof(int64_t) * n));
   TVQ_CUDA_RETURN_IF_ERROR(cuda::Embed(
       embeddings, d_model, static_cast<const int32_t*>(device_tokens),
       static_cast<const int64_t*>(device_positions), n, add_positions,
@@ -429,7 +453,8 @@ absl::Status CudaBackend::Multiply(int rows, int cols, float* x, int x_stride,
 absl::Status CudaBackend::LogSoftmax(int rows, int cols, const float* bias,
                                      float scale, float* x) {
   TVQ_RETURN_IF_ERROR(Activate());
-  TVQ_CUDA_RETURN_IF_ERROR(cuda::LogSoftmax(rows, cols, bias, scale, x, stream_));
+  TVQ_CUDA_RETURN_IF_ERROR(
+      cuda::LogSoftmax(rows, cols, bias, scale, x, stream_));
   return absl::OkStatus();
 }
 
@@ -489,47 +514,77 @@ absl::Status CudaBackend::BlockAttention(
   TVQ_ASSIGN_OR_RETURN(void* scratch, Scratch(sizeof(float) * total_floats));
   float* qu = static_cast<float*>(scratch);
   float* qv = qu + query_floats;
-  float* code_scores = qv + query_floats;      // [H, n, S]
-  float* relative_scores = code_scores + H * n * S;  // [H, n, M + 1]
+  float* code_scores = qv + query_floats;              // [H, n, S]
+  float* relative_scores = code_scores + H * n * S;    // [H, n, M + 1]
   float* weights = relative_scores + H * n * (M + 1);  // [H, n, width]
 
   TVQ_CUDA_RETURN_IF_ERROR(cuda::PrepareBlockQueries(
       dims, n, q, q_stride, tables.u, tables.v, qu, qv, stream_));
   // Per head: code_scores = qu C^T, relative_scores = qv R^T.
-  TVQ_RETURN_IF_ERROR(GemmBatched(
-      {.transpose_b = true, .m = n, .n = shape.n_code, .k = shape.d_k,
-       .a = qu, .lda = shape.d_k, .b = tables.codebook, .ldb = shape.d_k,
-       .c = code_scores, .ldc = shape.n_code},
-      n * dk, S * dk, n * S, shape.n_head));
-  TVQ_RETURN_IF_ERROR(GemmBatched(
-      {.transpose_b = true, .m = n, .n = shape.mem_len + 1, .k = shape.d_k,
-       .a = qv, .lda = shape.d_k, .b = tables.relative, .ldb = shape.d_k,
-       .c = relative_scores, .ldc = shape.mem_len + 1},
-      n * dk, (M + 1) * dk, n * (M + 1), shape.n_head));
+  TVQ_RETURN_IF_ERROR(GemmBatched({.transpose_b = true,
+                                   .m = n,
+                                   .n = shape.n_code,
+                                   .k = shape.d_k,
+                                   .a = qu,
+                                   .lda = shape.d_k,
+                                   .b = tables.codebook,
+                                   .ldb = shape.d_k,
+                                   .c = code_scores,
+                                   .ldc = shape.n_code},
+                                  n * dk, S * dk, n * S, shape.n_head));
+  TVQ_RETURN_IF_ERROR(GemmBatched({.transpose_b = true,
+                                   .m = n,
+                                   .n = shape.mem_len + 1,
+                                   .k = shape.d_k,
+                                   .a = qv,
+                                   .lda = shape.d_k,
+                                   .b = tables.relative,
+                                   .ldb = shape.d_k,
+                                   .c = relative_scores,
+                                   .ldc = shape.mem_len + 1},
+                                  n * dk, (M + 1) * dk, n * (M + 1),
+                                  shape.n_head));
   TVQ_CUDA_RETURN_IF_ERROR(cuda::BlockAttentionWeights(
       dims, View(state), slot, first_position, n, code_scores, relative_scores,
       codes, weights, stream_));
   // out[:, h] = W_window window_values + W_block values (+ W_codes means).
   const int64_t slot_head = static_cast<int64_t>(slot) * H;
   const int out_stride = shape.n_head * shape.d_v;
-  TVQ_RETURN_IF_ERROR(GemmBatched(
-      {.m = n, .n = shape.d_v, .k = shape.mem_len, .a = weights,
-       .lda = static_cast<int>(width),
-       .b = state.window_values + slot_head * M * dv, .ldb = shape.d_v,
-       .beta = 0, .c = out, .ldc = out_stride},
-      n * width, M * dv, dv, shape.n_head));
-  TVQ_RETURN_IF_ERROR(GemmBatched(
-      {.m = n, .n = shape.d_v, .k = n, .a = weights + M,
-       .lda = static_cast<int>(width), .b = values, .ldb = value_stride,
-       .beta = 1, .c = out, .ldc = out_stride},
-      n * width, dv, dv, shape.n_head));
+  TVQ_RETURN_IF_ERROR(
+      GemmBatched({.m = n,
+                   .n = shape.d_v,
+                   .k = shape.mem_len,
+                   .a = weights,
+                   .lda = static_cast<int>(width),
+                   .b = state.window_values + slot_head * M * dv,
+                   .ldb = shape.d_v,
+                   .beta = 0,
+                   .c = out,
+                   .ldc = out_stride},
+                  n * width, M * dv, dv, shape.n_head));
+  TVQ_RETURN_IF_ERROR(GemmBatched({.m = n,
+                                   .n = shape.d_v,
+                                   .k = n,
+                                   .a = weights + M,
+                                   .lda = static_cast<int>(width),
+                                   .b = values,
+                                   .ldb = value_stride,
+                                   .beta = 1,
+                                   .c = out,
+                                   .ldc = out_stride},
+                                  n * width, dv, dv, shape.n_head));
   if (shape.agg_cache) {
-    TVQ_RETURN_IF_ERROR(GemmBatched(
-        {.m = n, .n = shape.d_v, .k = shape.n_code, .a = weights + M + n,
-         .lda = static_cast<int>(width),
-         .b = state.means + slot_head * S * dv, .ldb = shape.d_v, .beta = 1,
-         .c = out, .ldc = out_stride},
-        n * width, S * dv, dv, shape.n_head));
+    TVQ_RETURN_IF_ERROR(GemmBatched({.m = n,
+                                     .n = shape.d_v,
+                                     .k = shape.n_code,
+                                     .a = weights + M + n,
+                                     .lda = static_cast<int>(width),
+                                     .b = state.means + slot_head * S * dv,
+                                     .ldb = shape.d_v,
+                                     .beta = 1,
+                                     .c = out,
+                                     .ldc = out_stride},
+                                    n * width, S * dv, dv, shape.n_head));
   }
   return absl::OkStatus();
 }
@@ -549,9 +604,8 @@ absl::Status CudaBackend::DecodeAttention(
       const void* device_positions,
       UploadIndices(kPositions, positions, sizeof(int64_t) * batch));
   TVQ_ASSIGN_OR_RETURN(
-      void* scratch,
-      Scratch(sizeof(float) *
-              cuda::DecodeAttentionScratchFloats(dims, batch, target_blocks_)));
+      void* scratch, Scratch(sizeof(float) * cuda::DecodeAttentionScratchFloats(
+                                                 dims, batch, target_blocks_)));
   const cuda::AttentionTableView table_view{tables.codebook, tables.relative,
                                             tables.u, tables.v};
   TVQ_CUDA_RETURN_IF_ERROR(cuda::DecodeAttention(
@@ -580,13 +634,10 @@ absl::Status CudaBackend::UpdateState(const AttentionShape& shape,
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::UpdateStateBatch(const AttentionShape& shape,
-                                           const SublayerState& state,
-                                           const int* slots,
-                                           const int64_t* positions, int batch,
-                                           const int32_t* codes,
-                                           const float* values,
-                                           int value_stride) {
+absl::Status CudaBackend::UpdateStateBatch(
+    const AttentionShape& shape, const SublayerState& state, const int* slots,
+    const int64_t* positions, int batch, const int32_t* codes,
+    const float* values, int value_stride) {
   TVQ_RETURN_IF_ERROR(CheckShape(shape));
   if (batch <= 0) return absl::OkStatus();
   TVQ_RETURN_IF_ERROR(Activate());

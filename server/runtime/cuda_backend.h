@@ -89,9 +89,8 @@ class CudaBackend final : public Backend {
                                int value_stride, float* out) override;
   absl::Status UpdateState(const AttentionShape& shape,
                            const SublayerState& state, int slot,
-                           int64_t first_position, int n,
-                           const int32_t* codes, const float* values,
-                           int value_stride) override;
+                           int64_t first_position, int n, const int32_t* codes,
+                           const float* values, int value_stride) override;
   absl::Status UpdateStateBatch(const AttentionShape& shape,
                                 const SublayerState& state, const int* slots,
                                 const int64_t* positions, int batch,

@@ -20,6 +20,7 @@
 #include "kernels/cpu/vq_cpu.h"
 #include "kernels/cuda/attention_cuda.cuh"
 #include "kernels/cuda/elementwise_cuda.cuh"
+#include "kernels/cuda/gemm_cuda.cuh"
 #include "kernels/cuda/state_update_cuda.cuh"
 #include "kernels/cuda/vq_cuda.cuh"
 #include "tests/kernels/cuda_test_device.h"
@@ -289,6 +290,110 @@ TEST(CudaKernels, LogSoftmaxMatchesCpu) {
   }
 }
 
+// ------------------------------------------------------------ GEMM
+
+// Row-major c = alpha a op(b) + beta c in double.
+std::vector<float> ReferenceGemm(bool transpose_b, int m, int n, int k,
+                                 float alpha, const std::vector<float>& a,
+                                 int lda, const std::vector<float>& b, int ldb,
+                                 float beta, std::vector<float> c, int ldc) {
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      double sum = 0;
+      for (int kk = 0; kk < k; ++kk) {
+        const double b_value = transpose_b
+                                   ? b[static_cast<size_t>(j) * ldb + kk]
+                                   : b[static_cast<size_t>(kk) * ldb + j];
+        sum += a[static_cast<size_t>(i) * lda + kk] * b_value;
+      }
+      float& target = c[static_cast<size_t>(i) * ldc + j];
+      target =
+          static_cast<float>(alpha * sum + (beta == 0 ? 0.0 : beta * target));
+    }
+  }
+  return c;
+}
+
+// Runs InvariantGemm on device copies; c starts as `c`.
+std::vector<float> DeviceGemm(bool transpose_b, int m, int n, int k,
+                              float alpha, const std::vector<float>& a, int lda,
+                              const std::vector<float>& b, int ldb, float beta,
+                              const std::vector<float>& c, int ldc,
+                              int target_blocks) {
+  DeviceArray<float> device_a(a), device_b(b), device_c(c);
+  DeviceArray<float> scratch(
+      InvariantGemmScratchFloats(transpose_b, m, n, k, target_blocks));
+  EXPECT_TRUE(device_a.ok() && device_b.ok() && device_c.ok() && scratch.ok());
+  const cudaError_t error = InvariantGemm(
+      transpose_b, m, n, k, alpha, device_a.get(), lda, device_b.get(), ldb,
+      beta, device_c.get(), ldc, scratch.get(), target_blocks, nullptr);
+  EXPECT_EQ(error, cudaSuccess) << TestDevice().ErrorText(error);
+  const cudaError_t sync = TestDevice().Synchronize();
+  EXPECT_EQ(sync, cudaSuccess) << TestDevice().ErrorText(sync);
+  return device_c.Read();
+}
+
+TEST(CudaKernels, InvariantGemmMatchesReferenceAndIsBatchInvariant) {
+  TVQ_REQUIRE_DEVICE();
+  uint32_t seed = 90;
+  struct Case {
+    int m, n, k;
+  };
+  for (const bool transpose_b : {false, true}) {
+    for (const Case& shape : {Case{1, 1, 16}, Case{5, 259, 130},
+                              Case{17, 40, 200}, Case{33, 70, 130}}) {
+      for (const int target_blocks : {2, 1000}) {
+        // Only the untransposed kernel splits k.
+        if (transpose_b && target_blocks != 2) continue;
+        for (const float beta : {0.0f, 1.0f}) {
+          const int m = shape.m, n = shape.n, k = shape.k;
+          SCOPED_TRACE(SeedTrace(++seed) + (transpose_b ? " b^T" : " b") +
+                       " m " + std::to_string(m) + " n " + std::to_string(n) +
+                       " k " + std::to_string(k) + " target_blocks " +
+                       std::to_string(target_blocks) + " beta " +
+                       std::to_string(beta));
+          Inputs inputs(seed);
+          const int lda = k + 3, ldb = (transpose_b ? k : n) + 5, ldc = n + 2;
+          const float alpha = beta == 0 ? 0.5f : 1.0f;
+          const std::vector<float> a =
+              inputs.Floats(static_cast<size_t>(m) * lda);
+          const std::vector<float> b =
+              inputs.Floats(static_cast<size_t>(transpose_b ? n : k) * ldb);
+          // beta = 0 must not read c: fill it with NaNs then.
+          const std::vector<float> c =
+              beta == 0 ? std::vector<float>(static_cast<size_t>(m) * ldc, NAN)
+                        : inputs.Floats(static_cast<size_t>(m) * ldc);
+          const std::vector<float> actual =
+              DeviceGemm(transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                         ldc, target_blocks);
+          std::vector<float> expected = ReferenceGemm(
+              transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+          // The padding columns of c stay as they were.
+          ExpectClose(actual, expected, 2e-5, 1e-5, "InvariantGemm");
+          // Row i computed alone is bit-identical to row i in the batch.
+          for (int i : {0, m - 1}) {
+            const std::vector<float> a_row(
+                a.begin() + static_cast<size_t>(i) * lda,
+                a.begin() + static_cast<size_t>(i + 1) * lda);
+            const std::vector<float> c_row(
+                c.begin() + static_cast<size_t>(i) * ldc,
+                c.begin() + static_cast<size_t>(i + 1) * ldc);
+            const std::vector<float> alone =
+                DeviceGemm(transpose_b, 1, n, k, alpha, a_row, lda, b, ldb,
+                           beta, c_row, ldc, target_blocks);
+            ExpectIdentical(
+                alone,
+                std::vector<float>(
+                    actual.begin() + static_cast<size_t>(i) * ldc,
+                    actual.begin() + static_cast<size_t>(i + 1) * ldc),
+                "row " + std::to_string(i) + " alone vs in the batch");
+          }
+        }
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------ VQ
 
 // Squared norms as the model computes them at load.
@@ -552,7 +657,37 @@ TEST(CudaKernels, DecodeAttentionMatchesCpu) {
             device_positions.get(), batch, device_q.get(), q_stride,
             device_codes.get(), device_values.get(), value_stride, out.get(),
             scratch.get(), target_blocks, nullptr));
-        ExpectClose(out.Read(), expected, 1e-5, 1e-5, "DecodeAttention");
+        const std::vector<float> batched = out.Read();
+        ExpectClose(batched, expected, 1e-5, 1e-5, "DecodeAttention");
+        // Each query alone gives bit-identical output (batch invariance).
+        for (int b = 0; b < batch && batch > 1; ++b) {
+          DeviceArray<int32_t> one_slot(std::vector<int32_t>{slots[b]});
+          DeviceArray<int64_t> one_position(std::vector<int64_t>{positions[b]});
+          DeviceArray<float> one_q(std::vector<float>(
+              q.begin() + b * q_stride, q.begin() + (b + 1) * q_stride));
+          DeviceArray<int32_t> one_codes(std::vector<int32_t>(
+              codes.begin() + b * H, codes.begin() + (b + 1) * H));
+          DeviceArray<float> one_values(
+              std::vector<float>(values.begin() + b * value_stride,
+                                 values.begin() + (b + 1) * value_stride));
+          DeviceArray<float> one_out(static_cast<size_t>(H) * dv, NAN);
+          DeviceArray<float> one_scratch(
+              DecodeAttentionScratchFloats(dims, 1, target_blocks));
+          TVQ_ASSERT_ARRAYS(one_slot.ok(), one_position.ok(), one_q.ok(),
+                            one_codes.ok(), one_values.ok(), one_out.ok(),
+                            one_scratch.ok());
+          TVQ_ASSERT_LAUNCH(DecodeAttention(
+              dims, device.tables(), device.state(), one_slot.get(),
+              one_position.get(), 1, one_q.get(), q_stride, one_codes.get(),
+              one_values.get(), value_stride, one_out.get(), one_scratch.get(),
+              target_blocks, nullptr));
+          ExpectIdentical(
+              one_out.Read(),
+              std::vector<float>(
+                  batched.begin() + static_cast<size_t>(b) * H * dv,
+                  batched.begin() + static_cast<size_t>(b + 1) * H * dv),
+              "query " + std::to_string(b) + " alone vs in the batch");
+        }
         // The state is read only.
         ExpectIdentical(device.counts.Read(), data.counts, "counts");
         ExpectIdentical(device.window_values.Read(), data.window_values,
