@@ -7,8 +7,10 @@
 namespace tvq::kernels::cuda {
 namespace {
 
-// Rows of a per block, staged kDepth values of k at a time.
-constexpr int kGemmRows = 16;
+// At most kMaxRows rows of a per block (fewer for smaller m: the tile size
+// never changes how an element is summed), staged kDepth values of k at a
+// time.
+constexpr int kMaxRows = 16;
 constexpr int kDepth = 128;
 // b not transposed: one column per thread; k is split into ranges that are
 // multiples of kSplitGrain.
@@ -22,12 +24,13 @@ __device__ __forceinline__ float Finish(float sum, float alpha, float beta,
   return beta == 0.0f ? alpha * sum : alpha * sum + beta * *c;
 }
 
-// Stages rows [first_row, first_row + kGemmRows) x k [k0, k0 + depth) of a
+// Stages rows [first_row, first_row + kRows) x k [k0, k0 + depth) of a
 // (zeros outside) into tile.
+template <int kRows>
 __device__ __forceinline__ void StageRows(float (*tile)[kDepth], int m,
                                           int first_row, int k0, int depth,
                                           const float* a, int lda) {
-  for (int e = threadIdx.x; e < kGemmRows * kDepth; e += blockDim.x) {
+  for (int e = threadIdx.x; e < kRows * kDepth; e += blockDim.x) {
     const int r = e / kDepth, kk = e % kDepth;
     const int row = first_row + r;
     tile[r][kk] = row < m && kk < depth
@@ -58,28 +61,29 @@ SplitPlan PlanSplits(int n, int k, int target_blocks) {
 }
 
 // Block (column tile, row tile, k split). Thread j of the tile owns column
-// j for kGemmRows rows and sums its k range in ascending order.
+// j for kRows rows and sums its k range in ascending order.
+template <int kRows>
 __global__ void GemmKernel(int m, int n, int k, int k_per_split, int splits,
                            float alpha, const float* __restrict__ a, int lda,
                            const float* __restrict__ b, int ldb, float beta,
                            float* c, int ldc, float* __restrict__ partials) {
-  __shared__ float tile[kGemmRows][kDepth];
+  __shared__ float tile[kRows][kDepth];
   const int column = blockIdx.x * kColumnsPerBlock + threadIdx.x;
-  const int first_row = blockIdx.y * kGemmRows;
+  const int first_row = blockIdx.y * kRows;
   const int k_begin = blockIdx.z * k_per_split;
   const int k_end = k_begin + k_per_split < k ? k_begin + k_per_split : k;
-  float sum[kGemmRows];
-  for (int r = 0; r < kGemmRows; ++r) sum[r] = 0.0f;
+  float sum[kRows];
+  for (int r = 0; r < kRows; ++r) sum[r] = 0.0f;
   for (int k0 = k_begin; k0 < k_end; k0 += kDepth) {
     const int depth = k_end - k0 < kDepth ? k_end - k0 : kDepth;
-    StageRows(tile, m, first_row, k0, depth, a, lda);
+    StageRows<kRows>(tile, m, first_row, k0, depth, a, lda);
     __syncthreads();
     if (column < n) {
       const float* b_column = b + static_cast<int64_t>(k0) * ldb + column;
 #pragma unroll 4
       for (int kk = 0; kk < depth; ++kk) {
         const float value = b_column[static_cast<int64_t>(kk) * ldb];
-        for (int r = 0; r < kGemmRows; ++r) {
+        for (int r = 0; r < kRows; ++r) {
           sum[r] = fmaf(tile[r][kk], value, sum[r]);
         }
       }
@@ -87,7 +91,7 @@ __global__ void GemmKernel(int m, int n, int k, int k_per_split, int splits,
     __syncthreads();
   }
   if (column >= n) return;
-  for (int r = 0; r < kGemmRows; ++r) {
+  for (int r = 0; r < kRows; ++r) {
     const int row = first_row + r;
     if (row >= m) break;
     if (splits == 1) {
@@ -119,32 +123,33 @@ __global__ void SumSplitsKernel(int m, int n, int splits, float alpha,
 
 // b [n, k] transposed: warp w of the block owns column j; lane l sums
 // k = l, l + 32, ... in order, then the lanes combine in a fixed tree.
+template <int kRows>
 __global__ void GemmTransposedKernel(int m, int n, int k, float alpha,
                                      const float* __restrict__ a, int lda,
                                      const float* __restrict__ b, int ldb,
                                      float beta, float* c, int ldc) {
-  __shared__ float tile[kGemmRows][kDepth];
+  __shared__ float tile[kRows][kDepth];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const int column = blockIdx.x * kWarpsPerBlock + warp;
-  const int first_row = blockIdx.y * kGemmRows;
-  float sum[kGemmRows];
-  for (int r = 0; r < kGemmRows; ++r) sum[r] = 0.0f;
+  const int first_row = blockIdx.y * kRows;
+  float sum[kRows];
+  for (int r = 0; r < kRows; ++r) sum[r] = 0.0f;
   for (int k0 = 0; k0 < k; k0 += kDepth) {
     const int depth = k - k0 < kDepth ? k - k0 : kDepth;
-    StageRows(tile, m, first_row, k0, depth, a, lda);
+    StageRows<kRows>(tile, m, first_row, k0, depth, a, lda);
     __syncthreads();
     if (column < n) {
       const float* b_row = b + static_cast<int64_t>(column) * ldb + k0;
       for (int kk = lane; kk < depth; kk += kWarpSize) {
         const float value = b_row[kk];
-        for (int r = 0; r < kGemmRows; ++r) {
+        for (int r = 0; r < kRows; ++r) {
           sum[r] = fmaf(tile[r][kk], value, sum[r]);
         }
       }
     }
     __syncthreads();
   }
-  for (int r = 0; r < kGemmRows; ++r) {
+  for (int r = 0; r < kRows; ++r) {
     const float total = WarpAllReduce(sum[r], SumOp());  // every lane
     const int row = first_row + r;
     if (lane == 0 && column < n && row < m) {
@@ -152,6 +157,44 @@ __global__ void GemmTransposedKernel(int m, int n, int k, float alpha,
       *target = Finish(total, alpha, beta, target);
     }
   }
+}
+
+// Rows per block for m rows: the smallest power of two >= m, at most
+// kMaxRows.
+int RowsPerBlock(int m) {
+  int rows = 1;
+  while (rows < m && rows < kMaxRows) rows *= 2;
+  return rows;
+}
+
+template <int kRows>
+cudaError_t LaunchGemm(bool transpose_b, int m, int n, int k, float alpha,
+                       const float* a, int lda, const float* b, int ldb,
+                       float beta, float* c, int ldc, float* scratch,
+                       int target_blocks, cudaStream_t stream) {
+  const unsigned row_tiles = CeilDiv(m, kRows);
+  if (row_tiles > 65535) return cudaErrorInvalidValue;
+  if (transpose_b) {
+    const dim3 grid(CeilDiv(n, kWarpsPerBlock), row_tiles);
+    auto* kernel = &GemmTransposedKernel<kRows>;
+    TVQ_LAUNCH(kernel, grid, kBlockThreads, 0, stream)
+    (m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return cudaGetLastError();
+  }
+  const SplitPlan plan = PlanSplits(n, k, target_blocks);
+  const int splits = plan.splits, k_per_split = plan.k_per_split;
+  const dim3 grid(CeilDiv(n, kColumnsPerBlock), row_tiles,
+                  static_cast<unsigned>(splits));
+  auto* kernel = &GemmKernel<kRows>;
+  TVQ_LAUNCH(kernel, grid, kBlockThreads, 0, stream)
+  (m, n, k, k_per_split, splits, alpha, a, lda, b, ldb, beta, c, ldc, scratch);
+  cudaError_t error = cudaGetLastError();
+  if (error != cudaSuccess || splits == 1) return error;
+  const unsigned blocks = CeilDiv(static_cast<int64_t>(m) * n, kBlockThreads);
+  TVQ_LAUNCH(SumSplitsKernel, blocks < 65536 ? blocks : 65536, kBlockThreads, 0,
+             stream)
+  (m, n, splits, alpha, scratch, beta, c, ldc);
+  return cudaGetLastError();
 }
 
 }  // namespace
@@ -169,27 +212,23 @@ cudaError_t InvariantGemm(bool transpose_b, int m, int n, int k, float alpha,
                           int target_blocks, cudaStream_t stream) {
   if (m <= 0 || n <= 0) return cudaSuccess;
   if (k < 0) return cudaErrorInvalidValue;
-  const unsigned row_tiles = CeilDiv(m, kGemmRows);
-  if (row_tiles > 65535) return cudaErrorInvalidValue;
-  if (transpose_b) {
-    const dim3 grid(CeilDiv(n, kWarpsPerBlock), row_tiles);
-    TVQ_LAUNCH(GemmTransposedKernel, grid, kBlockThreads, 0, stream)
-    (m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    return cudaGetLastError();
+  switch (RowsPerBlock(m)) {
+    case 1:
+      return LaunchGemm<1>(transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                           ldc, scratch, target_blocks, stream);
+    case 2:
+      return LaunchGemm<2>(transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                           ldc, scratch, target_blocks, stream);
+    case 4:
+      return LaunchGemm<4>(transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                           ldc, scratch, target_blocks, stream);
+    case 8:
+      return LaunchGemm<8>(transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                           ldc, scratch, target_blocks, stream);
+    default:
+      return LaunchGemm<kMaxRows>(transpose_b, m, n, k, alpha, a, lda, b, ldb,
+                                  beta, c, ldc, scratch, target_blocks, stream);
   }
-  const SplitPlan plan = PlanSplits(n, k, target_blocks);
-  const int splits = plan.splits, k_per_split = plan.k_per_split;
-  const dim3 grid(CeilDiv(n, kColumnsPerBlock), row_tiles,
-                  static_cast<unsigned>(splits));
-  TVQ_LAUNCH(GemmKernel, grid, kBlockThreads, 0, stream)
-  (m, n, k, k_per_split, splits, alpha, a, lda, b, ldb, beta, c, ldc, scratch);
-  cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess || splits == 1) return error;
-  const unsigned blocks = CeilDiv(static_cast<int64_t>(m) * n, kBlockThreads);
-  TVQ_LAUNCH(SumSplitsKernel, blocks < 65536 ? blocks : 65536, kBlockThreads, 0,
-             stream)
-  (m, n, splits, alpha, scratch, beta, c, ldc);
-  return cudaGetLastError();
 }
 
 }  // namespace tvq::kernels::cuda
