@@ -21,7 +21,9 @@ constexpr int kWarpsPerBlock = kBlockThreads / kWarpSize;
 
 __device__ __forceinline__ float Finish(float sum, float alpha, float beta,
                                         const float* c) {
-  return beta == 0.0f ? alpha * sum : alpha * sum + beta * *c;
+  // Explicit fmaf: the same rounding in every instantiation, whatever the
+  // compiler's contraction choices.
+  return beta == 0.0f ? alpha * sum : fmaf(alpha, sum, beta * *c);
 }
 
 // Stages rows [first_row, first_row + kRows) x k [k0, k0 + depth) of a
