@@ -119,7 +119,8 @@ double GemmRate(int n, bool bf16, int repeats) {
       cudaEventSynchronize(stop);
       float milliseconds = 0;
       cudaEventElapsedTime(&milliseconds, start, stop);
-      rate = 2.0 * n * static_cast<double>(n) * n * repeats / (milliseconds * 1e-3);
+      rate = 2.0 * n * static_cast<double>(n) * n * repeats /
+             (milliseconds * 1e-3);
       cudaEventDestroy(start);
       cudaEventDestroy(stop);
     }
@@ -132,7 +133,8 @@ double GemmRate(int n, bool bf16, int repeats) {
 }
 
 ModelConfig Enwik8Config() {
-  ModelConfig config = testing::SmallConfig(768, 128, 1536, 1, 512, 24, 512, 512);
+  ModelConfig config =
+      testing::SmallConfig(768, 128, 1536, 1, 512, 24, 512, 512);
   config.agg_cache = true;
   return config;
 }
@@ -154,9 +156,9 @@ double WeightBytesPerStep(const ModelConfig& c, int batch) {
 double PrefillFlopsPerToken(const ModelConfig& c) {
   const double H = c.n_head, D = c.d_model, dk = c.d_k, dv = c.d_v,
                S = c.n_code, M = c.mem_len, L = c.block_len;
-  const double per_sublayer = 2 * (D * H * dk + D * H * (dk + 2 * dv) + H * dv * D) +
-                              2 * H * S * dk + 2 * H * S * dk +
-                              2 * H * (M + 1) * dk + 2 * H * (M + L + S) * dv;
+  const double per_sublayer =
+      2 * (D * H * dk + D * H * (dk + 2 * dv) + H * dv * D) + 2 * H * S * dk +
+      2 * H * S * dk + 2 * H * (M + 1) * dk + 2 * H * (M + L + S) * dv;
   return c.num_sublayers() * per_sublayer;
 }
 
@@ -176,16 +178,24 @@ bool SynthesizeState(const ModelConfig& c, Backend& backend, StatePool& pool,
     std::fill(counts.begin(), counts.end(), 0.0f);
     const int64_t evicted = std::max<int64_t>(0, context - c.mem_len);
     for (size_t h = 0; h < H; ++h) {
-      for (int64_t e = 0; e < evicted; ++e) counts[h * S + code(generator)] += 1;
+      for (int64_t e = 0; e < evicted; ++e)
+        counts[h * S + code(generator)] += 1;
     }
     for (float& value : means) value = normal(generator);
     for (float& value : values) value = normal(generator);
     for (int32_t& value : window) value = code(generator);
     const SublayerState state = pool.Sublayer(sublayer);
-    if (!backend.CopyToDevice(state.counts, counts.data(), 4 * counts.size()).ok() ||
-        !backend.CopyToDevice(state.means, means.data(), 4 * means.size()).ok() ||
-        !backend.CopyToDevice(state.window_codes, window.data(), 4 * window.size()).ok() ||
-        !backend.CopyToDevice(state.window_values, values.data(), 4 * values.size()).ok()) {
+    if (!backend.CopyToDevice(state.counts, counts.data(), 4 * counts.size())
+             .ok() ||
+        !backend.CopyToDevice(state.means, means.data(), 4 * means.size())
+             .ok() ||
+        !backend
+             .CopyToDevice(state.window_codes, window.data(), 4 * window.size())
+             .ok() ||
+        !backend
+             .CopyToDevice(state.window_values, values.data(),
+                           4 * values.size())
+             .ok()) {
       return false;
     }
   }
@@ -207,7 +217,8 @@ int Run(bool quick) {
   const std::time_t now = std::time(nullptr);
   char date[64];
   std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&now));
-  std::printf("gpu_bench  %s  device %s\n\n", date, backend.DeviceName().c_str());
+  std::printf("gpu_bench  %s  device %s\n\n", date,
+              backend.DeviceName().c_str());
 
   const double bandwidth = CopyBandwidth(size_t{1} << 31, quick ? 5 : 20);
   const double bf16_rate = GemmRate(8192, true, quick ? 5 : 20);
@@ -216,8 +227,9 @@ int Run(bool quick) {
               bandwidth / 1e9);
   std::printf("bf16 GEMM 8192^3, fp32 accumulation:            %.1f TFLOP/s\n",
               bf16_rate / 1e12);
-  std::printf("fp32 GEMM 8192^3, pedantic (no TF32):           %.1f TFLOP/s\n\n",
-              fp32_rate / 1e12);
+  std::printf(
+      "fp32 GEMM 8192^3, pedantic (no TF32):           %.1f TFLOP/s\n\n",
+      fp32_rate / 1e12);
   if (bandwidth <= 0 || bf16_rate <= 0) return 1;
 
   const ModelConfig config = Enwik8Config();
@@ -230,26 +242,30 @@ int Run(bool quick) {
     std::printf("engine: %s\n", std::string(engine.status().message()).c_str());
     return 1;
   }
-  const double state_bytes = static_cast<double>(StatePool::BytesPerSlotFor(config));
-  std::printf("weights read per decode step: %.1f MB; state per sequence: %.1f MB\n\n",
-              WeightBytesPerStep(config, 0) / 1e6, state_bytes / 1e6);
+  const double state_bytes =
+      static_cast<double>(StatePool::BytesPerSlotFor(config));
+  std::printf(
+      "weights read per decode step: %.1f MB; state per sequence: %.1f MB\n\n",
+      WeightBytesPerStep(config, 0) / 1e6, state_bytes / 1e6);
 
   // ---- decode
-  std::printf("decode  batch  context  p50 ms/step  max ms/step  tokens/s  "
-              "roofline tokens/s  fraction  achieved GB/s\n");
+  std::printf(
+      "decode  batch  context  p50 ms/step  max ms/step  tokens/s  "
+      "roofline tokens/s  fraction  achieved GB/s\n");
   const int steps = quick ? 8 : 30;
   for (const int batch : {1, 8, 64, 256}) {
     absl::StatusOr<std::unique_ptr<StatePool>> pool =
         StatePool::Create(config, backend, batch);
     if (!pool.ok()) {
-      std::printf("decode  %5d  state pool of %.1f GB does not fit: %s\n", batch,
-                  state_bytes * batch / 1e9,
+      std::printf("decode  %5d  state pool of %.1f GB does not fit: %s\n",
+                  batch, state_bytes * batch / 1e9,
                   std::string(pool.status().message()).c_str());
       continue;
     }
     std::vector<int> slots(batch);
     for (int b = 0; b < batch; ++b) slots[b] = b;
-    for (const int64_t context : {int64_t{1024}, int64_t{8192}, int64_t{65536}}) {
+    for (const int64_t context :
+         {int64_t{1024}, int64_t{8192}, int64_t{65536}}) {
       if (!SynthesizeState(config, backend, **pool, context, 7)) {
         std::printf("decode  %5d  %7lld  could not write the state\n", batch,
                     static_cast<long long>(context));
@@ -264,7 +280,8 @@ int Run(bool quick) {
       for (int step = 0; step < steps + 3 && !failed; ++step) {
         for (int32_t& t : tokens) t = token(generator);
         const Clock::time_point begin = Clock::now();
-        const absl::Status status = (*engine)->DecodeStep(**pool, slots, tokens, &logprobs);
+        const absl::Status status =
+            (*engine)->DecodeStep(**pool, slots, tokens, &logprobs);
         const Clock::time_point end = Clock::now();
         if (!status.ok()) {
           std::printf("decode  %5d  %7lld  failed: %s\n", batch,
@@ -277,13 +294,16 @@ int Run(bool quick) {
       if (failed || times.empty()) continue;
       std::sort(times.begin(), times.end());
       const double p50 = times[times.size() / 2], worst = times.back();
-      const double bytes = WeightBytesPerStep(config, batch) + batch * state_bytes;
+      const double bytes =
+          WeightBytesPerStep(config, batch) + batch * state_bytes;
       const double roofline = batch / (bytes / bandwidth);
       const double tokens_per_second = batch / p50;
-      std::printf("decode  %5d  %7lld  %11.3f  %11.3f  %8.0f  %17.0f  %7.1f%%  %13.0f\n",
-                  batch, static_cast<long long>(context), p50 * 1e3, worst * 1e3,
-                  tokens_per_second, roofline, 100 * tokens_per_second / roofline,
-                  bytes / p50 / 1e9);
+      std::printf(
+          "decode  %5d  %7lld  %11.3f  %11.3f  %8.0f  %17.0f  %7.1f%%  "
+          "%13.0f\n",
+          batch, static_cast<long long>(context), p50 * 1e3, worst * 1e3,
+          tokens_per_second, roofline, 100 * tokens_per_second / roofline,
+          bytes / p50 / 1e9);
     }
   }
 
@@ -296,9 +316,12 @@ int Run(bool quick) {
     return 1;
   }
   {
-    const std::vector<int32_t> warm = testing::RandomTokens(600, config.n_vocab, 1);
+    const std::vector<int32_t> warm =
+        testing::RandomTokens(600, config.n_vocab, 1);
     std::vector<float> logprobs;
-    if (!(*engine)->Prefill(**pool, 0, warm, LogprobRows::kLast, &logprobs).ok() ||
+    if (!(*engine)
+             ->Prefill(**pool, 0, warm, LogprobRows::kLast, &logprobs)
+             .ok() ||
         !(*pool)->Reset(0).ok()) {
       std::printf("prefill warm-up failed\n");
       return 1;
@@ -314,20 +337,23 @@ int Run(bool quick) {
     const absl::Status status =
         (*engine)->Prefill(**pool, p, inputs[p], LogprobRows::kLast, &logprobs);
     if (!status.ok()) {
-      std::printf("prefill failed: %s\n", std::string(status.message()).c_str());
+      std::printf("prefill failed: %s\n",
+                  std::string(status.message()).c_str());
       return 1;
     }
   }
   if (!backend.Synchronize().ok()) return 1;
   const double seconds = Seconds(begin, Clock::now());
-  const double tokens_per_second = prompts * static_cast<double>(length) / seconds;
+  const double tokens_per_second =
+      prompts * static_cast<double>(length) / seconds;
   const double flops = PrefillFlopsPerToken(config);
-  std::printf("\nprefill %d x %d tokens: %.3f s, %.0f tokens/s, %.1f MFLOP/token, "
-              "%.1f TFLOP/s = %.1f%% of the bf16 GEMM rate, %.1f%% of the fp32 rate\n",
-              prompts, length, seconds, tokens_per_second, flops / 1e6,
-              tokens_per_second * flops / 1e12,
-              100 * tokens_per_second * flops / bf16_rate,
-              100 * tokens_per_second * flops / fp32_rate);
+  std::printf(
+      "\nprefill %d x %d tokens: %.3f s, %.0f tokens/s, %.1f MFLOP/token, "
+      "%.1f TFLOP/s = %.1f%% of the bf16 GEMM rate, %.1f%% of the fp32 rate\n",
+      prompts, length, seconds, tokens_per_second, flops / 1e6,
+      tokens_per_second * flops / 1e12,
+      100 * tokens_per_second * flops / bf16_rate,
+      100 * tokens_per_second * flops / fp32_rate);
   return 0;
 }
 
