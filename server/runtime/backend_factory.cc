@@ -7,6 +7,9 @@
 #include "absl/strings/str_format.h"
 #include "server/runtime/backend.h"
 #include "server/runtime/cpu_backend.h"
+#ifdef TVQ_WITH_CUDA
+#include "server/runtime/cuda_backend.h"
+#endif
 
 namespace tvq::runtime {
 namespace {
@@ -37,15 +40,13 @@ absl::StatusOr<DeviceRequest> ParseDevice(const std::string& device) {
       "--device must be auto, cpu, cuda or cuda:N, got \"%s\"", device));
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
     const BackendOptions& options, int ordinal) {
+#ifdef TVQ_WITH_CUDA
+  return CreateCudaBackend(options, ordinal);
+#else
   (void)options;
   (void)ordinal;
-#ifdef TVQ_WITH_CUDA
-  return absl::UnimplementedError(
-      "--device=cuda: this build compiles the CUDA toolkit in, but the CUDA "
-      "backend is not implemented yet; use --device=cpu");
-#else
   return absl::UnimplementedError(
       "--device=cuda: this build has no CUDA support (configure with "
       "-DTVQ_WITH_CUDA=ON); use --device=cpu");
@@ -64,10 +65,10 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(
   if (!request.ok()) return request.status();
   switch (request->kind) {
     case DeviceRequest::Kind::kCuda:
-      return CreateCudaBackend(options, request->cuda_ordinal);
+      return MakeCudaBackend(options, request->cuda_ordinal);
     case DeviceRequest::Kind::kAuto: {
       absl::StatusOr<std::unique_ptr<Backend>> cuda =
-          CreateCudaBackend(options, 0);
+          MakeCudaBackend(options, 0);
       if (cuda.ok()) return cuda;
       [[fallthrough]];
     }
