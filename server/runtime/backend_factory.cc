@@ -8,7 +8,9 @@
 #include "server/runtime/backend.h"
 #include "server/runtime/cpu_backend.h"
 #ifdef TVQ_WITH_CUDA
-#include "server/runtime/cuda_backend.h"
+#include <dlfcn.h>
+
+#include "server/runtime/shared_module.h"
 #endif
 
 namespace tvq::runtime {
@@ -43,7 +45,33 @@ absl::StatusOr<DeviceRequest> ParseDevice(const std::string& device) {
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
     const BackendOptions& options, int ordinal) {
 #ifdef TVQ_WITH_CUDA
-  return CreateCudaBackend(options, ordinal);
+  // libtvq_cuda_backend.so: loaded once, kept for the process.
+  using CreateFunction = void (*)(const BackendOptions*, int,
+                                  absl::StatusOr<std::unique_ptr<Backend>>*);
+  static const absl::StatusOr<CreateFunction> create =
+      []() -> absl::StatusOr<CreateFunction> {
+    absl::StatusOr<void*> module = OpenSharedModule(
+        {.file_name = "libtvq_cuda_backend.so",
+         .environment_variable = "TVQ_CUDA_BACKEND_MODULE",
+         .build_path = TVQ_CUDA_BACKEND_MODULE_PATH});
+    if (!module.ok()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "--device=cuda: the CUDA backend module cannot be loaded: %s",
+          module.status().message()));
+    }
+    void* symbol = ::dlsym(*module, "tvq_create_cuda_backend");
+    if (symbol == nullptr) {
+      return absl::FailedPreconditionError(
+          "--device=cuda: libtvq_cuda_backend.so lacks "
+          "tvq_create_cuda_backend (a stale build?)");
+    }
+    return reinterpret_cast<CreateFunction>(symbol);
+  }();
+  if (!create.ok()) return create.status();
+  absl::StatusOr<std::unique_ptr<Backend>> backend =
+      absl::UnknownError("not created");
+  (*create)(&options, ordinal, &backend);
+  return backend;
 #else
   (void)options;
   (void)ordinal;

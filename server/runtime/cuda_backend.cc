@@ -654,3 +654,12 @@ absl::Status CudaBackend::UpdateStateBatch(
 }
 
 }  // namespace tvq::runtime
+
+// The module's entry point: backend_factory.cc dlopens libtvq_cuda_backend.so
+// and calls this (see shared_module.h for why the CUDA libraries are never
+// linked into the server).
+extern "C" __attribute__((visibility("default"))) void tvq_create_cuda_backend(
+    const tvq::runtime::BackendOptions* options, int ordinal,
+    absl::StatusOr<std::unique_ptr<tvq::runtime::Backend>>* result) {
+  *result = tvq::runtime::CreateCudaBackend(*options, ordinal);
+}

@@ -1,15 +1,13 @@
 #include "server/runtime/sentencepiece_library.h"
 
 #include <dlfcn.h>
-#include <unistd.h>
 
-#include <climits>
 #include <cstdlib>
 #include <mutex>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "server/runtime/shared_module.h"
 
 #ifndef TVQ_SENTENCEPIECE_MODULE_PATH
 #define TVQ_SENTENCEPIECE_MODULE_PATH ""
@@ -42,14 +40,6 @@ constexpr bool kSanitizerBuild = false;
 #endif
 constexpr size_t kErrorSize = 1024;
 
-std::string ExecutableDirectory() {
-  char buffer[PATH_MAX];
-  const ssize_t length = ::readlink("/proc/self/exe", buffer, sizeof(buffer));
-  if (length <= 0) return "";
-  const std::string path(buffer, static_cast<size_t>(length));
-  return path.substr(0, path.rfind('/'));
-}
-
 template <typename Function>
 bool Resolve(void* module, const char* name, Function* function) {
   *function = reinterpret_cast<Function>(::dlsym(module, name));
@@ -68,42 +58,16 @@ absl::StatusOr<const SentencePieceProcessorHandle::Functions*> LoadModule() {
           "module needs dlopen(RTLD_DEEPBIND), which the sanitizers forbid");
       return;
     }
-    std::vector<std::string> candidates;
-    if (const char* override_path = std::getenv("TVQ_SENTENCEPIECE_MODULE");
-        override_path != nullptr && override_path[0] != '\0') {
-      candidates.push_back(override_path);
-    }
-    const std::string directory = ExecutableDirectory();
-    if (!directory.empty()) {
-      candidates.push_back(absl::StrCat(directory, "/", kModuleName));
-      candidates.push_back(absl::StrCat(directory, "/../lib/", kModuleName));
-    }
-    if (TVQ_SENTENCEPIECE_MODULE_PATH[0] != '\0') {
-      candidates.push_back(TVQ_SENTENCEPIECE_MODULE_PATH);
-    }
-    candidates.push_back(kModuleName);
-    std::vector<std::string> failures;
-    void* module = nullptr;
-    for (const std::string& candidate : candidates) {
-      if (candidate.find('/') != std::string::npos &&
-          ::access(candidate.c_str(), R_OK) != 0) {
-        failures.push_back(absl::StrCat(candidate, " (missing)"));
-        continue;
-      }
-      module =
-          ::dlopen(candidate.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
-      if (module != nullptr) break;
-      const char* error = ::dlerror();
-      failures.push_back(
-          absl::StrCat(candidate, " (", error != nullptr ? error : "?", ")"));
-    }
-    if (module == nullptr) {
-      result = absl::FailedPreconditionError(
-          absl::StrCat("cannot load the SentencePiece module ", kModuleName,
-                       "; tried: ", absl::StrJoin(failures, ", "),
-                       ". Set TVQ_SENTENCEPIECE_MODULE to its path."));
+    absl::StatusOr<void*> opened = OpenSharedModule(
+        {.file_name = kModuleName,
+         .environment_variable = "TVQ_SENTENCEPIECE_MODULE",
+         .build_path = TVQ_SENTENCEPIECE_MODULE_PATH,
+         .deep_bind = true});
+    if (!opened.ok()) {
+      result = opened.status();
       return;
     }
+    void* module = *opened;
     auto* functions = new SentencePieceProcessorHandle::Functions();
     const bool complete =
         Resolve(module, "tvq_spm_load", &functions->load) &&
