@@ -27,7 +27,6 @@ clean:
 	rm -rf $(BUILD_DIR)
 
 # Builds the CPU image with buildah and checks the server running from it
-# (docs/deploy.md). Not part of `make test`: it compiles the project inside
-# the image.
+# (docs/deploy.md); `make test` runs it too (ctest label container).
 container-smoke:
 	nice -n 10 bash deploy/container-smoke.sh

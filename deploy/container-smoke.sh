@@ -26,8 +26,8 @@
 #
 # Environment:
 #   TVQ_SMOKE_IMAGE         image name (default localhost/tvq-serve:smoke)
-#   TVQ_SMOKE_GRPC_PORT     loopback gRPC port (default 50151)
-#   TVQ_SMOKE_METRICS_PORT  loopback metrics port (default 9564)
+#   TVQ_SMOKE_GRPC_PORT     loopback gRPC port (default: a free port)
+#   TVQ_SMOKE_METRICS_PORT  loopback metrics port (default: a free port)
 #   TVQ_SMOKE_KEEP_IMAGE    1 = keep the image afterwards (default 1; 0
 #                           removes it)
 #   BUILD_JOBS              compile jobs inside the build (default: cores)
@@ -36,8 +36,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 image=${TVQ_SMOKE_IMAGE:-localhost/tvq-serve:smoke}
-grpc_port=${TVQ_SMOKE_GRPC_PORT:-50151}
-metrics_port=${TVQ_SMOKE_METRICS_PORT:-9564}
+grpc_port=${TVQ_SMOKE_GRPC_PORT:-}
+metrics_port=${TVQ_SMOKE_METRICS_PORT:-}
 keep_image=${TVQ_SMOKE_KEEP_IMAGE:-1}
 jobs=${BUILD_JOBS:-$(nproc)}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -133,8 +133,10 @@ build_started=$SECONDS
 set +e +o pipefail
 buildah bud --isolation chroot --pull=never --format docker --layers \
   --target cpu --build-arg "BUILD_JOBS=$jobs" \
-  -f "$repo/Dockerfile" -t "$image" "$repo" 2>&1 | tee "$work/build.log" |
-  grep --line-buffered -E '^(\[[0-9]+/[0-9]+\] )?STEP |^build-and-stage:|^check-runtime:|^Successfully|Error'
+  --iidfile "$work/image-id" -f "$repo/Dockerfile" -t "$image" "$repo" 2>&1 |
+  tee "$work/build.log" |
+  grep --line-buffered -E '^(\[[0-9]+/[0-9]+\] )?STEP |^build-and-stage:|^check-runtime:|^Successfully|Error' |
+  while IFS= read -r line; do printf '  [%4ds] %s\n' $((SECONDS - started)) "$line"; done
 build_status=${PIPESTATUS[0]}
 set -e -o pipefail
 if [ "$build_status" -ne 0 ]; then
@@ -142,8 +144,10 @@ if [ "$build_status" -ne 0 ]; then
   fail "image build failed (buildah bud exit status $build_status)"
 fi
 echo "image built in $((SECONDS - build_started)) s"
-buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$image"
-buildah inspect --type image "$image" > "$work/image.json"
+# Later steps use the image id: another run may retag $image meanwhile.
+image_id=$(cat "$work/image-id")
+buildah images --format '{{.Name}}:{{.Tag}} {{.ID}} {{.Size}}' "$image"
+buildah inspect --type image "$image_id" > "$work/image.json"
 image_config() { # prints a field of the image's Docker config
   "$python" -c 'import json, sys
 config = json.load(open(sys.argv[1]))["Docker"]["config"]
@@ -164,12 +168,21 @@ case "$user" in "" | root | 0 | 0:*) fail "the image runs as root (USER=$user)" 
 
 # ------------------------------------------------------------------ 4. run
 step "starting the image's entrypoint with buildah run --isolation chroot"
+free_port() {
+  "$python" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+[ -n "$grpc_port" ] || grpc_port=$(free_port)
+[ -n "$metrics_port" ] || metrics_port=$(free_port)
+[ "$grpc_port" != "$metrics_port" ] || metrics_port=$(free_port)
 for port in "$grpc_port" "$metrics_port"; do
   if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then
     fail "port $port on 127.0.0.1 is in use (set TVQ_SMOKE_GRPC_PORT / TVQ_SMOKE_METRICS_PORT)"
   fi
 done
-container=$(buildah from --pull=never "$image")
+container=$(buildah from --pull=never "$image_id")
 mapfile -t command < <(echo "$entrypoint")
 command+=("--listen=127.0.0.1:$grpc_port" "--metrics-address=127.0.0.1:$metrics_port")
 echo "command: ${command[*]} (as user $user)"
@@ -206,7 +219,7 @@ PYTHONPATH=$stubs/python "$python" "$repo/deploy/container-smoke-probe.py" \
 step "inside the image: the HEALTHCHECK command"
 mapfile -t health_command < <(echo "${healthcheck//127.0.0.1:50051/127.0.0.1:$grpc_port}")
 echo "command: ${health_command[*]}"
-probe_container=$(buildah from --pull=never "$image")
+probe_container=$(buildah from --pull=never "$image_id")
 buildah run --isolation chroot "$probe_container" -- "${health_command[@]}" ||
   fail "the image's HEALTHCHECK command failed"
 

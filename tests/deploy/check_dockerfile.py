@@ -26,7 +26,8 @@ KEPT = ["CMakeLists.txt", "server/main.cc", "proto/tvq/v1/tvq.proto", "client/CM
         "deploy/docker/build-packages.txt", "models/default/config.json",
         "models/default/model.safetensors"]
 DROPPED = ["build/release/server/tvq-server", ".git/HEAD", "tests/CMakeLists.txt",
-           "deploy/k8s/deployment.yaml", "docs/deploy.md", "client/__pycache__/x.pyc"]
+           "deploy/k8s/deployment.yaml", "docs/deploy.md", "client/__pycache__/x.pyc",
+           "Makefile", "scripts/install-deps.sh"]
 
 
 def ignored(path, patterns):
