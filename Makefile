@@ -6,7 +6,7 @@ METRICS ?= 127.0.0.1:9464
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: serve test build deps configure clean
+.PHONY: serve test build deps configure clean container-smoke
 
 deps:
 	bash scripts/install-deps.sh
@@ -25,3 +25,8 @@ test: build
 
 clean:
 	rm -rf $(BUILD_DIR)
+
+# Builds the CPU image with buildah and checks the server running from it
+# (docs/deploy.md); `make test` runs it too (ctest label container).
+container-smoke:
+	nice -n 10 bash deploy/container-smoke.sh

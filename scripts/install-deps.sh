@@ -16,9 +16,16 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-sentencepiece python3-grpcio python3-protobuf
   python3-msgpack prometheus curl ccache
+  # deploy tests (tests/deploy)
+  python3-yaml
   # tools/train and its parity test (tests/tools)
   python3-torch
 )
+# kubectl for the offline manifest check; a kubectl from elsewhere (e.g. the
+# Google Cloud SDK's package) owns /usr/bin/kubectl and must not be replaced.
+if ! command -v kubectl >/dev/null 2>&1; then
+  packages+=(kubernetes-client)
+fi
 # Extra packages can be appended by callers (e.g. the container smoke test).
 packages+=("$@")
 

@@ -1,27 +1,461 @@
-// tvq-server: placeholder until the gRPC issue lands; loads the model and
-// reports it.
+// tvq-server: serves one Transformer-VQ model over gRPC (tvq.v1.TextGeneration,
+// grpc.health.v1.Health, server reflection).
+//
+// Start-up: parse and check flags, start listening (health NOT_SERVING,
+// calls UNAVAILABLE while loading), load the model, build the scheduler, go
+// SERVING. SIGTERM/SIGINT: NOT_SERVING, new requests UNAVAILABLE, in-flight
+// requests finish for up to --drain-timeout, exit 0.
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/metrics/metrics.h"
+#include "server/metrics/metrics_exposer.h"
+#include "server/metrics/scheduler_metrics_observer.h"
+#include "server/runtime/backend.h"
 #include "server/runtime/model_weights.h"
+#include "server/runtime/state_pool.h"
+#include "server/runtime/tokenizer.h"
+#include "server/runtime/transformer_vq.h"
+#include "server/scheduler/scheduler.h"
+#include "server/service/generation_service.h"
+#include "server/service/rpc_metrics_interceptor.h"
 
-ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC listen address HOST:PORT");
-ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464", "Prometheus metrics listen address HOST:PORT");
-ABSL_FLAG(std::string, device, "auto", "auto, cpu, cuda or cuda:N");
-ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores)");
-ABSL_FLAG(std::string, model, "models/default", "Model directory (config.json + model.safetensors)");
+#ifndef TVQ_VERSION
+#define TVQ_VERSION "0.0.0"
+#endif
+
+ABSL_FLAG(std::string, model, "models/default",
+          "Model directory: config.json, model.safetensors and, for "
+          "SentencePiece models, the tokenizer file");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "gRPC listen address HOST:PORT (port 0 = pick a free port; the "
+          "chosen address is logged)");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
+          "Prometheus metrics listen address HOST:PORT (empty = no metrics "
+          "endpoint)");
+ABSL_FLAG(std::string, device, "auto",
+          "Compute device: auto (CUDA when built in and a GPU is usable, else "
+          "CPU), cpu, cuda or cuda:N");
+ABSL_FLAG(int, threads, 0, "CPU backend threads (0 = all cores)");
+ABSL_FLAG(int, num_slots, 0,
+          "State slots = sequences processed at once (0 = derive from "
+          "--state-memory-bytes, at most 256)");
+ABSL_FLAG(int64_t, state_memory_bytes, int64_t{1} << 30,
+          "Memory for the decode states when --num-slots=0: slots = this / "
+          "bytes per slot (GetModelInfo reports the size)");
+ABSL_FLAG(int, max_queue, 256,
+          "Requests that may wait for a free slot; when that many wait, new "
+          "requests fail at once with RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_new_tokens_limit, 8192,
+          "Largest max_new_tokens a request may ask for");
+ABSL_FLAG(int, default_max_new_tokens, 256,
+          "max_new_tokens of requests that set none (capped by "
+          "--max-new-tokens-limit)");
+ABSL_FLAG(int, max_prompt_tokens, 131072,
+          "Largest prompt or scored sequence, in tokens (eos prefix "
+          "included)");
+ABSL_FLAG(int, prefill_chunk, 256,
+          "Prompt tokens one slot feeds per step (rounded down to a multiple "
+          "of the block length); long prompts are cut into chunks of this "
+          "size, interleaved with decode steps");
+ABSL_FLAG(int, step_token_budget, 512,
+          "Tokens (decode + prefill) one scheduler step aims not to exceed; "
+          "decode tokens always run, prefill chunks fill the rest");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "On SIGTERM/SIGINT, how long in-flight requests may run before they "
+          "are cut short (e.g. 30s, 2m)");
+ABSL_FLAG(int, block_len, 0,
+          "Prefill block length in tokens (0 = the model's block_len)");
+
+namespace {
+
+constexpr char kServiceName[] = "tvq.v1.TextGeneration";
+constexpr int kMaxDerivedSlots = 256;
+constexpr int kMaxSlots = 65536;
+
+template <typename... Args>
+void Log(const absl::FormatSpec<Args...>& format, const Args&... args) {
+  absl::FPrintF(stderr, "%s tvq-server: %s\n",
+                absl::FormatTime("%Y-%m-%dT%H:%M:%E3S", absl::Now(),
+                                 absl::LocalTimeZone()),
+                absl::StrFormat(format, args...));
+  std::fflush(stderr);
+}
+
+// absl flags are spelled with underscores; accept the documented dashed
+// spelling too (--metrics-address = --metrics_address) by rewriting the
+// name part of each "--name[=value]" argument.
+std::vector<char*> NormalizeFlagNames(int argc, char** argv,
+                                      std::vector<std::string>& storage) {
+  storage.assign(argv, argv + argc);
+  for (int i = 1; i < argc; ++i) {
+    std::string& arg = storage[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    const size_t name_begin = arg.find_first_not_of('-');
+    const size_t name_end = std::min(arg.find('='), arg.size());
+    if (name_begin == std::string::npos) continue;
+    std::replace(arg.begin() + name_begin, arg.begin() + name_end, '-', '_');
+  }
+  std::vector<char*> pointers;
+  for (std::string& arg : storage) pointers.push_back(arg.data());
+  pointers.push_back(nullptr);
+  return pointers;
+}
+
+// Checks the flags that have a range; returns the first problem, naming the
+// flag.
+absl::Status CheckFlags() {
+  auto at_least = [](const char* flag, int64_t value,
+                     int64_t minimum) -> absl::Status {
+    if (value >= minimum) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--%s must be >= %d, got %d", flag, minimum, value));
+  };
+  absl::Status status;
+  status.Update(at_least("threads", absl::GetFlag(FLAGS_threads), 0));
+  status.Update(at_least("num-slots", absl::GetFlag(FLAGS_num_slots), 0));
+  if (absl::GetFlag(FLAGS_num_slots) > kMaxSlots) {
+    status.Update(absl::InvalidArgumentError(
+        absl::StrFormat("--num-slots must be <= %d, got %d", kMaxSlots,
+                        absl::GetFlag(FLAGS_num_slots))));
+  }
+  status.Update(at_least("state-memory-bytes",
+                         absl::GetFlag(FLAGS_state_memory_bytes), 1));
+  status.Update(at_least("max-queue", absl::GetFlag(FLAGS_max_queue), 1));
+  status.Update(at_least("max-new-tokens-limit",
+                         absl::GetFlag(FLAGS_max_new_tokens_limit), 1));
+  status.Update(at_least("default-max-new-tokens",
+                         absl::GetFlag(FLAGS_default_max_new_tokens), 1));
+  status.Update(
+      at_least("max-prompt-tokens", absl::GetFlag(FLAGS_max_prompt_tokens), 2));
+  status.Update(
+      at_least("prefill-chunk", absl::GetFlag(FLAGS_prefill_chunk), 1));
+  status.Update(
+      at_least("step-token-budget", absl::GetFlag(FLAGS_step_token_budget), 1));
+  status.Update(at_least("block-len", absl::GetFlag(FLAGS_block_len), 0));
+  if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
+    status.Update(absl::InvalidArgumentError(absl::StrFormat(
+        "--drain-timeout must be >= 0, got %s",
+        absl::FormatDuration(absl::GetFlag(FLAGS_drain_timeout)))));
+  }
+  if (absl::GetFlag(FLAGS_listen).empty()) {
+    status.Update(absl::InvalidArgumentError(
+        "--listen must be HOST:PORT, got an empty string"));
+  }
+  if (const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+      !metrics_address.empty()) {
+    absl::StatusOr<tvq::metrics::HostPort> parsed =
+        tvq::metrics::ParseHostPort(metrics_address);
+    if (!parsed.ok()) {
+      status.Update(absl::InvalidArgumentError(
+          absl::StrCat("--metrics-address: ", parsed.status().message())));
+    }
+  }
+  if (absl::GetFlag(FLAGS_model).empty()) {
+    status.Update(
+        absl::InvalidArgumentError("--model must name a model directory"));
+  }
+  return status;
+}
+
+// Everything the loaded model consists of, in construction order (destroyed
+// in reverse).
+struct LoadedModel {
+  std::unique_ptr<tvq::runtime::Backend> backend;
+  std::unique_ptr<tvq::runtime::ModelWeights> weights;
+  std::unique_ptr<tvq::runtime::Tokenizer> tokenizer;
+  std::unique_ptr<tvq::runtime::TransformerVq> engine;
+  std::unique_ptr<tvq::runtime::StatePool> pool;
+  std::unique_ptr<tvq::scheduler::Scheduler> scheduler;
+  tvq::service::ModelContext context;
+};
+
+absl::Status Load(LoadedModel& model,
+                  tvq::scheduler::SchedulerObserver* observer) {
+  const std::string directory = absl::GetFlag(FLAGS_model);
+  tvq::runtime::BackendOptions backend_options;
+  backend_options.device = absl::GetFlag(FLAGS_device);
+  backend_options.num_threads = absl::GetFlag(FLAGS_threads);
+  absl::StatusOr<std::unique_ptr<tvq::runtime::Backend>> backend =
+      tvq::runtime::CreateBackend(backend_options);
+  if (!backend.ok()) return backend.status();
+  model.backend = *std::move(backend);
+
+  absl::StatusOr<std::unique_ptr<tvq::runtime::ModelWeights>> weights =
+      tvq::runtime::ModelWeights::Load(directory);
+  if (!weights.ok()) return weights.status();
+  model.weights = *std::move(weights);
+  const tvq::runtime::ModelConfig& config = model.weights->config();
+
+  absl::StatusOr<std::unique_ptr<tvq::runtime::Tokenizer>> tokenizer =
+      tvq::runtime::LoadTokenizer(config, directory);
+  if (!tokenizer.ok()) return tokenizer.status();
+  model.tokenizer = *std::move(tokenizer);
+
+  const int block_len = absl::GetFlag(FLAGS_block_len) > 0
+                            ? absl::GetFlag(FLAGS_block_len)
+                            : config.block_len;
+  // Chunks that are whole blocks keep every prompt cut at block boundaries.
+  const int prefill_chunk = std::max(
+      block_len, absl::GetFlag(FLAGS_prefill_chunk) / block_len * block_len);
+  tvq::runtime::EngineOptions engine_options;
+  engine_options.block_len = absl::GetFlag(FLAGS_block_len);
+  engine_options.max_prefill_chunk = prefill_chunk;
+  absl::StatusOr<std::unique_ptr<tvq::runtime::TransformerVq>> engine =
+      tvq::runtime::TransformerVq::Create(*model.weights, *model.backend,
+                                          engine_options);
+  if (!engine.ok()) return engine.status();
+  model.engine = *std::move(engine);
+
+  const size_t bytes_per_slot =
+      tvq::runtime::StatePool::BytesPerSlotFor(config);
+  int num_slots = absl::GetFlag(FLAGS_num_slots);
+  if (num_slots == 0) {
+    const int64_t budget = absl::GetFlag(FLAGS_state_memory_bytes);
+    const int64_t fitting = budget / static_cast<int64_t>(bytes_per_slot);
+    if (fitting < 1) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "--state-memory-bytes=%d holds no slot: one slot of this model "
+          "takes %d bytes",
+          budget, bytes_per_slot));
+    }
+    num_slots = static_cast<int>(std::min<int64_t>(fitting, kMaxDerivedSlots));
+  }
+  absl::StatusOr<std::unique_ptr<tvq::runtime::StatePool>> pool =
+      tvq::runtime::StatePool::Create(config, *model.backend, num_slots);
+  if (!pool.ok()) return pool.status();
+  model.pool = *std::move(pool);
+
+  tvq::scheduler::SchedulerOptions scheduler_options;
+  scheduler_options.max_queue = absl::GetFlag(FLAGS_max_queue);
+  scheduler_options.batch.prefill_chunk = prefill_chunk;
+  scheduler_options.batch.step_token_budget =
+      absl::GetFlag(FLAGS_step_token_budget);
+  absl::StatusOr<std::unique_ptr<tvq::scheduler::Scheduler>> scheduler =
+      tvq::scheduler::Scheduler::Create(*model.engine, *model.pool,
+                                        *model.tokenizer, scheduler_options,
+                                        observer);
+  if (!scheduler.ok()) return scheduler.status();
+  model.scheduler = *std::move(scheduler);
+
+  tvq::service::ModelContext& context = model.context;
+  context.weights = model.weights.get();
+  context.tokenizer = model.tokenizer.get();
+  context.scheduler = model.scheduler.get();
+  context.state_bytes_per_sequence = static_cast<int64_t>(bytes_per_slot);
+  context.max_queue = scheduler_options.max_queue;
+  context.backend = model.backend->device() == tvq::runtime::DeviceKind::kCuda
+                        ? "cuda"
+                        : "cpu";
+  context.device = model.backend->DeviceName();
+  return absl::OkStatus();
+}
+
+// The tvq_model_info labels of the loaded model.
+tvq::metrics::ModelInfo DescribeModel(const LoadedModel& model) {
+  const tvq::runtime::ModelConfig& config = model.weights->config();
+  tvq::metrics::ModelInfo info;
+  info.path = model.weights->directory();
+  std::string name = info.path;
+  while (name.size() > 1 && name.back() == '/') name.pop_back();
+  info.name = name.substr(name.rfind('/') + 1);
+  info.weights_dtype = model.weights->stored_dtype();
+  info.tokenizer = config.tokenizer_kind == tvq::runtime::TokenizerKind::kByte
+                       ? "byte"
+                       : "sentencepiece";
+  info.num_parameters = model.weights->num_parameters();
+  info.n_vocab = config.n_vocab;
+  info.d_model = config.d_model;
+  info.n_layer = config.n_layer;
+  info.n_head = config.n_head;
+  info.n_code = config.n_code;
+  info.block_len = config.block_len;
+  info.mem_len = config.mem_len;
+  return info;
+}
+
+// What the engine gauges read at each scrape. The backends report no device
+// memory yet: when one does (CUDA), fill snapshot.device_memory here and the
+// tvq_gpu_memory_{used,total}_bytes gauges appear.
+tvq::metrics::EngineSnapshotSource EngineSource(const LoadedModel& model) {
+  return [&model] {
+    const tvq::scheduler::SchedulerStats stats = model.scheduler->Stats();
+    tvq::metrics::EngineSnapshot snapshot;
+    snapshot.num_slots = stats.num_slots;
+    snapshot.busy_slots = stats.busy_slots;
+    snapshot.queued_requests = stats.queued_requests;
+    snapshot.state_bytes_per_sequence = model.context.state_bytes_per_sequence;
+    return snapshot;
+  };
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Transformer-VQ inference server. Usage: tvq-server --model=DIR");
-  absl::ParseCommandLine(argc, argv);
-  auto weights = tvq::runtime::ModelWeights::Load(absl::GetFlag(FLAGS_model));
-  if (!weights.ok()) {
-    std::fprintf(stderr, "tvq-server: %s\n", weights.status().ToString().c_str());
+  // --help lists this file's flags (absl matches files named like the
+  // program by default).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "server/main.cc");
+  };
+  usage_config.version_string = [] {
+    return std::string("tvq-server ") + TVQ_VERSION + "\n";
+  };
+  absl::SetFlagsUsageConfig(usage_config);
+  absl::SetProgramUsageMessage(
+      "Transformer-VQ inference server (gRPC tvq.v1.TextGeneration).\n"
+      "Usage: tvq-server --model=DIR [--listen=HOST:PORT] [flags]\n"
+      "Flag names take dashes or underscores (--max-queue = --max_queue).\n"
+      "docs/configuration.md describes every flag.");
+  std::vector<std::string> argument_storage;
+  std::vector<char*> arguments =
+      NormalizeFlagNames(argc, argv, argument_storage);
+  absl::ParseCommandLine(argc, arguments.data());
+  if (absl::Status flags = CheckFlags(); !flags.ok()) {
+    Log("%s", flags.message());
+    return 2;
+  }
+
+  // Signals are taken by sigwait in this thread only: block them before any
+  // other thread exists so that every thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<tvq::metrics::ServerMetrics>> created_metrics =
+      tvq::metrics::ServerMetrics::Create();
+  if (!created_metrics.ok()) {
+    Log("%s", created_metrics.status().ToString());
     return 1;
   }
-  std::printf("tvq-server: loaded %s\n", absl::GetFlag(FLAGS_model).c_str());
+  tvq::metrics::ServerMetrics& metrics = **created_metrics;
+  tvq::metrics::SchedulerMetricsObserver scheduler_observer(metrics);
+
+  tvq::service::RequestLimits limits;
+  limits.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens_limit);
+  limits.default_max_new_tokens = absl::GetFlag(FLAGS_default_max_new_tokens);
+  limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  tvq::service::GenerationService service(limits, TVQ_VERSION);
+  LoadedModel model;
+  // Declared after `model`: destroyed first, so no scrape outlives it.
+  std::unique_ptr<tvq::metrics::MetricsExposer> metrics_exposer;
+  if (const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+      !metrics_address.empty()) {
+    absl::StatusOr<std::unique_ptr<tvq::metrics::MetricsExposer>> exposer =
+        tvq::metrics::MetricsExposer::Start(metrics_address,
+                                            metrics.Collectables());
+    if (!exposer.ok()) {
+      Log("--metrics-address: %s", exposer.status().message());
+      return 1;
+    }
+    metrics_exposer = *std::move(exposer);
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(
+      std::make_unique<tvq::service::RpcMetricsInterceptorFactory>(&metrics));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    Log("cannot listen on --listen=%s (address in use, or not HOST:PORT)",
+        listen);
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  const std::string address =
+      absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+  Log("listening on %s (version %s); loading %s", address, TVQ_VERSION,
+      absl::GetFlag(FLAGS_model));
+  if (metrics_exposer != nullptr) {
+    Log("metrics on %s", metrics_exposer->url());
+  }
+
+  const absl::Time load_start = absl::Now();
+  if (absl::Status loaded = Load(model, &scheduler_observer); !loaded.ok()) {
+    Log("cannot load the model: %s", loaded.ToString());
+    server->Shutdown(absl::ToChronoTime(absl::Now()));
+    return 1;
+  }
+  if (absl::Status info = metrics.SetBuildInfo(
+          {TVQ_VERSION, model.context.backend, model.context.device});
+      !info.ok()) {
+    Log("%s", info.ToString());
+  }
+  if (absl::Status info = metrics.SetModelInfo(DescribeModel(model));
+      !info.ok()) {
+    Log("%s", info.ToString());
+  }
+  metrics.SetEngineSource(EngineSource(model));
+  service.SetReady(&model.context);
+  health->SetServingStatus(true);
+  health->SetServingStatus(kServiceName, true);
+  const tvq::runtime::ModelConfig& config = model.weights->config();
+  Log("ready in %.2fs: %d layers, vocab %d, %d slots x %d state bytes, %s, "
+      "max queue %d; serving on %s",
+      absl::ToDoubleSeconds(absl::Now() - load_start), config.n_layer,
+      config.n_vocab, model.pool->num_slots(),
+      model.context.state_bytes_per_sequence, model.context.device,
+      absl::GetFlag(FLAGS_max_queue), address);
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  const absl::Duration drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  Log("%s: draining (up to %s)",
+      signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
+      absl::FormatDuration(drain_timeout));
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  service.SetDraining();
+  const absl::Time drain_deadline = absl::Now() + drain_timeout;
+  const int cut_short = model.scheduler->Drain(drain_timeout);
+  if (cut_short > 0) {
+    Log("drain timeout: %d requests cut short", cut_short);
+  }
+  // Every request has ended; let their last messages reach the clients (a
+  // slow reader may still be catching up), then close the connections:
+  // waiting for clients to hang up could take forever.
+  if (!service.WaitForActiveCalls(
+          std::max(drain_deadline, absl::Now() + absl::Seconds(2)))) {
+    Log("some clients did not read their last messages in time");
+  }
+  server->Shutdown(absl::ToChronoTime(absl::Now()));
+  model.scheduler->Stop();
+  metrics.SetEngineSource(nullptr);
+  Log("stopped");
   return 0;
 }

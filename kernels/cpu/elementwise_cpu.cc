@@ -27,14 +27,18 @@ void EmbedRow(const float* embeddings, int d_model, int32_t token,
   }
 }
 
-float Dot(int n, const float* a, const float* b) {
+// The hot loops get one clone per instruction set; the dynamic loader picks
+// one per machine, so results stay reproducible on a given machine.
+__attribute__((target_clones("avx512f", "avx2", "default"))) float Dot(
+    int n, const float* a, const float* b) {
   float sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int i = 0; i < n; ++i) sum += a[i] * b[i];
   return sum;
 }
 
-void Axpy(int n, float alpha, const float* x, float* y) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy(
+    int n, float alpha, const float* x, float* y) {
 #pragma omp simd
   for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
@@ -63,8 +67,9 @@ void RmsNormRow(int width, const float* x, const float* gain,
 
 void SiluRow(int n, float* x) {
   for (int i = 0; i < n; ++i) {
-    // x * sigmoid(x) written with tanh: no overflow for large |x|.
-    x[i] = x[i] * (0.5f * (1.0f + std::tanh(0.5f * x[i])));
+    // x * sigmoid(x); for very negative x, exp(-x) overflows to inf and the
+    // quotient is the correct limit, -0.
+    x[i] = x[i] / (1.0f + std::exp(-x[i]));
   }
 }
 

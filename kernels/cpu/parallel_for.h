@@ -2,6 +2,7 @@
 #ifndef TVQ_KERNELS_CPU_PARALLEL_FOR_H_
 #define TVQ_KERNELS_CPU_PARALLEL_FOR_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -24,6 +25,9 @@ class ThreadPool {
   // Calls body(begin, end) over a partition of [0, n) into at most
   // num_threads() contiguous ranges of at least `min_grain` items, and
   // returns when all are done. Not reentrant: call from one thread at a time.
+  // Workers spin briefly for the next job before sleeping: a decode step
+  // issues dozens of short parallel sections, and a condition-variable
+  // wake-up per section would cost more than the work.
   void ParallelFor(int64_t n, int64_t min_grain,
                    const std::function<void(int64_t, int64_t)>& body);
 
@@ -35,12 +39,14 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable work_ready_;
   std::condition_variable work_done_;
+  // The job: written before generation_ is bumped (release), read after it
+  // is seen (acquire).
   const std::function<void(int64_t, int64_t)>* body_ = nullptr;
   int64_t total_ = 0;
   int num_ranges_ = 0;
-  int64_t generation_ = 0;
-  int pending_ = 0;
-  bool stopping_ = false;
+  std::atomic<int64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stopping_{false};
 };
 
 }  // namespace tvq::kernels::cpu

@@ -96,6 +96,9 @@ struct GemmArgs {
   float beta = 0;
   float* c = nullptr;
   int ldc = 0;
+  // Each row of c must be bitwise independent of the other rows (decode
+  // batches: a sequence's numbers never depend on its batch peers).
+  bool batch_invariant = false;
 };
 
 class Backend {

@@ -7,6 +7,11 @@
 #include "absl/strings/str_format.h"
 #include "server/runtime/backend.h"
 #include "server/runtime/cpu_backend.h"
+#ifdef TVQ_WITH_CUDA
+#include <dlfcn.h>
+
+#include "server/runtime/shared_module.h"
+#endif
 
 namespace tvq::runtime {
 namespace {
@@ -37,15 +42,39 @@ absl::StatusOr<DeviceRequest> ParseDevice(const std::string& device) {
       "--device must be auto, cpu, cuda or cuda:N, got \"%s\"", device));
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
     const BackendOptions& options, int ordinal) {
+#ifdef TVQ_WITH_CUDA
+  // libtvq_cuda_backend.so: loaded once, kept for the process.
+  using CreateFunction = void (*)(const BackendOptions*, int,
+                                  absl::StatusOr<std::unique_ptr<Backend>>*);
+  static const absl::StatusOr<CreateFunction> create =
+      []() -> absl::StatusOr<CreateFunction> {
+    absl::StatusOr<void*> module = OpenSharedModule(
+        {.file_name = "libtvq_cuda_backend.so",
+         .environment_variable = "TVQ_CUDA_BACKEND_MODULE",
+         .build_path = TVQ_CUDA_BACKEND_MODULE_PATH});
+    if (!module.ok()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "--device=cuda: the CUDA backend module cannot be loaded: %s",
+          module.status().message()));
+    }
+    void* symbol = ::dlsym(*module, "tvq_create_cuda_backend");
+    if (symbol == nullptr) {
+      return absl::FailedPreconditionError(
+          "--device=cuda: libtvq_cuda_backend.so lacks "
+          "tvq_create_cuda_backend (a stale build?)");
+    }
+    return reinterpret_cast<CreateFunction>(symbol);
+  }();
+  if (!create.ok()) return create.status();
+  absl::StatusOr<std::unique_ptr<Backend>> backend =
+      absl::UnknownError("not created");
+  (*create)(&options, ordinal, &backend);
+  return backend;
+#else
   (void)options;
   (void)ordinal;
-#ifdef TVQ_WITH_CUDA
-  return absl::UnimplementedError(
-      "--device=cuda: this build compiles the CUDA toolkit in, but the CUDA "
-      "backend is not implemented yet; use --device=cpu");
-#else
   return absl::UnimplementedError(
       "--device=cuda: this build has no CUDA support (configure with "
       "-DTVQ_WITH_CUDA=ON); use --device=cpu");
@@ -64,10 +93,10 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(
   if (!request.ok()) return request.status();
   switch (request->kind) {
     case DeviceRequest::Kind::kCuda:
-      return CreateCudaBackend(options, request->cuda_ordinal);
+      return MakeCudaBackend(options, request->cuda_ordinal);
     case DeviceRequest::Kind::kAuto: {
       absl::StatusOr<std::unique_ptr<Backend>> cuda =
-          CreateCudaBackend(options, 0);
+          MakeCudaBackend(options, 0);
       if (cuda.ok()) return cuda;
       [[fallthrough]];
     }

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/attention_cpu.h"
 #include "kernels/cpu/elementwise_cpu.h"
+#include "kernels/cpu/skinny_gemm_cpu.h"
 #include "kernels/cpu/state_update_cpu.h"
 #include "kernels/cpu/vq_cpu.h"
 
@@ -113,6 +114,19 @@ absl::StatusOr<const float*> CpuBackend::UploadWeights(
 
 absl::Status CpuBackend::Gemm(const GemmArgs& args) {
   if (args.m <= 0 || args.n <= 0) return absl::OkStatus();
+  if (args.batch_invariant && !args.transpose_a) {
+    if (args.alpha != 1.0f) {
+      return absl::InvalidArgumentError("batch-invariant GEMM needs alpha = 1");
+    }
+    // Decode batches: rows computed identically for any batch size, columns
+    // split across threads; the weights stream once per tile of rows.
+    pool_.ParallelFor(args.n, 64, [&](int64_t begin, int64_t end) {
+      cpu::SkinnyGemm(args.transpose_b, args.m, args.n, args.k, args.a,
+                      args.lda, args.b, args.ldb, args.beta, args.c, args.ldc,
+                      static_cast<int>(begin), static_cast<int>(end));
+    });
+    return absl::OkStatus();
+  }
   cblas_sgemm(CblasRowMajor, args.transpose_a ? CblasTrans : CblasNoTrans,
               args.transpose_b ? CblasTrans : CblasNoTrans, args.m, args.n,
               args.k, args.alpha, args.a, args.lda, args.b, args.ldb,

@@ -108,59 +108,67 @@ size_t AppendAsValidUtf8(std::string_view bytes, bool final, std::string& out) {
 IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer)
     : tokenizer_(tokenizer) {}
 
+void IncrementalDetokenizer::FindAnchor() {
+  anchor_searched_ = true;
+  // Special ids come first in both vocabularies, so this stops within a
+  // few ids (3 for bytes and for the SentencePiece models we ship).
+  for (int32_t id = 0; id < tokenizer_.vocab_size(); ++id) {
+    const int32_t single[] = {id};
+    absl::StatusOr<std::string> text = tokenizer_.Decode(single);
+    if (!text.ok() || text->empty()) continue;
+    bool ascii = true;
+    for (char c : *text) ascii = ascii && static_cast<unsigned char>(c) < 0x80;
+    if (!ascii) continue;
+    anchor_id_ = id;
+    anchor_text_ = *std::move(text);
+    return;
+  }
+}
+
 absl::StatusOr<bool> IncrementalDetokenizer::IsSilent(int32_t id) {
   auto cached = silent_ids_.find(id);
   if (cached != silent_ids_.end()) return cached->second;
-  // A piece with any text keeps it when repeated (SentencePiece strips only
-  // the leading space of the first piece), so two copies decode to nothing
-  // only for ids the tokenizer drops. This also checks that `id` is valid.
-  const int32_t twice[] = {id, id};
-  TVQ_ASSIGN_OR_RETURN(std::string text, tokenizer_.Decode(twice));
-  const bool silent = text.empty();
+  if (!anchor_searched_) FindAnchor();
+  bool silent = false;
+  if (anchor_id_ >= 0) {
+    const int32_t pair[] = {anchor_id_, id};
+    TVQ_ASSIGN_OR_RETURN(const std::string text, tokenizer_.Decode(pair));
+    silent = text == anchor_text_;
+  } else {
+    // No anchor: only validate the id; every id enters the window.
+    const int32_t single[] = {id};
+    TVQ_RETURN_IF_ERROR(tokenizer_.Decode(single).status());
+  }
   silent_ids_.emplace(id, silent);
   return silent;
-}
-
-void IncrementalDetokenizer::StartNewWindow() {
-  if (ids_.size() > 1) ids_.erase(ids_.begin(), ids_.end() - 1);
-  context_size_ = ids_.size();
-  absl::StatusOr<std::string> context_text = tokenizer_.Decode(ids_);
-  if (!context_text.ok()) {
-    // Cannot happen (these ids decoded before); start without context.
-    ids_.clear();
-    context_size_ = 0;
-    context_text = std::string();
-  }
-  context_text_ = *std::move(context_text);
-  window_text_ = context_text_;
-  emitted_in_window_ = 0;
 }
 
 absl::StatusOr<std::string> IncrementalDetokenizer::Append(int32_t id) {
   TVQ_ASSIGN_OR_RETURN(const bool silent, IsSilent(id));
   if (silent) return std::string();
 
-  ids_.push_back(id);
-  absl::StatusOr<std::string> text = tokenizer_.Decode(ids_);
+  window_ids_.push_back(id);
+  absl::StatusOr<std::string> text = tokenizer_.Decode(window_ids_);
   if (!text.ok()) {
-    ids_.pop_back();
+    window_ids_.pop_back();
     return text.status();
   }
   // The text already emitted must still be a prefix of the window's text:
   // true of both tokenizers, checked so that a violation is an error rather
   // than garbled output.
-  const size_t fixed_bytes = context_text_.size() + emitted_in_window_;
+  const size_t fixed_bytes = window_prefix_bytes_ + emitted_in_window_;
   if (text->size() < fixed_bytes ||
       std::string_view(*text).substr(0, fixed_bytes) !=
           std::string_view(window_text_).substr(0, fixed_bytes)) {
-    ids_.pop_back();
+    window_ids_.pop_back();
     return absl::InternalError(
         StrCat("incremental detokenizer: decoding token id ", id,
                " changed text that was already emitted"));
   }
   window_text_ = *std::move(text);
 
-  std::string_view pending = std::string_view(window_text_).substr(fixed_bytes);
+  const std::string_view pending =
+      std::string_view(window_text_).substr(fixed_bytes);
   size_t usable = pending.size();
   for (int i = 0; i < kMaxHeldReplacementCharacters &&
                   pending.substr(0, usable).ends_with(kReplacementCharacter);
@@ -171,20 +179,30 @@ absl::StatusOr<std::string> IncrementalDetokenizer::Append(int32_t id) {
   emitted_in_window_ +=
       AppendAsValidUtf8(pending.substr(0, usable), /*final=*/false, delta);
   emitted_ += delta;
-  if (context_text_.size() + emitted_in_window_ == window_text_.size()) {
-    StartNewWindow();
-  }
+  MaybeRestartWindow();
   return delta;
+}
+
+void IncrementalDetokenizer::MaybeRestartWindow() {
+  const bool all_emitted =
+      window_prefix_bytes_ + emitted_in_window_ == window_text_.size();
+  // While the text is still empty, SentencePiece strips leading spaces:
+  // the window keeps every id from the start until some text is out.
+  if (!all_emitted || emitted_.empty() || anchor_id_ < 0) return;
+  window_ids_.assign(1, anchor_id_);
+  window_text_ = anchor_text_;
+  window_prefix_bytes_ = anchor_text_.size();
+  emitted_in_window_ = 0;
 }
 
 std::string IncrementalDetokenizer::Finish() {
   const std::string_view pending =
       std::string_view(window_text_)
-          .substr(context_text_.size() + emitted_in_window_);
+          .substr(window_prefix_bytes_ + emitted_in_window_);
   std::string delta;
-  AppendAsValidUtf8(pending, /*final=*/true, delta);
+  emitted_in_window_ += AppendAsValidUtf8(pending, /*final=*/true, delta);
   emitted_ += delta;
-  StartNewWindow();
+  MaybeRestartWindow();
   return delta;
 }
 

@@ -16,15 +16,6 @@
 #include "absl/status/statusor.h"
 #include "server/runtime/str_cat.h"
 
-// Debian's sentencepiece_processor.h declares `namespace absl { using
-// std::string_view; }`, which clashes with Abseil's own absl::string_view
-// (Debian builds Abseil with ABSL_OPTION_USE_STD_STRING_VIEW 0). Renaming its
-// namespace while the header is read keeps both: the library's functions
-// take std::string_view, so nothing changes for the linker.
-#define absl tvq_sentencepiece_absl
-#include <sentencepiece_processor.h>
-#undef absl
-
 namespace tvq::runtime {
 
 absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>>
@@ -41,28 +32,31 @@ SentencePieceTokenizer::Load(const std::string& path) {
   if (!S_ISREG(file_status.st_mode)) {
     return absl::InvalidArgumentError(StrCat(path, ": is not a regular file"));
   }
-  auto processor = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  const sentencepiece::util::Status status = processor->Load(path);
-  if (!status.ok()) {
-    return absl::DataLossError(
-        StrCat(path, ": not a valid SentencePiece model: ", status.ToString()));
+  absl::StatusOr<std::unique_ptr<SentencePieceProcessorHandle>> processor =
+      SentencePieceProcessorHandle::Load(path);
+  if (absl::IsFailedPrecondition(processor.status())) {
+    return processor.status();
   }
-  if (processor->GetPieceSize() < 1) {
+  if (!processor.ok()) {
+    return absl::DataLossError(StrCat(
+        path,
+        ": not a valid SentencePiece model: ", processor.status().message()));
+  }
+  if ((*processor)->GetPieceSize() < 1) {
     return absl::DataLossError(
         StrCat(path, ": the SentencePiece model has no pieces"));
   }
   return std::unique_ptr<SentencePieceTokenizer>(
-      new SentencePieceTokenizer(path, std::move(processor)));
+      new SentencePieceTokenizer(path, *std::move(processor)));
 }
 
 SentencePieceTokenizer::SentencePieceTokenizer(
-    std::string path,
-    std::unique_ptr<sentencepiece::SentencePieceProcessor> processor)
+    std::string path, std::unique_ptr<SentencePieceProcessorHandle> processor)
     : path_(std::move(path)), processor_(std::move(processor)) {
   const int num_pieces = processor_->GetPieceSize();
   dropped_.resize(num_pieces);
   for (int id = 0; id < num_pieces; ++id) {
-    dropped_[id] = processor_->IsControl(id) || processor_->IsUnknown(id);
+    dropped_[id] = processor_->IsControlOrUnknown(id);
   }
 }
 
@@ -79,14 +73,13 @@ int SentencePieceTokenizer::bos_id() const { return processor_->bos_id(); }
 
 absl::StatusOr<std::vector<int32_t>> SentencePieceTokenizer::Encode(
     std::string_view text) const {
-  std::vector<int> piece_ids;
-  const sentencepiece::util::Status status =
-      processor_->Encode(text, &piece_ids);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(StrCat(
-        path_, ": SentencePiece cannot encode the text: ", status.ToString()));
+  absl::StatusOr<std::vector<int32_t>> piece_ids = processor_->Encode(text);
+  if (!piece_ids.ok()) {
+    return absl::InvalidArgumentError(
+        StrCat(path_, ": SentencePiece cannot encode the text: ",
+               piece_ids.status().message()));
   }
-  return std::vector<int32_t>(piece_ids.begin(), piece_ids.end());
+  return piece_ids;
 }
 
 absl::StatusOr<std::string> SentencePieceTokenizer::Decode(
@@ -103,12 +96,10 @@ absl::StatusOr<std::string> SentencePieceTokenizer::Decode(
     }
     if (!dropped_[id]) kept_ids.push_back(id);
   }
-  std::string text;
-  const sentencepiece::util::Status status =
-      processor_->Decode(kept_ids, &text);
-  if (!status.ok()) {
-    return absl::InternalError(
-        StrCat(path_, ": SentencePiece cannot decode: ", status.ToString()));
+  absl::StatusOr<std::string> text = processor_->Decode(kept_ids);
+  if (!text.ok()) {
+    return absl::InternalError(StrCat(
+        path_, ": SentencePiece cannot decode: ", text.status().message()));
   }
   return text;
 }

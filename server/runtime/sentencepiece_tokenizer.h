@@ -10,11 +10,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/runtime/sentencepiece_library.h"
 #include "server/runtime/tokenizer.h"
-
-namespace sentencepiece {
-class SentencePieceProcessor;
-}  // namespace sentencepiece
 
 namespace tvq::runtime {
 
@@ -47,10 +44,10 @@ class SentencePieceTokenizer final : public Tokenizer {
  private:
   SentencePieceTokenizer(
       std::string path,
-      std::unique_ptr<sentencepiece::SentencePieceProcessor> processor);
+      std::unique_ptr<SentencePieceProcessorHandle> processor);
 
   std::string path_;
-  std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
+  std::unique_ptr<SentencePieceProcessorHandle> processor_;
   // Per id: whether Decode drops it (control or unknown piece).
   std::vector<bool> dropped_;
 };

@@ -49,25 +49,34 @@ class IncrementalDetokenizer {
   const std::string& emitted() const { return emitted_; }
 
  private:
-  // Whether `id` decodes to nothing and leaves its neighbours unchanged
-  // (pad, eos, unk, control pieces): such ids never enter the window.
+  // Picks the anchor: an id whose text is non-empty plain ASCII.
+  void FindAnchor();
+  // Whether `id` adds nothing after the anchor's text (pad, eos, unk,
+  // control pieces): such ids never enter the window. Errors for ids the
+  // tokenizer rejects.
   absl::StatusOr<bool> IsSilent(int32_t id);
-  // Makes the last id of the window its whole context; call only when
-  // everything decoded so far has been emitted.
-  void StartNewWindow();
+  // Once everything decoded is emitted (and some text was), restarts the
+  // window as [anchor].
+  void MaybeRestartWindow();
 
   const Tokenizer& tokenizer_;
-  // Decode window: `context_size_` ids whose text is already emitted (at
-  // most one after the first delta), then the ids still pending. Decoding
-  // the context along with the new ids keeps SentencePiece's leading space
-  // and byte-fallback runs as the full decode has them; the window stays
-  // short, so a token costs O(1) decoding, not O(length).
-  std::vector<int32_t> ids_;
-  size_t context_size_ = 0;
-  // Decode(ids_[0, context_size_)) and Decode(ids_).
-  std::string context_text_;
+  // The anchor stands in for all the text emitted so far: decoding
+  // [anchor, pending ids] and dropping the anchor's text yields the pending
+  // ids' text as the full decode has it (SentencePiece strips a piece's
+  // leading space only at the start of the text, and byte-fallback runs
+  // restart after a complete character). The window stays short, so a token
+  // costs O(1) decoding, not O(length).
+  bool anchor_searched_ = false;
+  int32_t anchor_id_ = -1;  // -1: none found; the window then only grows
+  std::string anchor_text_;
+  // [anchor] + the ids whose text is not all emitted; while nothing has
+  // been emitted yet, every non-silent id since the start, no anchor.
+  std::vector<int32_t> window_ids_;
+  // Bytes at the start of window_text_ that belong to the anchor.
+  size_t window_prefix_bytes_ = 0;
+  // Decode(window_ids_) as of the last Append.
   std::string window_text_;
-  // Bytes of window_text_ after context_text_ that were already emitted.
+  // Bytes of window_text_ after the prefix that were already emitted.
   size_t emitted_in_window_ = 0;
   std::unordered_map<int32_t, bool> silent_ids_;
   std::string emitted_;

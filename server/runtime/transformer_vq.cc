@@ -323,11 +323,13 @@ absl::Status TransformerVq::Forward(StatePool& pool, std::span<const int> slots,
                                          sublayer.input_ln_bias, normed, D));
     TVQ_RETURN_IF_ERROR(backend_.Gemm({.m = n, .n = q_stride, .k = D, .a = normed,
                                        .lda = D, .b = sublayer.q_kernel,
-                                       .ldb = q_stride, .c = q, .ldc = q_stride}));
+                                       .ldb = q_stride, .c = q, .ldc = q_stride,
+                                       .batch_invariant = !prefill}));
     TVQ_RETURN_IF_ERROR(backend_.Gemm({.m = n, .n = kvg_stride, .k = D,
                                        .a = normed, .lda = D,
                                        .b = sublayer.kvg_kernel, .ldb = kvg_stride,
-                                       .c = kvg, .ldc = kvg_stride}));
+                                       .c = kvg, .ldc = kvg_stride,
+                                       .batch_invariant = !prefill}));
     TVQ_RETURN_IF_ERROR(backend_.HeadRmsNorm(n, H, dk, q, q_stride, key_scale));
     TVQ_RETURN_IF_ERROR(backend_.HeadRmsNorm(n, H, dk, kvg, kvg_stride, key_scale));
     float* values = kvg + H * dk;
@@ -374,7 +376,8 @@ absl::Status TransformerVq::Forward(StatePool& pool, std::span<const int> slots,
     TVQ_RETURN_IF_ERROR(backend_.Gemm({.m = n, .n = D, .k = attention_stride,
                                        .a = attention, .lda = attention_stride,
                                        .b = sublayer.res_kernel, .ldb = D,
-                                       .beta = 1, .c = x, .ldc = D}));
+                                       .beta = 1, .c = x, .ldc = D,
+                                       .batch_invariant = !prefill}));
   }
 
   if (prefill) {
@@ -398,12 +401,13 @@ absl::Status TransformerVq::Forward(StatePool& pool, std::span<const int> slots,
     TVQ_RETURN_IF_ERROR(backend_.Gemm({.transpose_b = true, .m = row_count,
                                        .n = V, .k = D, .a = hidden, .lda = D,
                                        .b = embeddings_, .ldb = D, .c = logits,
-                                       .ldc = V}));
+                                       .ldc = V, .batch_invariant = !prefill}));
   } else {
     TVQ_RETURN_IF_ERROR(backend_.Gemm({.m = row_count, .n = V, .k = D,
                                        .a = hidden, .lda = D,
                                        .b = output_kernel_, .ldb = V,
-                                       .c = logits, .ldc = V}));
+                                       .c = logits, .ldc = V,
+                                       .batch_invariant = !prefill}));
   }
   TVQ_RETURN_IF_ERROR(backend_.LogSoftmax(row_count, V, output_bias_,
                                           static_cast<float>(config_.e_scale),

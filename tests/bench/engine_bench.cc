@@ -9,6 +9,7 @@
 //   build/release/tests/bench/engine_bench --benchmark_counters_tabular=true
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -47,7 +48,10 @@ double WeightBytesPerStep(const ModelConfig& c) {
 struct Fixture {
   ModelConfig config = BenchConfig();
   std::unique_ptr<ModelWeights> weights = testing::RandomModel(config, 42);
-  CpuBackend backend{0};
+  // TVQ_BENCH_THREADS overrides the thread count (default: every core).
+  CpuBackend backend{std::getenv("TVQ_BENCH_THREADS") != nullptr
+                         ? std::atoi(std::getenv("TVQ_BENCH_THREADS"))
+                         : 0};
   std::unique_ptr<TransformerVq> engine =
       TransformerVq::Create(*weights, backend).value();
   std::unique_ptr<StatePool> pool =
@@ -127,7 +131,13 @@ void BM_Prefill(benchmark::State& state) {
   state.counters["tokens/s"] = benchmark::Counter(
       static_cast<double>(length) * state.iterations(), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_Prefill)->Arg(1024)->Arg(8192)->Arg(65536)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Prefill)
+    ->Arg(1024)
+    ->Arg(8192)
+    ->Arg(65536)
+    ->Iterations(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void BM_Decode(benchmark::State& state) {
   Fixture& fixture = Shared();
@@ -154,8 +164,9 @@ void BM_Decode(benchmark::State& state) {
       batch * static_cast<double>(StatePool::BytesPerSlotFor(fixture.config));
   state.counters["tokens/s"] =
       benchmark::Counter(steps * batch, benchmark::Counter::kIsRate);
-  state.counters["us/step"] = benchmark::Counter(
-      steps * 1e-6, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["us/token"] = benchmark::Counter(
+      steps * batch * 1e-6,
+      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   state.counters["MB/step"] = bytes_per_step / 1e6;
   state.counters["GB/s"] = benchmark::Counter(steps * bytes_per_step / 1e9,
                                               benchmark::Counter::kIsRate);
@@ -165,6 +176,7 @@ BENCHMARK(BM_Decode)
     ->ArgsProduct({{1, 8, 32}, {1024, 8192, 65536}})
     ->ArgNames({"batch", "context"})
     ->MinTime(2.0)
+    ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
 }  // namespace

@@ -1,0 +1,167 @@
+"""TvqClient: generate (streaming and unary), score, tokenize, info."""
+
+import grpc
+
+try:
+    from tvq.v1 import tvq_pb2, tvq_pb2_grpc
+except ImportError as error:  # pragma: no cover - depends on the build
+    raise ImportError(
+        "tvq_client needs the generated stubs tvq/v1/tvq_pb2.py and "
+        "tvq_pb2_grpc.py: build the project (CMake target tvq_client_python) "
+        "and add <build>/client/python to PYTHONPATH") from error
+
+# GenerateRequest fields a caller may set by keyword (the prompt is given
+# separately, as text or token_ids).
+_GENERATE_FIELDS = (
+    "no_eos_prefix", "temperature", "top_k", "top_p", "min_p",
+    "repetition_penalty", "presence_penalty", "frequency_penalty", "seed",
+    "max_new_tokens", "stop", "stop_token_ids", "ignore_eos", "logprobs",
+    "top_logprobs", "request_id")
+
+
+def finish_reason_name(reason):
+    """"length", "stop_sequence", "eos", "stop_token", "cancelled" (as
+    tvq-client prints them) for a FinishReason value."""
+    return tvq_pb2.FinishReason.Name(reason).removeprefix(
+        "FINISH_REASON_").lower()
+
+
+class TvqError(Exception):
+    """A failed call: the gRPC status code and the server's message."""
+
+    def __init__(self, code, details):
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+    @classmethod
+    def from_rpc_error(cls, error):
+        return cls(error.code(), error.details())
+
+
+def _prompt_fields(text, token_ids, what):
+    if (text is None) == (token_ids is None):
+        raise ValueError(f"give the {what} as text or as token_ids (exactly "
+                         "one of them)")
+    if text is not None:
+        return {"text": text}
+    return {"token_ids": tvq_pb2.TokenIds(ids=list(token_ids))}
+
+
+def _generate_request(text, token_ids, options):
+    unknown = sorted(set(options) - set(_GENERATE_FIELDS))
+    if unknown:
+        raise TypeError(f"unknown generate option(s): {', '.join(unknown)}; "
+                        f"known: {', '.join(_GENERATE_FIELDS)}")
+    fields = {name: value for name, value in options.items()
+              if value is not None}
+    fields.update(_prompt_fields(text, token_ids, "prompt"))
+    return tvq_pb2.GenerateRequest(**fields)
+
+
+class GenerateStream:
+    """The messages of one GenerateStream call, as an iterator.
+
+    Iterating yields GenerateStreamResponse messages; the last one carries
+    finish_reason and usage. cancel() ends the call (the server stops within
+    one scheduler step); the iteration then raises TvqError(CANCELLED).
+    """
+
+    def __init__(self, call):
+        self._call = call
+
+    def __iter__(self):
+        try:
+            yield from self._call
+        except grpc.RpcError as error:
+            raise TvqError.from_rpc_error(error) from None
+
+    def cancel(self):
+        self._call.cancel()
+
+
+class TvqClient:
+    """A connection to one tvq-server.
+
+    address: HOST:PORT of the gRPC endpoint. timeout: default deadline of
+    each call in seconds (None = no deadline); every method also takes
+    timeout=. Errors are raised as TvqError.
+    """
+
+    def __init__(self, address="127.0.0.1:50051", timeout=None):
+        self._timeout = timeout
+        self._channel = grpc.insecure_channel(
+            address, options=[("grpc.max_receive_message_length", -1)])
+        self._stub = tvq_pb2_grpc.TextGenerationStub(self._channel)
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def wait_until_ready(self, timeout=10.0):
+        """Waits until the channel is connected (raises TvqError otherwise)."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise TvqError(grpc.StatusCode.UNAVAILABLE,
+                           f"no connection within {timeout} s") from None
+
+    def _call(self, method, request, timeout):
+        try:
+            return method(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as error:
+            raise TvqError.from_rpc_error(error) from None
+
+    def _deadline(self, timeout):
+        return self._timeout if timeout is None else timeout
+
+    def info(self, timeout=None):
+        """GetModelInfoResponse: model, tokenizer, slots, backend, limits."""
+        return self._call(self._stub.GetModelInfo,
+                          tvq_pb2.GetModelInfoRequest(), timeout)
+
+    def generate(self, text=None, *, token_ids=None, timeout=None,
+                 **options):
+        """Unary Generate: returns the whole GenerateResponse.
+
+        options are GenerateRequest fields by name (temperature, top_k,
+        top_p, min_p, repetition_penalty, presence_penalty,
+        frequency_penalty, seed, max_new_tokens, stop, stop_token_ids,
+        ignore_eos, logprobs, top_logprobs, no_eos_prefix, request_id);
+        None leaves the server's default.
+        """
+        request = _generate_request(text, token_ids, options)
+        return self._call(self._stub.Generate, request, timeout)
+
+    def generate_stream(self, text=None, *, token_ids=None, timeout=None,
+                        **options):
+        """GenerateStream: a GenerateStream iterator (see generate())."""
+        request = _generate_request(text, token_ids, options)
+        return GenerateStream(self._stub.GenerateStream(
+            request, timeout=self._deadline(timeout)))
+
+    def score(self, text=None, *, token_ids=None, no_eos_prefix=False,
+              top_logprobs=0, timeout=None):
+        """Score: ScoreResponse whose token_logprobs[i] scores
+        token_ids[i + 1] given token_ids[0..i]."""
+        request = tvq_pb2.ScoreRequest(
+            no_eos_prefix=no_eos_prefix, top_logprobs=top_logprobs,
+            **_prompt_fields(text, token_ids, "sequence"))
+        return self._call(self._stub.Score, request, timeout)
+
+    def tokenize(self, text, *, no_eos_prefix=False, timeout=None):
+        """Token ids of text (eos_id first unless no_eos_prefix)."""
+        request = tvq_pb2.TokenizeRequest(text=text,
+                                          no_eos_prefix=no_eos_prefix)
+        return list(self._call(self._stub.Tokenize, request,
+                               timeout).token_ids)
+
+    def detokenize(self, token_ids, *, timeout=None):
+        """Text of token ids (special tokens produce no text)."""
+        request = tvq_pb2.DetokenizeRequest(token_ids=list(token_ids))
+        return self._call(self._stub.Detokenize, request, timeout).text

@@ -1,0 +1,107 @@
+#include "server/metrics/engine_collector.h"
+
+#include <utility>
+
+namespace tvq::metrics {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily GaugeFamily(std::string name, std::string help) {
+  MetricFamily family;
+  family.name = std::move(name);
+  family.help = std::move(help);
+  family.type = MetricType::Gauge;
+  return family;
+}
+
+void AddGauge(MetricFamily& family, std::vector<ClientMetric::Label> labels,
+              double value) {
+  ClientMetric metric;
+  metric.label = std::move(labels);
+  metric.gauge.value = value;
+  family.metric.push_back(std::move(metric));
+}
+
+}  // namespace
+
+void EngineCollector::SetSource(EngineSnapshotSource source) {
+  absl::MutexLock lock(&mutex_);
+  source_ = std::move(source);
+}
+
+std::vector<MetricFamily> EngineCollector::Collect() const {
+  EngineSnapshot snapshot;
+  {
+    // Held while the source runs: SetSource waits for a scrape in progress.
+    absl::MutexLock lock(&mutex_);
+    if (!source_) return {};
+    snapshot = source_();
+  }
+  const int free_slots = snapshot.num_slots - snapshot.busy_slots;
+  const double bytes = static_cast<double>(snapshot.state_bytes_per_sequence);
+  std::vector<MetricFamily> families;
+
+  MetricFamily queue = GaugeFamily(
+      "tvq_queue_length",
+      "Requests waiting for a state slot (Gateway API Inference Extension: "
+      "TotalQueuedRequests).");
+  AddGauge(queue, {}, snapshot.queued_requests);
+  families.push_back(std::move(queue));
+
+  MetricFamily running = GaugeFamily(
+      "tvq_requests_running",
+      "Requests holding a state slot: prefilling or decoding (Gateway API "
+      "Inference Extension: TotalRunningRequests).");
+  AddGauge(running, {}, snapshot.busy_slots);
+  families.push_back(std::move(running));
+
+  MetricFamily slots =
+      GaugeFamily("tvq_slots", "State slots by state: busy or free.");
+  AddGauge(slots, {{"state", "busy"}}, snapshot.busy_slots);
+  AddGauge(slots, {{"state", "free"}}, free_slots);
+  families.push_back(std::move(slots));
+
+  MetricFamily utilization =
+      GaugeFamily("tvq_state_utilization_ratio",
+                  "Fraction of state slots in use, 0..1 (Gateway API Inference "
+                  "Extension: KVCacheUtilization).");
+  AddGauge(utilization, {},
+           snapshot.num_slots > 0
+               ? static_cast<double>(snapshot.busy_slots) / snapshot.num_slots
+               : 0.0);
+  families.push_back(std::move(utilization));
+
+  MetricFamily per_sequence = GaugeFamily(
+      "tvq_state_bytes_per_sequence",
+      "Bytes of decode state one sequence holds, whatever its length.");
+  AddGauge(per_sequence, {}, bytes);
+  families.push_back(std::move(per_sequence));
+
+  MetricFamily state_memory = GaugeFamily(
+      "tvq_state_memory_bytes",
+      "Decode state memory: used by busy slots, reserved for all slots.");
+  AddGauge(state_memory, {{"state", "used"}}, bytes * snapshot.busy_slots);
+  AddGauge(state_memory, {{"state", "reserved"}}, bytes * snapshot.num_slots);
+  families.push_back(std::move(state_memory));
+
+  if (!snapshot.device_memory.empty()) {
+    MetricFamily used = GaugeFamily("tvq_gpu_memory_used_bytes",
+                                    "Accelerator memory in use, in bytes.");
+    MetricFamily total = GaugeFamily("tvq_gpu_memory_total_bytes",
+                                     "Accelerator memory in total, in bytes.");
+    for (const DeviceMemory& memory : snapshot.device_memory) {
+      AddGauge(used, {{"device", memory.device}},
+               static_cast<double>(memory.used_bytes));
+      AddGauge(total, {{"device", memory.device}},
+               static_cast<double>(memory.total_bytes));
+    }
+    families.push_back(std::move(used));
+    families.push_back(std::move(total));
+  }
+  return families;
+}
+
+}  // namespace tvq::metrics

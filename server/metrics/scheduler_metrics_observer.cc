@@ -1,0 +1,81 @@
+#include "server/metrics/scheduler_metrics_observer.h"
+
+namespace tvq::metrics {
+
+using scheduler::RequestKind;
+using scheduler::RequestOutcome;
+using scheduler::StepPhase;
+
+std::string_view FinishedReasonLabel(const RequestOutcome& outcome) {
+  switch (outcome.status_code) {
+    case absl::StatusCode::kOk:
+      return outcome.kind == RequestKind::kScore
+                 ? "complete"
+                 : scheduler::FinishReasonName(outcome.finish_reason);
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kUnavailable:
+      return "cancelled";
+    case absl::StatusCode::kDeadlineExceeded:
+      return "deadline";
+    default:
+      return "error";
+  }
+}
+
+void SchedulerMetricsObserver::OnRequestRejected(RequestKind kind,
+                                                 absl::StatusCode code) {
+  metrics_.CountRejected(kind, static_cast<int>(code));
+}
+
+void SchedulerMetricsObserver::OnRequestAdmitted(RequestKind kind,
+                                                 double queue_seconds) {
+  metrics_.queue_wait(kind).Observe(queue_seconds);
+}
+
+void SchedulerMetricsObserver::OnFirstToken(double seconds) {
+  metrics_.time_to_first_token().Observe(seconds);
+  metrics_.generated_tokens().Increment();
+}
+
+void SchedulerMetricsObserver::OnToken(double inter_token_seconds) {
+  metrics_.inter_token_latency().Observe(inter_token_seconds);
+  metrics_.generated_tokens().Increment();
+}
+
+void SchedulerMetricsObserver::OnPrefillTokens(int num_tokens) {
+  metrics_.prompt_tokens().Increment(num_tokens);
+}
+
+void SchedulerMetricsObserver::OnRequestFinished(
+    const RequestOutcome& outcome) {
+  metrics_.CountFinished(outcome.kind, FinishedReasonLabel(outcome));
+  metrics_.request_duration(outcome.kind).Observe(outcome.total_seconds);
+  metrics_.request_prompt_tokens(outcome.kind).Observe(outcome.prompt_tokens);
+  // The prefill ended when a generation produced its first token, or when a
+  // score completed.
+  const bool prefilled = outcome.kind == RequestKind::kGenerate
+                             ? outcome.generated_tokens > 0
+                             : outcome.status_code == absl::StatusCode::kOk;
+  if (prefilled) {
+    metrics_.prefill_duration(outcome.kind).Observe(outcome.prefill_seconds);
+  }
+  if (outcome.kind == RequestKind::kGenerate) {
+    metrics_.request_generated_tokens().Observe(outcome.generated_tokens);
+    if (outcome.generated_tokens > 0) {
+      metrics_.decode_duration().Observe(outcome.decode_seconds);
+    }
+  }
+}
+
+void SchedulerMetricsObserver::OnStep(StepPhase phase, int batch_size,
+                                      int /*num_tokens*/, double seconds) {
+  metrics_.step_duration(phase).Observe(seconds);
+  if (phase == StepPhase::kDecode) metrics_.batch_size().Observe(batch_size);
+}
+
+void SchedulerMetricsObserver::OnEngineError(StepPhase phase,
+                                             const absl::Status& /*status*/) {
+  metrics_.engine_errors(phase).Increment();
+}
+
+}  // namespace tvq::metrics

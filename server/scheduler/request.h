@@ -1,0 +1,140 @@
+// What the scheduler is asked to do and how it reports back. No gRPC here:
+// the service translates protos into these types and implements the sinks.
+#ifndef TVQ_SERVER_SCHEDULER_REQUEST_H_
+#define TVQ_SERVER_SCHEDULER_REQUEST_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "server/runtime/sampler.h"
+
+namespace tvq::scheduler {
+
+// Handle of an accepted request (unique for the scheduler's lifetime).
+using RequestHandle = uint64_t;
+
+enum class FinishReason {
+  kUnspecified,
+  kLength,
+  kStopSequence,
+  kEos,
+  kStopToken,
+  // Ended by the server (drain timeout at shutdown).
+  kCancelled,
+};
+
+// "length", "stop_sequence", "eos", "stop_token", "cancelled" (metric labels).
+constexpr std::string_view FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kUnspecified:
+      return "unspecified";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStopSequence:
+      return "stop_sequence";
+    case FinishReason::kEos:
+      return "eos";
+    case FinishReason::kStopToken:
+      return "stop_token";
+    case FinishReason::kCancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+// One generated (or scored) token's logprob and the most likely alternatives,
+// from the model's unmodified distribution.
+struct TokenLogprob {
+  int32_t token_id = 0;
+  float logprob = 0;
+  std::vector<runtime::TokenAlternative> top_alternatives;
+};
+
+struct Usage {
+  int prompt_tokens = 0;
+  int generated_tokens = 0;
+  double queue_time_seconds = 0;
+  double time_to_first_token_seconds = 0;
+  double total_time_seconds = 0;
+};
+
+struct GenerationRequest {
+  // Echoed back; for logs and errors.
+  std::string request_id;
+  // The prompt as fed to the model (eos prefix already applied); non-empty,
+  // every id inside the vocabulary.
+  std::vector<int32_t> prompt;
+  // Sampling, with the seed resolved.
+  runtime::SamplingParams sampling;
+  int max_new_tokens = 1;
+  std::vector<std::string> stop_sequences;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  // Report each token's logprob, with `top_logprobs` alternatives.
+  bool logprobs = false;
+  int top_logprobs = 0;
+  // The request fails with DEADLINE_EXCEEDED once this passes.
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// Tokens produced since the previous report.
+struct TokenUpdate {
+  std::vector<int32_t> token_ids;
+  // Final text (whole UTF-8 characters, nothing that could start a stop
+  // sequence); may lag token_ids.
+  std::string text;
+  // One per token_ids entry when the request asked for logprobs.
+  std::vector<TokenLogprob> logprobs;
+};
+
+struct Completion {
+  FinishReason finish_reason = FinishReason::kUnspecified;
+  std::string matched_stop_sequence;
+  int32_t matched_stop_token_id = -1;
+  Usage usage;
+};
+
+// Receives a generation's tokens. Called on the scheduler thread: every
+// method must return quickly and never block on the network (enqueue only).
+// Every accepted request ends with exactly one OnFinished or OnFailed.
+class TokenSink {
+ public:
+  virtual ~TokenSink() = default;
+  virtual void OnTokens(TokenUpdate update) = 0;
+  // `update` holds the last tokens and text (possibly empty).
+  virtual void OnFinished(TokenUpdate update, const Completion& completion) = 0;
+  // CANCELLED (client), DEADLINE_EXCEEDED, INTERNAL (backend), UNAVAILABLE
+  // (shutdown), ...
+  virtual void OnFailed(const absl::Status& status) = 0;
+};
+
+struct ScoreRequest {
+  std::string request_id;
+  // The sequence (eos prefix already applied); at least 2 tokens.
+  std::vector<int32_t> tokens;
+  int top_logprobs = 0;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct ScoreResult {
+  // token_logprobs[i] scores tokens[i + 1] given tokens[0..i].
+  std::vector<TokenLogprob> token_logprobs;
+  double total_logprob = 0;
+  Usage usage;
+};
+
+// Receives a score. Same threading rules as TokenSink; exactly one call.
+class ScoreSink {
+ public:
+  virtual ~ScoreSink() = default;
+  virtual void OnScored(ScoreResult result) = 0;
+  virtual void OnFailed(const absl::Status& status) = 0;
+};
+
+}  // namespace tvq::scheduler
+
+#endif  // TVQ_SERVER_SCHEDULER_REQUEST_H_
