@@ -99,10 +99,8 @@ def run_converter(*args):
 def converted_model_dir(golden_name, work_dir):
     """Converts golden model `golden_name` from a Flax checkpoint; returns the dir.
 
-    TODO(score-e2e): once the gRPC server lands, start tvq-server on this
-    directory and check that the Score RPC reproduces the golden logprobs of
-    tests/data/golden/<golden_name>/golden.safetensors (2e-5 absolute,
-    spec §5). This function is the hook for that test.
+    tests/tools/score_e2e_test.py serves the result with tvq-server and
+    checks that Score reproduces the golden logprobs.
     """
     model_dir, config, arrays = golden_model(golden_name)
     checkpoint = os.path.join(work_dir, "checkpoint_12")

@@ -7,13 +7,8 @@ add up to. This test checks the model directory against spec §4, the size
 budget (25 MB), that the card's number is the one the file adds up to, and
 that the float64 forward reproduces the first documents' scores (1e-6 nats).
 
-TODO(score-e2e): once the gRPC server lands, Score every line's text with
-tvq-server on models/demo and compare: the total must give the card's bits
-per byte to 1e-4, and each document's sum within 2e-2 nats. (A few keys of
-this trained model are near-ties between two codewords, so float32 and
-float64 pick different codes: the C++ CPU engine, float32, measured 2.101208
-bpb like the float64 forward, with a largest per-document difference of
-1.4e-2 nats.)
+tests/tools/score_e2e_test.py checks that tvq-server's Score RPC reproduces
+the same scores (total to 1e-4 bits per byte, each cookie within 2e-2 nats).
 
 Run: /usr/bin/python3 tests/tools/demo_model_test.py
 """
