@@ -13,8 +13,9 @@
 # Each variant is a build stage (compilers and -dev packages) and a slim
 # runtime stage: tvq-server, tvq-client, the plug-in modules the server
 # loads (SentencePiece; the CUDA backend in the GPU image), the packages that
-# own their shared libraries, and the default model at
-# /models/default. Mount other models under /models and pass --model.
+# own their shared libraries, and the default model (the repository's
+# models/demo) at /models/default. Mount other models under /models and pass
+# --model.
 #
 # The entrypoint is tvq-server with flags for a container (listen on all
 # interfaces); arguments after the image name are appended, and a flag given
@@ -61,7 +62,7 @@ COPY --from=build-gpu /out/runtime-packages.txt /tmp/runtime-packages.txt
 COPY deploy/docker/install-runtime.sh deploy/docker/check-runtime.sh /tmp/
 RUN sh /tmp/install-runtime.sh /tmp/runtime-packages.txt 10001
 COPY --from=build-gpu /out/root/ /
-COPY models/default/ /models/default/
+COPY models/demo/ /models/default/
 RUN ldconfig && sh /tmp/check-runtime.sh && rm /tmp/*.sh /tmp/*.txt
 USER 10001:10001
 WORKDIR /models
@@ -78,7 +79,7 @@ COPY --from=build-cpu /out/runtime-packages.txt /tmp/runtime-packages.txt
 COPY deploy/docker/install-runtime.sh deploy/docker/check-runtime.sh /tmp/
 RUN sh /tmp/install-runtime.sh /tmp/runtime-packages.txt 10001
 COPY --from=build-cpu /out/root/ /
-COPY models/default/ /models/default/
+COPY models/demo/ /models/default/
 RUN ldconfig && sh /tmp/check-runtime.sh && rm /tmp/*.sh /tmp/*.txt
 USER 10001:10001
 WORKDIR /models

@@ -1,6 +1,6 @@
 # The two commands (README): `make serve` and `make test`.
 BUILD_DIR ?= build/release
-MODEL ?= models/default
+MODEL ?= models/demo
 LISTEN ?= 127.0.0.1:50051
 METRICS ?= 127.0.0.1:9464
 JOBS ?= $(shell nproc)

@@ -44,7 +44,7 @@
 #define TVQ_VERSION "0.0.0"
 #endif
 
-ABSL_FLAG(std::string, model, "models/default",
+ABSL_FLAG(std::string, model, "models/demo",
           "Model directory: config.json, model.safetensors and, for "
           "SentencePiece models, the tokenizer file");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",

@@ -23,8 +23,8 @@ from deploy_sources import CheckFailures, dockerfile_stages, flag_name, server_f
 KEPT = ["CMakeLists.txt", "server/main.cc", "proto/tvq/v1/tvq.proto", "client/CMakeLists.txt",
         "kernels/CMakeLists.txt", "deploy/docker/build-and-stage.sh",
         "deploy/docker/install-runtime.sh", "deploy/docker/check-runtime.sh",
-        "deploy/docker/build-packages.txt", "models/default/config.json",
-        "models/default/model.safetensors"]
+        "deploy/docker/build-packages.txt", "models/demo/config.json",
+        "models/demo/model.safetensors"]
 DROPPED = ["build/release/server/tvq-server", ".git/HEAD", "tests/CMakeLists.txt",
            "deploy/k8s/deployment.yaml", "docs/deploy.md", "client/__pycache__/x.pyc",
            "Makefile", "scripts/install-deps.sh"]
@@ -86,7 +86,7 @@ def main():
         for flag, port in (("listen", 50051), ("metrics-address", 9464)):
             failures.check(values.get(flag) == f"0.0.0.0:{port}",
                            f"Dockerfile: stage {stage}: --{flag} should be 0.0.0.0:{port}")
-    failures.check("COPY models/default/ /models/default/" in text,
+    failures.check("COPY models/demo/ /models/default/" in text,
                    "Dockerfile: the default model is not copied to /models/default")
 
     patterns = [line.strip() for line in (repo / ".dockerignore").read_text().splitlines()
