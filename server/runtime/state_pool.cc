@@ -134,19 +134,36 @@ SublayerState StatePool::Sublayer(int sublayer) const {
                        window_values_[sublayer].as<float>()};
 }
 
-absl::Status StatePool::Reset(int slot) {
-  TVQ_RETURN_IF_ERROR(CheckSlot(slot, "reset"));
+std::vector<StatePool::SlotArray> StatePool::SlotArrays(int slot) const {
   const SlotSizes sizes = SizesFor(shape_config_);
+  std::vector<SlotArray> arrays;
+  arrays.reserve(4 * shape_config_.num_sublayers());
   for (int sublayer = 0; sublayer < shape_config_.num_sublayers(); ++sublayer) {
     const SublayerState state = Sublayer(sublayer);
-    TVQ_RETURN_IF_ERROR(
-        backend_.Fill(state.counts + slot * sizes.counts, sizes.counts, 0.0f));
-    TVQ_RETURN_IF_ERROR(
-        backend_.Fill(state.means + slot * sizes.means, sizes.means, 0.0f));
-    TVQ_RETURN_IF_ERROR(backend_.FillInt(
-        state.window_codes + slot * sizes.window_codes, sizes.window_codes, -1));
-    TVQ_RETURN_IF_ERROR(backend_.Fill(
-        state.window_values + slot * sizes.window_values, sizes.window_values, 0.0f));
+    arrays.push_back({reinterpret_cast<char*>(state.counts + slot * sizes.counts),
+                      sizeof(float) * sizes.counts, false});
+    arrays.push_back({reinterpret_cast<char*>(state.means + slot * sizes.means),
+                      sizeof(float) * sizes.means, false});
+    arrays.push_back(
+        {reinterpret_cast<char*>(state.window_codes + slot * sizes.window_codes),
+         sizeof(int32_t) * sizes.window_codes, true});
+    arrays.push_back(
+        {reinterpret_cast<char*>(state.window_values + slot * sizes.window_values),
+         sizeof(float) * sizes.window_values, false});
+  }
+  return arrays;
+}
+
+absl::Status StatePool::Reset(int slot) {
+  TVQ_RETURN_IF_ERROR(CheckSlot(slot, "reset"));
+  for (const SlotArray& array : SlotArrays(slot)) {
+    if (array.is_window_codes) {
+      TVQ_RETURN_IF_ERROR(backend_.FillInt(reinterpret_cast<int32_t*>(array.data),
+                                           array.bytes / sizeof(int32_t), -1));
+    } else {
+      TVQ_RETURN_IF_ERROR(backend_.Fill(reinterpret_cast<float*>(array.data),
+                                        array.bytes / sizeof(float), 0.0f));
+    }
   }
   positions_[slot] = 0;
   return absl::OkStatus();
@@ -156,23 +173,11 @@ absl::Status StatePool::Copy(int source, int destination) {
   TVQ_RETURN_IF_ERROR(CheckSlot(source, "copy source"));
   TVQ_RETURN_IF_ERROR(CheckSlot(destination, "copy destination"));
   if (source == destination) return absl::OkStatus();
-  const SlotSizes sizes = SizesFor(shape_config_);
-  for (int sublayer = 0; sublayer < shape_config_.num_sublayers(); ++sublayer) {
-    const SublayerState state = Sublayer(sublayer);
-    TVQ_RETURN_IF_ERROR(backend_.CopyOnDevice(
-        state.counts + destination * sizes.counts,
-        state.counts + source * sizes.counts, sizeof(float) * sizes.counts));
-    TVQ_RETURN_IF_ERROR(backend_.CopyOnDevice(
-        state.means + destination * sizes.means,
-        state.means + source * sizes.means, sizeof(float) * sizes.means));
-    TVQ_RETURN_IF_ERROR(backend_.CopyOnDevice(
-        state.window_codes + destination * sizes.window_codes,
-        state.window_codes + source * sizes.window_codes,
-        sizeof(int32_t) * sizes.window_codes));
-    TVQ_RETURN_IF_ERROR(backend_.CopyOnDevice(
-        state.window_values + destination * sizes.window_values,
-        state.window_values + source * sizes.window_values,
-        sizeof(float) * sizes.window_values));
+  const std::vector<SlotArray> from = SlotArrays(source);
+  const std::vector<SlotArray> to = SlotArrays(destination);
+  for (size_t i = 0; i < from.size(); ++i) {
+    TVQ_RETURN_IF_ERROR(
+        backend_.CopyOnDevice(to[i].data, from[i].data, from[i].bytes));
   }
   positions_[destination] = positions_[source];
   return absl::OkStatus();
@@ -180,7 +185,6 @@ absl::Status StatePool::Copy(int source, int destination) {
 
 absl::StatusOr<std::string> StatePool::Export(int slot) const {
   TVQ_RETURN_IF_ERROR(CheckSlot(slot, "export"));
-  const SlotSizes sizes = SizesFor(shape_config_);
   ExportHeader header;
   std::memcpy(header.magic, kExportMagic, sizeof(kExportMagic));
   header.version = kExportVersion;
@@ -193,21 +197,9 @@ absl::StatusOr<std::string> StatePool::Export(int slot) const {
   std::string bytes(sizeof(header) + BytesPerSlot() - sizeof(int64_t), '\0');
   std::memcpy(bytes.data(), &header, sizeof(header));
   char* cursor = bytes.data() + sizeof(header);
-  auto copy_out = [&](const void* source, size_t size) -> absl::Status {
-    TVQ_RETURN_IF_ERROR(backend_.CopyToHost(cursor, source, size));
-    cursor += size;
-    return absl::OkStatus();
-  };
-  for (int sublayer = 0; sublayer < shape_config_.num_sublayers(); ++sublayer) {
-    const SublayerState state = Sublayer(sublayer);
-    TVQ_RETURN_IF_ERROR(copy_out(state.counts + slot * sizes.counts,
-                                 sizeof(float) * sizes.counts));
-    TVQ_RETURN_IF_ERROR(copy_out(state.means + slot * sizes.means,
-                                 sizeof(float) * sizes.means));
-    TVQ_RETURN_IF_ERROR(copy_out(state.window_codes + slot * sizes.window_codes,
-                                 sizeof(int32_t) * sizes.window_codes));
-    TVQ_RETURN_IF_ERROR(copy_out(state.window_values + slot * sizes.window_values,
-                                 sizeof(float) * sizes.window_values));
+  for (const SlotArray& array : SlotArrays(slot)) {
+    TVQ_RETURN_IF_ERROR(backend_.CopyToHost(cursor, array.data, array.bytes));
+    cursor += array.bytes;
   }
   return bytes;
 }
@@ -235,25 +227,12 @@ absl::Status StatePool::Import(int slot, const std::string& bytes) {
     return absl::InvalidArgumentError(
         "state import: the export was made for a model of another shape");
   }
-  const SlotSizes sizes = SizesFor(shape_config_);
   TVQ_RETURN_IF_ERROR(ValidateExportedArrays(
       shape_config_, bytes.data() + sizeof(header)));
   const char* cursor = bytes.data() + sizeof(header);
-  auto copy_in = [&](void* destination, size_t size) -> absl::Status {
-    TVQ_RETURN_IF_ERROR(backend_.CopyToDevice(destination, cursor, size));
-    cursor += size;
-    return absl::OkStatus();
-  };
-  for (int sublayer = 0; sublayer < shape_config_.num_sublayers(); ++sublayer) {
-    const SublayerState state = Sublayer(sublayer);
-    TVQ_RETURN_IF_ERROR(copy_in(state.counts + slot * sizes.counts,
-                                sizeof(float) * sizes.counts));
-    TVQ_RETURN_IF_ERROR(copy_in(state.means + slot * sizes.means,
-                                sizeof(float) * sizes.means));
-    TVQ_RETURN_IF_ERROR(copy_in(state.window_codes + slot * sizes.window_codes,
-                                sizeof(int32_t) * sizes.window_codes));
-    TVQ_RETURN_IF_ERROR(copy_in(state.window_values + slot * sizes.window_values,
-                                sizeof(float) * sizes.window_values));
+  for (const SlotArray& array : SlotArrays(slot)) {
+    TVQ_RETURN_IF_ERROR(backend_.CopyToDevice(array.data, cursor, array.bytes));
+    cursor += array.bytes;
   }
   positions_[slot] = header.position;
   return absl::OkStatus();

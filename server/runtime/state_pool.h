@@ -53,6 +53,14 @@ class StatePool {
  private:
   StatePool(const ModelConfig& config, Backend& backend, int num_slots);
   absl::Status CheckSlot(int slot, const char* what) const;
+  // One slot's arrays in backend memory, in export order: per sublayer
+  // counts, means, window codes, window values.
+  struct SlotArray {
+    char* data;
+    size_t bytes;
+    bool is_window_codes;  // int32, empty = -1; the others are float32
+  };
+  std::vector<SlotArray> SlotArrays(int slot) const;
 
   ModelConfig shape_config_;
   Backend& backend_;
