@@ -17,7 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
-#include "server/runtime/status_macros.h"
+#include "server/base/status_macros.h"
 
 namespace tvq::metrics {
 namespace {

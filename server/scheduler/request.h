@@ -10,7 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "server/runtime/sampler.h"
+#include "server/engine/sampler.h"
 
 namespace tvq::scheduler {
 

@@ -4,8 +4,9 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "server/runtime/sampler.h"
-#include "server/scheduler/stop_sequence_matcher.h"
+#include "server/engine/sampler.h"
+#include "server/text/incremental_detokenizer.h"
+#include "server/text/stop_sequence_matcher.h"
 
 namespace tvq::scheduler {
 
@@ -31,7 +32,7 @@ struct Scheduler::Sequence {
   // Generation.
   std::unique_ptr<runtime::Sampler> sampler;
   std::unique_ptr<runtime::IncrementalDetokenizer> detokenizer;
-  std::unique_ptr<StopSequenceMatcher> stops;
+  std::unique_ptr<runtime::StopSequenceMatcher> stops;
   int32_t next_input = -1;
   int generated = 0;
 
@@ -377,7 +378,7 @@ void Scheduler::AdmitSequence(std::unique_ptr<Sequence> sequence) {
     admitted.detokenizer =
         std::make_unique<runtime::IncrementalDetokenizer>(tokenizer_);
     admitted.stops =
-        std::make_unique<StopSequenceMatcher>(request.stop_sequences);
+        std::make_unique<runtime::StopSequenceMatcher>(request.stop_sequences);
   }
 }
 
@@ -503,7 +504,7 @@ void Scheduler::EmitToken(Sequence& sequence, std::span<const float> row) {
       Fail(sequence, Annotate(text.status(), "detokenizing"));
       return;
     }
-    StopSequenceMatcher::Result matched = sequence.stops->Append(*text);
+    runtime::StopSequenceMatcher::Result matched = sequence.stops->Append(*text);
     update.text = std::move(matched.released);
     if (matched.matched) {
       reason = FinishReason::kStopSequence;
@@ -530,7 +531,7 @@ void Scheduler::FinishGeneration(Sequence& sequence, FinishReason reason,
   if (reason != FinishReason::kStopSequence && sequence.stops != nullptr) {
     // Whatever the detokenizer and the matcher hold back is final now (it
     // may still complete a stop sequence).
-    StopSequenceMatcher::Result matched =
+    runtime::StopSequenceMatcher::Result matched =
         sequence.stops->Append(sequence.detokenizer->Finish());
     update.text += matched.released;
     if (matched.matched) {

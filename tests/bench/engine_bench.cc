@@ -18,10 +18,10 @@
 
 #include "benchmark/benchmark.h"
 #include "kernels/cpu/parallel_for.h"
-#include "server/runtime/cpu_backend.h"
-#include "server/runtime/state_pool.h"
-#include "server/runtime/transformer_vq.h"
-#include "tests/runtime/test_util.h"
+#include "server/backend/cpu/cpu_backend.h"
+#include "server/engine/state_pool.h"
+#include "server/engine/transformer_vq.h"
+#include "tests/support/test_util.h"
 
 namespace tvq::runtime {
 namespace {

@@ -27,10 +27,10 @@
 #include <string>
 #include <vector>
 
-#include "server/runtime/cuda_backend.h"
-#include "server/runtime/state_pool.h"
-#include "server/runtime/transformer_vq.h"
-#include "tests/runtime/test_util.h"
+#include "server/backend/cuda/cuda_backend.h"
+#include "server/engine/state_pool.h"
+#include "server/engine/transformer_vq.h"
+#include "tests/support/test_util.h"
 
 namespace tvq::runtime {
 namespace {

@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/integration/server_process.h"
-#include "tests/runtime/test_util.h"
+#include "tests/support/test_util.h"
 
 namespace tvq::testing {
 namespace {

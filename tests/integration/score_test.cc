@@ -8,7 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/integration/server_process.h"
-#include "tests/runtime/test_util.h"
+#include "tests/support/test_util.h"
 
 namespace tvq::testing {
 namespace {

@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "server/runtime/utf8.h"
+#include "server/text/utf8.h"
 
 namespace tvq::testing {
 namespace {

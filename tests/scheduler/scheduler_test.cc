@@ -11,12 +11,12 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "server/runtime/backend.h"
-#include "server/runtime/model_weights.h"
-#include "server/runtime/state_pool.h"
-#include "server/runtime/tokenizer.h"
-#include "server/runtime/transformer_vq.h"
-#include "tests/runtime/test_util.h"
+#include "server/backend/backend.h"
+#include "server/model/model_weights.h"
+#include "server/engine/state_pool.h"
+#include "server/text/tokenizer.h"
+#include "server/engine/transformer_vq.h"
+#include "tests/support/test_util.h"
 
 namespace tvq::scheduler {
 namespace {

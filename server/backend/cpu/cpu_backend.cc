@@ -1,0 +1,328 @@
+#include "server/backend/cpu/cpu_backend.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "kernels/cpu/attention_cpu.h"
+#include "kernels/cpu/elementwise_cpu.h"
+#include "kernels/cpu/skinny_gemm_cpu.h"
+#include "kernels/cpu/state_update_cpu.h"
+#include "kernels/cpu/vq_cpu.h"
+
+extern "C" void openblas_set_num_threads(int num_threads);
+
+namespace tvq::runtime {
+namespace {
+
+namespace cpu = ::tvq::kernels::cpu;
+
+int ResolveThreads(int requested) {
+  if (requested > 0) return requested;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// Rows per thread below which splitting costs more than it saves.
+int64_t RowGrain(int64_t floats_per_row) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, floats_per_row));
+}
+
+// The state arrays of one slot and head.
+cpu::HeadAttention HeadView(const AttentionShape& shape,
+                            const AttentionTables& tables,
+                            const SublayerState& state, int slot, int head) {
+  const int64_t H = shape.n_head, S = shape.n_code, M = shape.mem_len,
+                dk = shape.d_k, dv = shape.d_v;
+  const int64_t slot_head = static_cast<int64_t>(slot) * H + head;
+  cpu::HeadAttention view;
+  view.n_code = shape.n_code;
+  view.mem_len = shape.mem_len;
+  view.d_k = shape.d_k;
+  view.d_v = shape.d_v;
+  view.agg_cache = shape.agg_cache;
+  view.codebook = tables.codebook + head * S * dk;
+  view.relative = tables.relative + head * (M + 1) * dk;
+  view.u = tables.u + head * dk;
+  view.v = tables.v + head * dk;
+  view.counts = state.counts + slot_head * S;
+  view.means = state.means + slot_head * S * dv;
+  view.window_codes = state.window_codes + slot_head * M;
+  view.window_values = state.window_values + slot_head * M * dv;
+  return view;
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(int num_threads) : pool_(ResolveThreads(num_threads)) {
+  openblas_set_num_threads(pool_.num_threads());
+}
+
+std::string CpuBackend::DeviceName() const {
+  return absl::StrFormat("cpu (%d threads, OpenBLAS)", pool_.num_threads());
+}
+
+absl::StatusOr<DeviceBuffer> CpuBackend::Allocate(size_t bytes) {
+  constexpr size_t kAlignment = 64;
+  const size_t rounded = std::max(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
+  void* pointer = std::aligned_alloc(kAlignment, rounded);
+  if (pointer == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("cpu: cannot allocate %d bytes", bytes));
+  }
+  std::memset(pointer, 0, rounded);
+  return DeviceBuffer(pointer, bytes, [](void* p) { std::free(p); });
+}
+
+absl::Status CpuBackend::CopyToDevice(void* device_destination,
+                                      const void* host_source, size_t bytes) {
+  if (bytes > 0) std::memcpy(device_destination, host_source, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CopyToHost(void* host_destination,
+                                    const void* device_source, size_t bytes) {
+  if (bytes > 0) std::memcpy(host_destination, device_source, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CopyOnDevice(void* destination, const void* source,
+                                      size_t bytes) {
+  if (bytes > 0) std::memmove(destination, source, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Fill(float* data, size_t count, float value) {
+  std::fill(data, data + count, value);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::FillInt(int32_t* data, size_t count, int32_t value) {
+  std::fill(data, data + count, value);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const float*> CpuBackend::UploadWeights(
+    const float* host, size_t count, DeviceBuffer* storage) {
+  (void)count;
+  (void)storage;
+  return host;
+}
+
+absl::Status CpuBackend::Gemm(const GemmArgs& args) {
+  if (args.m <= 0 || args.n <= 0) return absl::OkStatus();
+  if (args.batch_invariant && !args.transpose_a) {
+    if (args.alpha != 1.0f) {
+      return absl::InvalidArgumentError("batch-invariant GEMM needs alpha = 1");
+    }
+    // Decode batches: rows computed identically for any batch size, columns
+    // split across threads; the weights stream once per tile of rows.
+    pool_.ParallelFor(args.n, 64, [&](int64_t begin, int64_t end) {
+      cpu::SkinnyGemm(args.transpose_b, args.m, args.n, args.k, args.a,
+                      args.lda, args.b, args.ldb, args.beta, args.c, args.ldc,
+                      static_cast<int>(begin), static_cast<int>(end));
+    });
+    return absl::OkStatus();
+  }
+  cblas_sgemm(CblasRowMajor, args.transpose_a ? CblasTrans : CblasNoTrans,
+              args.transpose_b ? CblasTrans : CblasNoTrans, args.m, args.n,
+              args.k, args.alpha, args.a, args.lda, args.b, args.ldb,
+              args.beta, args.c, args.ldc);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Embed(const float* embeddings, int d_model,
+                               const int32_t* tokens, const int64_t* positions,
+                               int n, bool add_positions, float position_scale,
+                               double pe_lam, float* x) {
+  pool_.ParallelFor(n, RowGrain(d_model * 8), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      cpu::EmbedRow(embeddings, d_model, tokens[i], positions[i],
+                    add_positions, position_scale, pe_lam, x + i * d_model);
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::RmsNorm(int rows, int width, const float* x,
+                                 int x_stride, const float* gain,
+                                 const float* bias, float* y, int y_stride) {
+  pool_.ParallelFor(rows, RowGrain(width), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      cpu::RmsNormRow(width, x + i * x_stride, gain, bias, 1.0f,
+                      y + i * y_stride);
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::HeadRmsNorm(int rows, int heads, int width, float* q,
+                                     int q_stride, float scale) {
+  pool_.ParallelFor(rows, RowGrain(heads * width),
+                    [&](int64_t begin, int64_t end) {
+                      for (int64_t i = begin; i < end; ++i) {
+                        for (int h = 0; h < heads; ++h) {
+                          float* row = q + i * q_stride + h * width;
+                          cpu::RmsNormRow(width, row, nullptr, nullptr, scale,
+                                          row);
+                        }
+                      }
+                    });
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Silu(int rows, int cols, float* x, int stride) {
+  pool_.ParallelFor(rows, RowGrain(cols * 8), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) cpu::SiluRow(cols, x + i * stride);
+  });
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Multiply(int rows, int cols, float* x, int x_stride,
+                                  const float* gate, int gate_stride) {
+  pool_.ParallelFor(rows, RowGrain(cols), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      cpu::MultiplyRow(cols, x + i * x_stride, gate + i * gate_stride);
+    }
+  });
+  return absl::OkStatus();
+}
+
+float* CpuBackend::Scratch(size_t floats) {
+  if (scratch_.size() < floats) scratch_.resize(floats);
+  return scratch_.data();
+}
+
+absl::Status CpuBackend::VqAssign(int rows, const AttentionShape& shape,
+                                  const AttentionTables& tables,
+                                  const float* keys, int key_stride,
+                                  int32_t* codes) {
+  const int64_t S = shape.n_code, dk = shape.d_k;
+  float* scratch = Scratch(static_cast<size_t>(rows) * S);
+  for (int h = 0; h < shape.n_head; ++h) {
+    cpu::VqAssign(rows, shape.n_code, shape.d_k, keys + h * dk, key_stride,
+                  tables.codebook + h * S * dk, tables.codebook_sq_norm + h * S,
+                  codes + h, shape.n_head, scratch);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::BlockAttention(
+    const AttentionShape& shape, const AttentionTables& tables,
+    const SublayerState& state, int slot, int64_t first_position, int n,
+    const float* q, int q_stride, const int32_t* codes, const float* values,
+    int value_stride, float* out) {
+  const int H = shape.n_head;
+  for (int h = 0; h < H; ++h) {
+    const cpu::HeadAttention head = HeadView(shape, tables, state, slot, h);
+    float* scratch = Scratch(cpu::BlockScratchFloats(head, n));
+    cpu::BlockAttention(head, first_position, n, q + h * shape.d_k, q_stride,
+                        codes + h, H, values + h * shape.d_v, value_stride,
+                        out + h * shape.d_v, H * shape.d_v, scratch);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::DecodeAttention(
+    const AttentionShape& shape, const AttentionTables& tables,
+    const SublayerState& state, const int* slots, const int64_t* positions,
+    int batch, const float* q, int q_stride, const int32_t* codes,
+    const float* values, int value_stride, float* out) {
+  const int H = shape.n_head, dk = shape.d_k, dv = shape.d_v;
+  const int64_t items = static_cast<int64_t>(batch) * H;
+  const cpu::HeadAttention first = HeadView(shape, tables, state, slots[0], 0);
+  const int64_t weight_count = cpu::DecodeWeightCount(first);
+  const int64_t scratch_count = cpu::DecodeScratchFloats(first);
+  float* weights = Scratch(items * (weight_count + scratch_count));
+  float* scratch = weights + items * weight_count;
+  // Phase 1: softmax weights per (slot, head).
+  pool_.ParallelFor(items, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int b = static_cast<int>(item / H), h = static_cast<int>(item % H);
+      const cpu::HeadAttention head = HeadView(shape, tables, state, slots[b], h);
+      cpu::DecodeAttentionWeights(head, positions[b], q + b * q_stride + h * dk,
+                                  codes[item], weights + item * weight_count,
+                                  scratch + item * scratch_count);
+    }
+  });
+  // Phase 2: weighted value sums, split by column chunks so that a batch of
+  // one still uses every thread.
+  constexpr int kColumnChunk = 128;
+  const int chunks = (dv + kColumnChunk - 1) / kColumnChunk;
+  pool_.ParallelFor(items * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t work = begin; work < end; ++work) {
+      const int64_t item = work / chunks;
+      const int chunk = static_cast<int>(work % chunks);
+      const int b = static_cast<int>(item / H), h = static_cast<int>(item % H);
+      const cpu::HeadAttention head = HeadView(shape, tables, state, slots[b], h);
+      cpu::DecodeWeightedValues(
+          head, weights + item * weight_count,
+          values + b * static_cast<int64_t>(value_stride) + h * dv,
+          chunk * kColumnChunk, std::min(dv, (chunk + 1) * kColumnChunk),
+          out + item * dv);
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::UpdateState(const AttentionShape& shape,
+                                     const SublayerState& state, int slot,
+                                     int64_t first_position, int n,
+                                     const int32_t* codes, const float* values,
+                                     int value_stride) {
+  const int64_t H = shape.n_head, S = shape.n_code, M = shape.mem_len,
+                dv = shape.d_v;
+  pool_.ParallelFor(H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t h = begin; h < end; ++h) {
+      const int64_t slot_head = slot * H + h;
+      for (int i = 0; i < n; ++i) {
+        cpu::AbsorbToken(shape.mem_len, shape.d_v,
+                         state.counts + slot_head * S,
+                         state.means + slot_head * S * dv,
+                         state.window_codes + slot_head * M,
+                         state.window_values + slot_head * M * dv,
+                         first_position + i, codes[i * H + h],
+                         values + static_cast<int64_t>(i) * value_stride + h * dv);
+      }
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::UpdateStateBatch(const AttentionShape& shape,
+                                          const SublayerState& state,
+                                          const int* slots,
+                                          const int64_t* positions, int batch,
+                                          const int32_t* codes,
+                                          const float* values,
+                                          int value_stride) {
+  const int64_t H = shape.n_head, S = shape.n_code, M = shape.mem_len,
+                dv = shape.d_v;
+  pool_.ParallelFor(batch * H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / H, h = item % H;
+      const int64_t slot_head = slots[b] * H + h;
+      cpu::AbsorbToken(shape.mem_len, shape.d_v, state.counts + slot_head * S,
+                       state.means + slot_head * S * dv,
+                       state.window_codes + slot_head * M,
+                       state.window_values + slot_head * M * dv, positions[b],
+                       codes[item], values + b * value_stride + h * dv);
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::LogSoftmax(int rows, int cols, const float* bias,
+                                    float scale, float* x) {
+  pool_.ParallelFor(rows, RowGrain(cols * 4), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      cpu::LogSoftmaxRow(cols, bias, scale, x + i * static_cast<int64_t>(cols));
+    }
+  });
+  return absl::OkStatus();
+}
+
+}  // namespace tvq::runtime

@@ -1,0 +1,89 @@
+// The CPU backend: OpenBLAS GEMMs and the loops of kernels/cpu, threaded
+// with a persistent pool.
+#ifndef TVQ_SERVER_BACKEND_CPU_CPU_BACKEND_H_
+#define TVQ_SERVER_BACKEND_CPU_CPU_BACKEND_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/parallel_for.h"
+#include "server/backend/backend.h"
+
+namespace tvq::runtime {
+
+class CpuBackend final : public Backend {
+ public:
+  // num_threads 0 = every core.
+  explicit CpuBackend(int num_threads);
+
+  DeviceKind device() const override { return DeviceKind::kCpu; }
+  std::string DeviceName() const override;
+  int num_threads() const { return pool_.num_threads(); }
+
+  absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
+  absl::Status CopyToDevice(void* device_destination, const void* host_source,
+                            size_t bytes) override;
+  absl::Status CopyToHost(void* host_destination, const void* device_source,
+                          size_t bytes) override;
+  absl::Status CopyOnDevice(void* destination, const void* source,
+                            size_t bytes) override;
+  absl::Status Fill(float* data, size_t count, float value) override;
+  absl::Status FillInt(int32_t* data, size_t count, int32_t value) override;
+  absl::Status Synchronize() override { return absl::OkStatus(); }
+  absl::StatusOr<const float*> UploadWeights(const float* host, size_t count,
+                                             DeviceBuffer* storage) override;
+
+  absl::Status Gemm(const GemmArgs& args) override;
+  absl::Status Embed(const float* embeddings, int d_model,
+                     const int32_t* tokens, const int64_t* positions, int n,
+                     bool add_positions, float position_scale, double pe_lam,
+                     float* x) override;
+  absl::Status RmsNorm(int rows, int width, const float* x, int x_stride,
+                       const float* gain, const float* bias, float* y,
+                       int y_stride) override;
+  absl::Status HeadRmsNorm(int rows, int heads, int width, float* q,
+                           int q_stride, float scale) override;
+  absl::Status Silu(int rows, int cols, float* x, int stride) override;
+  absl::Status Multiply(int rows, int cols, float* x, int x_stride,
+                        const float* gate, int gate_stride) override;
+  absl::Status VqAssign(int rows, const AttentionShape& shape,
+                        const AttentionTables& tables, const float* keys,
+                        int key_stride, int32_t* codes) override;
+  absl::Status BlockAttention(const AttentionShape& shape,
+                              const AttentionTables& tables,
+                              const SublayerState& state, int slot,
+                              int64_t first_position, int n, const float* q,
+                              int q_stride, const int32_t* codes,
+                              const float* values, int value_stride,
+                              float* out) override;
+  absl::Status DecodeAttention(const AttentionShape& shape,
+                               const AttentionTables& tables,
+                               const SublayerState& state, const int* slots,
+                               const int64_t* positions, int batch,
+                               const float* q, int q_stride,
+                               const int32_t* codes, const float* values,
+                               int value_stride, float* out) override;
+  absl::Status UpdateState(const AttentionShape& shape,
+                           const SublayerState& state, int slot,
+                           int64_t first_position, int n,
+                           const int32_t* codes, const float* values,
+                           int value_stride) override;
+  absl::Status UpdateStateBatch(const AttentionShape& shape,
+                                const SublayerState& state, const int* slots,
+                                const int64_t* positions, int batch,
+                                const int32_t* codes, const float* values,
+                                int value_stride) override;
+  absl::Status LogSoftmax(int rows, int cols, const float* bias, float scale,
+                          float* x) override;
+
+ private:
+  float* Scratch(size_t floats);
+
+  kernels::cpu::ThreadPool pool_;
+  std::vector<float> scratch_;
+};
+
+}  // namespace tvq::runtime
+
+#endif  // TVQ_SERVER_BACKEND_CPU_CPU_BACKEND_H_

@@ -1,0 +1,87 @@
+// The Transformer-VQ forward pass, written once against Backend.
+#ifndef TVQ_SERVER_ENGINE_TRANSFORMER_VQ_H_
+#define TVQ_SERVER_ENGINE_TRANSFORMER_VQ_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/backend/backend.h"
+#include "server/model/model_config.h"
+#include "server/model/model_weights.h"
+#include "server/engine/state_pool.h"
+
+namespace tvq::runtime {
+
+struct EngineOptions {
+  // Tokens per prefill block; 0 = the model's block_len.
+  int block_len = 0;
+  // Upper bound of tokens one Prefill call projects at once (memory bound).
+  int max_prefill_chunk = 4096;
+};
+
+// Which logprob rows Prefill returns.
+enum class LogprobRows { kNone, kLast, kAll };
+
+// VQ codes chosen during a call, for tests: codes[sublayer][head * n + i]
+// for the call's i-th token.
+using CodeTrace = std::vector<std::vector<int32_t>>;
+
+class TransformerVq {
+ public:
+  // `weights` must outlive the engine (the CPU backend reads them in place).
+  static absl::StatusOr<std::unique_ptr<TransformerVq>> Create(
+      const ModelWeights& weights, Backend& backend,
+      const EngineOptions& options = {});
+  ~TransformerVq();
+
+  const ModelConfig& config() const { return config_; }
+  Backend& backend() const { return backend_; }
+
+  // Feeds `tokens` into `slot` (continuing from its position) in blocks.
+  // `logprobs` receives rows of n_vocab floats: none, the last token's
+  // (next-token distribution) or one per token.
+  absl::Status Prefill(StatePool& pool, int slot,
+                       std::span<const int32_t> tokens, LogprobRows rows,
+                       std::vector<float>* logprobs,
+                       CodeTrace* codes = nullptr);
+
+  // Feeds one token to each of `slots` (distinct) and writes their
+  // next-token logprobs, [slots.size(), n_vocab], into `logprobs`.
+  absl::Status DecodeStep(StatePool& pool, std::span<const int> slots,
+                          std::span<const int32_t> tokens,
+                          std::vector<float>* logprobs,
+                          CodeTrace* codes = nullptr);
+
+ private:
+  struct Sublayer;
+  struct Workspace;
+  TransformerVq(const ModelConfig& config, Backend& backend,
+                const EngineOptions& options);
+  absl::Status Forward(StatePool& pool, std::span<const int> slots,
+                       std::span<const int32_t> tokens, int prefill_slot,
+                       LogprobRows rows, std::vector<float>* logprobs,
+                       CodeTrace* codes);
+
+  ModelConfig config_;
+  Backend& backend_;
+  EngineOptions options_;
+  AttentionShape shape_;
+  std::vector<Sublayer> sublayers_;
+  std::unique_ptr<Workspace> workspace_;
+  // Head and embedding weights, readable by the backend.
+  std::vector<DeviceBuffer> weight_storage_;
+  const float* embeddings_ = nullptr;     // [V, D]
+  const float* output_kernel_ = nullptr;  // [D, V] (not e_tie)
+  const float* output_bias_ = nullptr;    // [V]
+  const float* out_ln_gain_ = nullptr;    // [D] (e_preln)
+  const float* out_ln_bias_ = nullptr;    // [D] (e_preln)
+  float position_scale_ = 0;
+};
+
+}  // namespace tvq::runtime
+
+#endif  // TVQ_SERVER_ENGINE_TRANSFORMER_VQ_H_

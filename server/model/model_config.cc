@@ -1,0 +1,362 @@
+#include "server/model/model_config.h"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "server/text/byte_tokenizer.h"
+#include "server/base/status_macros.h"
+#include "server/base/str_cat.h"
+#include "server/base/strict_json.h"
+
+namespace tvq::runtime {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view kFormatName = "transformer-vq";
+constexpr int kFormatVersion = 1;
+
+absl::Status ConfigError(std::string_view file_name, std::string_view message) {
+  return absl::InvalidArgumentError(StrCat(file_name, ": ", message));
+}
+
+// Reads config keys with their types checked; every message names the file
+// and the key.
+class ConfigReader {
+ public:
+  ConfigReader(const json& root, std::string_view file_name)
+      : root_(root), file_name_(file_name) {}
+
+  absl::StatusOr<const json*> Find(std::string_view key) const {
+    auto it = root_.find(key);
+    if (it == root_.end()) {
+      return ConfigError(file_name_,
+                         StrCat("missing required key \"", key, "\""));
+    }
+    return &*it;
+  }
+
+  // An integer that fits an int; `requirement` completes "must be ..." when
+  // the value has the wrong type.
+  absl::StatusOr<int> Int(std::string_view key,
+                          std::string_view requirement) const {
+    TVQ_ASSIGN_OR_RETURN(const json* value, Find(key));
+    if (!value->is_number_integer()) {
+      return ConfigError(file_name_,
+                         StrCat("\"", key, "\" must be ", requirement, ", got ",
+                                DescribeJson(*value)));
+    }
+    bool fits = false;
+    int64_t number = 0;
+    if (value->is_number_unsigned()) {
+      const uint64_t unsigned_number = value->get<uint64_t>();
+      fits = unsigned_number <=
+             static_cast<uint64_t>(std::numeric_limits<int>::max());
+      number = fits ? static_cast<int64_t>(unsigned_number) : 0;
+    } else {
+      number = value->get<int64_t>();
+      fits = number >= std::numeric_limits<int>::min() &&
+             number <= std::numeric_limits<int>::max();
+    }
+    if (!fits) {
+      return ConfigError(file_name_,
+                         StrCat("\"", key, "\" must be ", requirement, ", got ",
+                                DescribeJson(*value), " (out of range)"));
+    }
+    return static_cast<int>(number);
+  }
+
+  absl::StatusOr<bool> Bool(std::string_view key) const {
+    TVQ_ASSIGN_OR_RETURN(const json* value, Find(key));
+    if (!value->is_boolean()) {
+      return ConfigError(file_name_,
+                         StrCat("\"", key, "\" must be true or false, got ",
+                                DescribeJson(*value)));
+    }
+    return value->get<bool>();
+  }
+
+  absl::StatusOr<double> Number(std::string_view key,
+                                std::string_view requirement) const {
+    TVQ_ASSIGN_OR_RETURN(const json* value, Find(key));
+    if (!value->is_number()) {
+      return ConfigError(file_name_,
+                         StrCat("\"", key, "\" must be ", requirement, ", got ",
+                                DescribeJson(*value)));
+    }
+    return value->get<double>();
+  }
+
+ private:
+  const json& root_;
+  std::string_view file_name_;
+};
+
+absl::Status ParseTokenizer(const json& tokenizer, std::string_view file_name,
+                            ModelConfig& config) {
+  if (!tokenizer.is_object()) {
+    return ConfigError(
+        file_name,
+        StrCat("\"tokenizer\" must be an object like {\"kind\": "
+               "\"byte\"} or {\"kind\": \"sentencepiece\", \"file\": "
+               "\"tokenizer.model\"}, got ",
+               DescribeJson(tokenizer)));
+  }
+  auto kind = tokenizer.find("kind");
+  if (kind == tokenizer.end()) {
+    return ConfigError(file_name,
+                       "missing required key \"tokenizer.kind\" (\"byte\" or "
+                       "\"sentencepiece\")");
+  }
+  std::vector<std::string_view> allowed_keys = {"kind"};
+  if (kind->is_string() && kind->get_ref<const std::string&>() == "byte") {
+    config.tokenizer_kind = TokenizerKind::kByte;
+    config.tokenizer_file.clear();
+  } else if (kind->is_string() &&
+             kind->get_ref<const std::string&>() == "sentencepiece") {
+    config.tokenizer_kind = TokenizerKind::kSentencePiece;
+    allowed_keys.push_back("file");
+    auto file = tokenizer.find("file");
+    if (file == tokenizer.end()) {
+      return ConfigError(file_name,
+                         "missing required key \"tokenizer.file\" (the "
+                         "SentencePiece model, e.g. \"tokenizer.model\")");
+    }
+    if (!file->is_string()) {
+      return ConfigError(file_name,
+                         StrCat("\"tokenizer.file\" must be a file name, got ",
+                                DescribeJson(*file)));
+    }
+    config.tokenizer_file = file->get<std::string>();
+  } else {
+    return ConfigError(file_name,
+                       StrCat("\"tokenizer.kind\" must be \"byte\" or "
+                              "\"sentencepiece\", got ",
+                              DescribeJson(*kind)));
+  }
+  for (const auto& [key, value] : tokenizer.items()) {
+    bool allowed = false;
+    for (std::string_view allowed_key : allowed_keys) {
+      allowed = allowed || key == allowed_key;
+    }
+    if (!allowed) {
+      return ConfigError(file_name,
+                         StrCat("\"tokenizer\" has unexpected key \"", key,
+                                "\" for kind ", DescribeJson(*kind)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDimension(std::string_view file_name, std::string_view key,
+                            int value) {
+  const int limit = key == "n_layer" ? kMaxLayers : kMaxModelDimension;
+  if (value < 1) {
+    return ConfigError(
+        file_name,
+        StrCat("\"", key, "\" must be an integer >= 1, got ", value));
+  }
+  if (value > limit) {
+    return ConfigError(file_name, StrCat("\"", key, "\" must be at most ",
+                                         limit, ", got ", value));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTokenId(std::string_view file_name, std::string_view key,
+                          int value, int n_vocab) {
+  if (value < 0 || value >= n_vocab) {
+    return ConfigError(
+        file_name, StrCat("\"", key, "\" must be in [0, n_vocab = ", n_vocab,
+                          "), got ", value));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTokenizerFileName(std::string_view file_name,
+                                    std::string_view tokenizer_file) {
+  auto bad = [&](std::string_view why) {
+    return ConfigError(file_name, StrCat("\"tokenizer.file\" ", why, ", got \"",
+                                         tokenizer_file, "\""));
+  };
+  if (tokenizer_file.empty()) return bad("must be a non-empty file name");
+  if (tokenizer_file.front() == '/') {
+    return bad("must be relative to the model directory");
+  }
+  if (tokenizer_file.find('\0') != std::string_view::npos) {
+    return bad("must not contain NUL");
+  }
+  for (size_t begin = 0; begin <= tokenizer_file.size();) {
+    size_t end = tokenizer_file.find('/', begin);
+    if (end == std::string_view::npos) end = tokenizer_file.size();
+    if (tokenizer_file.substr(begin, end - begin) == "..") {
+      return bad("must stay inside the model directory");
+    }
+    begin = end + 1;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateModelConfig(const ModelConfig& config,
+                                 std::string_view file_name) {
+  const std::pair<std::string_view, int> dimensions[] = {
+      {"d_model", config.d_model}, {"d_k", config.d_k},
+      {"d_v", config.d_v},         {"n_head", config.n_head},
+      {"n_code", config.n_code},   {"n_layer", config.n_layer},
+      {"n_vocab", config.n_vocab}, {"block_len", config.block_len},
+      {"mem_len", config.mem_len},
+  };
+  for (const auto& [key, value] : dimensions) {
+    TVQ_RETURN_IF_ERROR(CheckDimension(file_name, key, value));
+  }
+  if (config.d_model % 2 != 0) {
+    return ConfigError(
+        file_name, StrCat("\"d_model\" must be even, got ", config.d_model));
+  }
+  if (!std::isfinite(config.pe_lam) || config.pe_lam <= 0) {
+    return ConfigError(
+        file_name,
+        StrCat("\"pe_lam\" must be a number > 0, got ", config.pe_lam));
+  }
+  if (!std::isfinite(config.e_scale)) {
+    return ConfigError(
+        file_name,
+        StrCat("\"e_scale\" must be a finite number, got ", config.e_scale));
+  }
+  TVQ_RETURN_IF_ERROR(
+      CheckTokenId(file_name, "eos_id", config.eos_id, config.n_vocab));
+  TVQ_RETURN_IF_ERROR(
+      CheckTokenId(file_name, "pad_id", config.pad_id, config.n_vocab));
+  TVQ_RETURN_IF_ERROR(
+      CheckTokenId(file_name, "unk_id", config.unk_id, config.n_vocab));
+  switch (config.tokenizer_kind) {
+    case TokenizerKind::kByte:
+      if (config.n_vocab < kByteVocabSize) {
+        return ConfigError(
+            file_name, StrCat("\"n_vocab\" must be >= ", kByteVocabSize,
+                              " for the byte tokenizer, got ", config.n_vocab));
+      }
+      break;
+    case TokenizerKind::kSentencePiece:
+      TVQ_RETURN_IF_ERROR(
+          CheckTokenizerFileName(file_name, config.tokenizer_file));
+      break;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
+                                             std::string_view file_name) {
+  TVQ_ASSIGN_OR_RETURN(
+      json root, ParseStrictJson(json_text, absl::StatusCode::kInvalidArgument,
+                                 file_name));
+  if (!root.is_object()) {
+    return ConfigError(
+        file_name, StrCat("must hold a JSON object, got ", JsonTypeName(root)));
+  }
+  ConfigReader reader(root, file_name);
+
+  // The format comes first: a file of another format fails on it, not on
+  // whichever key it happens to lack.
+  TVQ_ASSIGN_OR_RETURN(const json* format, reader.Find("format"));
+  if (!format->is_string() ||
+      format->get_ref<const std::string&>() != kFormatName) {
+    return ConfigError(file_name, StrCat("\"format\" must be \"", kFormatName,
+                                         "\", got ", DescribeJson(*format)));
+  }
+  TVQ_ASSIGN_OR_RETURN(const json* version, reader.Find("format_version"));
+  if (!version->is_number_integer() ||
+      version->get<int64_t>() != kFormatVersion) {
+    return ConfigError(
+        file_name,
+        StrCat("unsupported \"format_version\" ", DescribeJson(*version),
+               " (this server reads format_version ", kFormatVersion, ")"));
+  }
+
+  ModelConfig config;
+  constexpr std::string_view kPositive = "an integer >= 1";
+  const std::pair<std::string_view, int*> dimensions[] = {
+      {"d_model", &config.d_model}, {"d_k", &config.d_k},
+      {"d_v", &config.d_v},         {"n_head", &config.n_head},
+      {"n_code", &config.n_code},   {"n_layer", &config.n_layer},
+      {"n_vocab", &config.n_vocab}, {"block_len", &config.block_len},
+      {"mem_len", &config.mem_len},
+  };
+  for (const auto& [key, field] : dimensions) {
+    TVQ_ASSIGN_OR_RETURN(*field, reader.Int(key, kPositive));
+  }
+  const std::pair<std::string_view, bool*> flags[] = {
+      {"agg_cache", &config.agg_cache},
+      {"pe_abs", &config.pe_abs},
+      {"e_tie", &config.e_tie},
+      {"e_preln", &config.e_preln},
+  };
+  for (const auto& [key, field] : flags) {
+    TVQ_ASSIGN_OR_RETURN(*field, reader.Bool(key));
+  }
+  TVQ_ASSIGN_OR_RETURN(config.pe_lam, reader.Number("pe_lam", "a number > 0"));
+  TVQ_ASSIGN_OR_RETURN(config.e_scale, reader.Number("e_scale", "a number"));
+  constexpr std::string_view kTokenId = "an integer in [0, n_vocab)";
+  TVQ_ASSIGN_OR_RETURN(config.eos_id, reader.Int("eos_id", kTokenId));
+  TVQ_ASSIGN_OR_RETURN(config.pad_id, reader.Int("pad_id", kTokenId));
+  TVQ_ASSIGN_OR_RETURN(config.unk_id, reader.Int("unk_id", kTokenId));
+  TVQ_ASSIGN_OR_RETURN(const json* tokenizer, reader.Find("tokenizer"));
+  TVQ_RETURN_IF_ERROR(ParseTokenizer(*tokenizer, file_name, config));
+
+  TVQ_RETURN_IF_ERROR(ValidateModelConfig(config, file_name));
+  return config;
+}
+
+std::string SublayerPrefix(int index) {
+  return StrCat("transformer_layers_", index / 2, "/scanned_attn",
+                index % 2 + 1, "/");
+}
+
+std::vector<TensorSpec> ExpectedTensors(const ModelConfig& config) {
+  const int64_t d_model = config.d_model;
+  const int64_t n_vocab = config.n_vocab;
+  const int64_t n_head = config.n_head;
+  const int64_t d_k = config.d_k;
+  const int64_t d_v = config.d_v;
+  const int64_t n_code = config.n_code;
+
+  std::vector<TensorSpec> specs = {
+      {"token_embedder/embs", {n_vocab, d_model}},
+      {"token_embedder/bias_out", {n_vocab}},
+  };
+  if (config.pe_abs) specs.push_back({"position_embedder/scale", {}});
+  if (config.e_preln) {
+    specs.push_back({"out_ln/g", {d_model}});
+    specs.push_back({"out_ln/b", {d_model}});
+  }
+  if (!config.e_tie) {
+    specs.push_back({"out_proj/kernel", {d_model, n_vocab}});
+    specs.push_back({"out_proj/bias", {n_vocab}});
+  }
+  for (int sublayer = 0; sublayer < config.num_sublayers(); ++sublayer) {
+    const std::string prefix = SublayerPrefix(sublayer);
+    specs.push_back({prefix + "input_ln/g", {d_model}});
+    specs.push_back({prefix + "input_ln/b", {d_model}});
+    specs.push_back({prefix + "q_proj/kernel", {d_model, n_head * d_k}});
+    specs.push_back(
+        {prefix + "kvg_proj/kernel", {d_model, n_head * (d_k + 2 * d_v)}});
+    specs.push_back({prefix + "r_proj/kernel", {d_model, n_head * d_k}});
+    specs.push_back({prefix + "res_proj/kernel", {n_head * d_v, d_model}});
+    specs.push_back({prefix + "u", {n_head * d_k}});
+    specs.push_back({prefix + "v", {n_head * d_k}});
+    specs.push_back({prefix + "quantizer/c_sum", {n_head, n_code, d_k}});
+    specs.push_back({prefix + "quantizer/c_count", {n_head, n_code}});
+  }
+  return specs;
+}
+
+}  // namespace tvq::runtime

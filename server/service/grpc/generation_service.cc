@@ -1,0 +1,567 @@
+#include "server/service/grpc/generation_service.h"
+
+#include <chrono>
+#include <cmath>
+#include <deque>
+#include <memory>
+#include <utility>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/service/grpc/status_to_grpc.h"
+#include "server/text/incremental_detokenizer.h"
+
+namespace tvq::service {
+namespace {
+
+// ---------------------------------------------------------------- protos
+
+v1::FinishReason ToProto(scheduler::FinishReason reason) {
+  switch (reason) {
+    case scheduler::FinishReason::kUnspecified:
+      return v1::FINISH_REASON_UNSPECIFIED;
+    case scheduler::FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case scheduler::FinishReason::kStopSequence:
+      return v1::FINISH_REASON_STOP_SEQUENCE;
+    case scheduler::FinishReason::kEos:
+      return v1::FINISH_REASON_EOS;
+    case scheduler::FinishReason::kStopToken:
+      return v1::FINISH_REASON_STOP_TOKEN;
+    case scheduler::FinishReason::kCancelled:
+      return v1::FINISH_REASON_CANCELLED;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+void ToProto(const scheduler::TokenLogprob& in, v1::TokenLogprob* out) {
+  out->set_token_id(in.token_id);
+  out->set_logprob(in.logprob);
+  for (const runtime::TokenAlternative& alternative : in.top_alternatives) {
+    v1::TopLogprob* top = out->add_top_logprobs();
+    top->set_token_id(alternative.token_id);
+    top->set_logprob(alternative.logprob);
+  }
+}
+
+void ToProto(const scheduler::Usage& in, v1::Usage* out) {
+  out->set_prompt_tokens(in.prompt_tokens);
+  out->set_generated_tokens(in.generated_tokens);
+  out->set_queue_time_seconds(in.queue_time_seconds);
+  out->set_time_to_first_token_seconds(in.time_to_first_token_seconds);
+  out->set_total_time_seconds(in.total_time_seconds);
+}
+
+// Appends an update's tokens, text and logprobs to a response message
+// (GenerateResponse or GenerateStreamResponse).
+template <typename Message>
+void AppendUpdate(scheduler::TokenUpdate& update, Message* message) {
+  for (int32_t id : update.token_ids) message->add_token_ids(id);
+  message->mutable_text()->append(update.text);
+  for (const scheduler::TokenLogprob& entry : update.logprobs) {
+    ToProto(entry, message->add_logprobs());
+  }
+}
+
+template <typename Message>
+void SetCompletion(const scheduler::Completion& completion, Message* message) {
+  message->set_finish_reason(ToProto(completion.finish_reason));
+  message->set_matched_stop_sequence(completion.matched_stop_sequence);
+  message->set_matched_stop_token_id(completion.matched_stop_token_id);
+  ToProto(completion.usage, message->mutable_usage());
+}
+
+absl::Time Deadline(const grpc::CallbackServerContext* context) {
+  const std::chrono::system_clock::time_point deadline = context->deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+// ---------------------------------------------------------------- Generate
+
+// A unary Generate call. The scheduler's sink writes into the response
+// (only the scheduler thread touches it until Finish).
+class GenerateCall final : public grpc::ServerUnaryReactor {
+ public:
+  GenerateCall(scheduler::Scheduler* scheduler, v1::GenerateResponse* response,
+               ActiveCallCounter* counter)
+      : hold_(counter), scheduler_(scheduler), response_(response) {}
+
+  void Start(scheduler::GenerationRequest request) {
+    response_->set_request_id(request.request_id);
+    response_->set_seed(request.sampling.seed);
+    absl::StatusOr<scheduler::RequestHandle> handle =
+        scheduler_->SubmitGeneration(std::move(request),
+                                     std::make_shared<Sink>(this));
+    if (!handle.ok()) {
+      Finish(ToGrpcStatus(handle.status()));
+      return;
+    }
+    handle_ = *handle;
+  }
+
+  void OnCancel() override { scheduler_->Cancel(handle_); }
+  void OnDone() override { delete this; }
+
+ private:
+  class Sink final : public scheduler::TokenSink {
+   public:
+    explicit Sink(GenerateCall* call) : call_(call) {}
+    void OnTokens(scheduler::TokenUpdate update) override {
+      AppendUpdate(update, call_->response_);
+    }
+    void OnFinished(scheduler::TokenUpdate update,
+                    const scheduler::Completion& completion) override {
+      AppendUpdate(update, call_->response_);
+      SetCompletion(completion, call_->response_);
+      call_->Finish(grpc::Status::OK);
+    }
+    void OnFailed(const absl::Status& status) override {
+      call_->Finish(ToGrpcStatus(status));
+    }
+
+   private:
+    GenerateCall* const call_;
+  };
+
+  ActiveCallCounter::Hold hold_;
+  scheduler::Scheduler* const scheduler_;
+  v1::GenerateResponse* const response_;
+  scheduler::RequestHandle handle_ = 0;
+};
+
+// ---------------------------------------------------------------- stream
+
+// A GenerateStream call: a queue of pending messages guarded by a mutex, at
+// most one write in flight, the next write started from OnWriteDone. The
+// scheduler thread only enqueues.
+class GenerateStreamCall final
+    : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
+ public:
+  GenerateStreamCall(scheduler::Scheduler* scheduler,
+                     ActiveCallCounter* counter)
+      : hold_(counter), scheduler_(scheduler) {}
+
+  void Start(scheduler::GenerationRequest request) {
+    request_id_ = request.request_id;
+    seed_ = request.sampling.seed;
+    absl::StatusOr<scheduler::RequestHandle> handle =
+        scheduler_->SubmitGeneration(std::move(request),
+                                     std::make_shared<Sink>(this));
+    if (!handle.ok()) {
+      End(ToGrpcStatus(handle.status()));
+      return;
+    }
+    handle_ = *handle;
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool cancel = false;
+    {
+      absl::MutexLock lock(&mutex_);
+      writing_ = false;
+      if (!ok && !broken_) {
+        // The client is gone: drop what is queued and stop generating.
+        broken_ = true;
+        pending_.clear();
+        cancel = true;
+      }
+    }
+    if (cancel) scheduler_->Cancel(handle_);
+    Pump();
+  }
+  void OnCancel() override { scheduler_->Cancel(handle_); }
+  void OnDone() override { delete this; }
+
+ private:
+  class Sink final : public scheduler::TokenSink {
+   public:
+    explicit Sink(GenerateStreamCall* call) : call_(call) {}
+    void OnTokens(scheduler::TokenUpdate update) override {
+      call_->Push(update, nullptr);
+    }
+    void OnFinished(scheduler::TokenUpdate update,
+                    const scheduler::Completion& completion) override {
+      call_->Push(update, &completion);
+      call_->End(grpc::Status::OK);
+    }
+    void OnFailed(const absl::Status& status) override {
+      call_->End(ToGrpcStatus(status));
+    }
+
+   private:
+    GenerateStreamCall* const call_;
+  };
+
+  // Queues a message. Queued messages are never in flight, so a new update
+  // merges into the last queued one: a slow client gets fewer, larger
+  // messages.
+  void Push(scheduler::TokenUpdate& update,
+            const scheduler::Completion* completion) {
+    {
+      absl::MutexLock lock(&mutex_);
+      if (broken_) return;
+      if (pending_.empty()) {
+        pending_.emplace_back();
+        pending_.back().set_request_id(request_id_);
+        pending_.back().set_seed(seed_);
+      }
+      v1::GenerateStreamResponse& message = pending_.back();
+      AppendUpdate(update, &message);
+      if (completion != nullptr) SetCompletion(*completion, &message);
+    }
+    Pump();
+  }
+
+  // The call's end: whatever is queued is written first (when OK).
+  void End(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mutex_);
+      ended_ = true;
+      final_status_ = std::move(status);
+      if (!final_status_.ok()) pending_.clear();
+    }
+    Pump();
+  }
+
+  // Starts the next write or the finish, if nothing is in flight.
+  void Pump() {
+    enum class Action { kNone, kWrite, kWriteAndFinish, kFinish };
+    Action action = Action::kNone;
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mutex_);
+      if (writing_ || finish_started_) return;
+      if (!pending_.empty()) {
+        in_flight_ = std::move(pending_.front());
+        pending_.pop_front();
+        writing_ = true;
+        if (pending_.empty() && ended_ && final_status_.ok()) {
+          finish_started_ = true;
+          status = final_status_;
+          action = Action::kWriteAndFinish;
+        } else {
+          action = Action::kWrite;
+        }
+      } else if (ended_) {
+        finish_started_ = true;
+        status = final_status_;
+        action = Action::kFinish;
+      }
+    }
+    switch (action) {
+      case Action::kNone:
+        break;
+      case Action::kWrite:
+        StartWrite(&in_flight_);
+        break;
+      case Action::kWriteAndFinish:
+        StartWriteAndFinish(&in_flight_, grpc::WriteOptions(), status);
+        break;
+      case Action::kFinish:
+        Finish(status);
+        break;
+    }
+  }
+
+  ActiveCallCounter::Hold hold_;
+  scheduler::Scheduler* const scheduler_;
+  std::string request_id_;
+  uint64_t seed_ = 0;
+  scheduler::RequestHandle handle_ = 0;
+
+  absl::Mutex mutex_;
+  std::deque<v1::GenerateStreamResponse> pending_ ABSL_GUARDED_BY(mutex_);
+  // The message being written (stable until its OnWriteDone / OnDone).
+  v1::GenerateStreamResponse in_flight_;
+  bool writing_ ABSL_GUARDED_BY(mutex_) = false;
+  bool broken_ ABSL_GUARDED_BY(mutex_) = false;
+  bool ended_ ABSL_GUARDED_BY(mutex_) = false;
+  bool finish_started_ ABSL_GUARDED_BY(mutex_) = false;
+  grpc::Status final_status_ ABSL_GUARDED_BY(mutex_);
+};
+
+// ---------------------------------------------------------------- Score
+
+class ScoreCall final : public grpc::ServerUnaryReactor {
+ public:
+  ScoreCall(scheduler::Scheduler* scheduler, v1::ScoreResponse* response,
+            const runtime::ModelConfig& config, ActiveCallCounter* counter)
+      : hold_(counter),
+        scheduler_(scheduler),
+        response_(response),
+        config_(config) {}
+
+  void Start(scheduler::ScoreRequest request) {
+    response_->set_request_id(request.request_id);
+    for (int32_t id : request.tokens) response_->add_token_ids(id);
+    absl::StatusOr<scheduler::RequestHandle> handle = scheduler_->SubmitScore(
+        std::move(request), std::make_shared<Sink>(this));
+    if (!handle.ok()) {
+      Finish(ToGrpcStatus(handle.status()));
+      return;
+    }
+    handle_ = *handle;
+  }
+
+  void OnCancel() override { scheduler_->Cancel(handle_); }
+  void OnDone() override { delete this; }
+
+ private:
+  class Sink final : public scheduler::ScoreSink {
+   public:
+    explicit Sink(ScoreCall* call) : call_(call) {}
+    void OnScored(scheduler::ScoreResult result) override {
+      call_->Complete(result);
+    }
+    void OnFailed(const absl::Status& status) override {
+      call_->Finish(ToGrpcStatus(status));
+    }
+
+   private:
+    ScoreCall* const call_;
+  };
+
+  void Complete(const scheduler::ScoreResult& result) {
+    int64_t scored_bytes = 0;
+    for (const scheduler::TokenLogprob& entry : result.token_logprobs) {
+      ToProto(entry, response_->add_token_logprobs());
+      if (entry.token_id != config_.pad_id &&
+          entry.token_id != config_.eos_id &&
+          entry.token_id != config_.unk_id) {
+        ++scored_bytes;
+      }
+    }
+    response_->set_total_logprob(result.total_logprob);
+    if (config_.tokenizer_kind == runtime::TokenizerKind::kByte &&
+        scored_bytes > 0) {
+      response_->set_bits_per_byte(-result.total_logprob / std::log(2.0) /
+                                   static_cast<double>(scored_bytes));
+    }
+    ToProto(result.usage, response_->mutable_usage());
+    Finish(grpc::Status::OK);
+  }
+
+  ActiveCallCounter::Hold hold_;
+  scheduler::Scheduler* const scheduler_;
+  v1::ScoreResponse* const response_;
+  const runtime::ModelConfig& config_;
+  scheduler::RequestHandle handle_ = 0;
+};
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const absl::Status& status) {
+  return FinishNow(context, ToGrpcStatus(status));
+}
+
+// A stream that ends at once with `status`.
+class FailedStream final
+    : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
+ public:
+  explicit FailedStream(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- service
+
+void ActiveCallCounter::Add(int delta) {
+  absl::MutexLock lock(&mutex_);
+  count_ += delta;
+}
+
+int ActiveCallCounter::count() const {
+  absl::MutexLock lock(&mutex_);
+  return count_;
+}
+
+bool ActiveCallCounter::WaitUntilNone(absl::Time deadline) {
+  absl::MutexLock lock(&mutex_);
+  auto none = [this]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) { return count_ == 0; };
+  return mutex_.AwaitWithDeadline(absl::Condition(&none), deadline);
+}
+
+GenerationService::GenerationService(const RequestLimits& limits,
+                                     std::string server_version)
+    : limits_(limits), server_version_(std::move(server_version)) {}
+
+void GenerationService::SetReady(const ModelContext* context) {
+  model_.store(context, std::memory_order_release);
+}
+
+void GenerationService::SetDraining() {
+  draining_.store(true, std::memory_order_release);
+}
+
+absl::StatusOr<const ModelContext*> GenerationService::Serving(
+    bool for_new_work) const {
+  const ModelContext* model = model_.load(std::memory_order_acquire);
+  if (model == nullptr) {
+    return absl::UnavailableError("the model is loading; retry shortly");
+  }
+  if (for_new_work && draining_.load(std::memory_order_acquire)) {
+    return absl::UnavailableError(
+        "the server is shutting down and accepts no new requests");
+  }
+  return model;
+}
+
+ValidationContext GenerationService::Validation(
+    const ModelContext& model) const {
+  ValidationContext context;
+  context.config = &model.weights->config();
+  context.tokenizer = model.tokenizer;
+  context.limits = limits_;
+  return context;
+}
+
+grpc::ServerUnaryReactor* GenerationService::Generate(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
+    v1::GenerateResponse* response) {
+  absl::StatusOr<const ModelContext*> model = Serving(/*for_new_work=*/true);
+  if (!model.ok()) return FinishNow(context, model.status());
+  absl::StatusOr<scheduler::GenerationRequest> generation =
+      ToGenerationRequest(*request, Validation(**model), RandomSeed());
+  if (!generation.ok()) return FinishNow(context, generation.status());
+  generation->deadline = Deadline(context);
+  auto* call = new GenerateCall((*model)->scheduler, response, &active_calls_);
+  call->Start(*std::move(generation));
+  return call;
+}
+
+grpc::ServerWriteReactor<v1::GenerateStreamResponse>*
+GenerationService::GenerateStream(grpc::CallbackServerContext* context,
+                                  const v1::GenerateRequest* request) {
+  absl::StatusOr<const ModelContext*> model = Serving(/*for_new_work=*/true);
+  if (!model.ok()) return new FailedStream(ToGrpcStatus(model.status()));
+  absl::StatusOr<scheduler::GenerationRequest> generation =
+      ToGenerationRequest(*request, Validation(**model), RandomSeed());
+  if (!generation.ok()) {
+    return new FailedStream(ToGrpcStatus(generation.status()));
+  }
+  generation->deadline = Deadline(context);
+  auto* call = new GenerateStreamCall((*model)->scheduler, &active_calls_);
+  call->Start(*std::move(generation));
+  return call;
+}
+
+grpc::ServerUnaryReactor* GenerationService::Score(
+    grpc::CallbackServerContext* context, const v1::ScoreRequest* request,
+    v1::ScoreResponse* response) {
+  absl::StatusOr<const ModelContext*> model = Serving(/*for_new_work=*/true);
+  if (!model.ok()) return FinishNow(context, model.status());
+  absl::StatusOr<scheduler::ScoreRequest> score =
+      ToScoreRequest(*request, Validation(**model));
+  if (!score.ok()) return FinishNow(context, score.status());
+  score->deadline = Deadline(context);
+  auto* call = new ScoreCall((*model)->scheduler, response,
+                             (*model)->weights->config(), &active_calls_);
+  call->Start(*std::move(score));
+  return call;
+}
+
+grpc::ServerUnaryReactor* GenerationService::Tokenize(
+    grpc::CallbackServerContext* context, const v1::TokenizeRequest* request,
+    v1::TokenizeResponse* response) {
+  absl::StatusOr<const ModelContext*> model = Serving(/*for_new_work=*/false);
+  if (!model.ok()) return FinishNow(context, model.status());
+  absl::StatusOr<std::vector<int32_t>> tokens =
+      TokenizeText(*request, Validation(**model));
+  if (!tokens.ok()) return FinishNow(context, tokens.status());
+  response->mutable_token_ids()->Add(tokens->begin(), tokens->end());
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* GenerationService::Detokenize(
+    grpc::CallbackServerContext* context, const v1::DetokenizeRequest* request,
+    v1::DetokenizeResponse* response) {
+  absl::StatusOr<const ModelContext*> model = Serving(/*for_new_work=*/false);
+  if (!model.ok()) return FinishNow(context, model.status());
+  if (absl::Status status =
+          ValidateDetokenizeRequest(*request, Validation(**model));
+      !status.ok()) {
+    return FinishNow(context, status);
+  }
+  // A whole sequence at once: the incremental detokenizer turns incomplete
+  // or invalid bytes into U+FFFD, so the text is valid UTF-8.
+  runtime::IncrementalDetokenizer detokenizer(*(*model)->tokenizer);
+  std::string text;
+  for (int32_t id : request->token_ids()) {
+    absl::StatusOr<std::string> piece = detokenizer.Append(id);
+    if (!piece.ok()) return FinishNow(context, piece.status());
+    text += *piece;
+  }
+  text += detokenizer.Finish();
+  response->set_text(std::move(text));
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
+    grpc::CallbackServerContext* context,
+    const v1::GetModelInfoRequest* /*request*/,
+    v1::GetModelInfoResponse* response) {
+  absl::StatusOr<const ModelContext*> model = Serving(/*for_new_work=*/false);
+  if (!model.ok()) return FinishNow(context, model.status());
+  const ModelContext& serving = **model;
+  const runtime::ModelConfig& config = serving.weights->config();
+  v1::ModelConfig* out = response->mutable_model_config();
+  out->set_d_model(config.d_model);
+  out->set_d_k(config.d_k);
+  out->set_d_v(config.d_v);
+  out->set_n_head(config.n_head);
+  out->set_n_code(config.n_code);
+  out->set_n_layer(config.n_layer);
+  out->set_n_vocab(config.n_vocab);
+  out->set_block_len(config.block_len);
+  out->set_mem_len(config.mem_len);
+  out->set_agg_cache(config.agg_cache);
+  out->set_pe_abs(config.pe_abs);
+  out->set_pe_lam(config.pe_lam);
+  out->set_e_tie(config.e_tie);
+  out->set_e_preln(config.e_preln);
+  out->set_e_scale(config.e_scale);
+  out->set_eos_id(config.eos_id);
+  out->set_pad_id(config.pad_id);
+  out->set_unk_id(config.unk_id);
+  response->set_model_path(serving.weights->directory());
+  response->set_weights_dtype(serving.weights->stored_dtype());
+  response->set_num_parameters(serving.weights->num_parameters());
+  response->set_tokenizer_kind(config.tokenizer_kind ==
+                                       runtime::TokenizerKind::kByte
+                                   ? v1::TOKENIZER_KIND_BYTE
+                                   : v1::TOKENIZER_KIND_SENTENCEPIECE);
+  response->set_vocab_size(serving.tokenizer->vocab_size());
+  response->set_state_bytes_per_sequence(serving.state_bytes_per_sequence);
+  const scheduler::SchedulerStats stats = serving.scheduler->Stats();
+  response->set_num_slots(stats.num_slots);
+  response->set_free_slots(stats.free_slots);
+  response->set_busy_slots(stats.busy_slots);
+  response->set_queued_requests(stats.queued_requests);
+  response->set_backend(serving.backend);
+  response->set_device(serving.device);
+  response->set_server_version(server_version_);
+  v1::ServerLimits* limits = response->mutable_limits();
+  limits->set_max_new_tokens_limit(limits_.max_new_tokens_limit);
+  limits->set_default_max_new_tokens(
+      std::min(limits_.default_max_new_tokens, limits_.max_new_tokens_limit));
+  limits->set_max_prompt_tokens(limits_.max_prompt_tokens);
+  limits->set_max_queue(serving.max_queue);
+  limits->set_max_stop_sequences(limits_.max_stop_sequences);
+  limits->set_max_stop_sequence_bytes(limits_.max_stop_sequence_bytes);
+  limits->set_max_stop_token_ids(limits_.max_stop_token_ids);
+  limits->set_max_top_logprobs(limits_.max_top_logprobs);
+  return FinishNow(context, grpc::Status::OK);
+}
+
+}  // namespace tvq::service

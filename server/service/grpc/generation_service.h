@@ -1,0 +1,118 @@
+// tvq.v1.TextGeneration over the gRPC callback API. It only translates and
+// validates: protos become scheduler requests, scheduler results become
+// protos, absl::Status becomes grpc::Status (status_to_grpc.h).
+//
+// Life cycle: the service is registered before the model is loaded; until
+// SetReady every call fails with UNAVAILABLE ("the model is loading"). After
+// SetDraining, Generate, GenerateStream and Score fail with UNAVAILABLE while
+// calls already running go on; Tokenize, Detokenize and GetModelInfo keep
+// answering until the server stops.
+#ifndef TVQ_SERVER_SERVICE_GRPC_GENERATION_SERVICE_H_
+#define TVQ_SERVER_SERVICE_GRPC_GENERATION_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/model/model_weights.h"
+#include "server/text/tokenizer.h"
+#include "server/scheduler/scheduler.h"
+#include "server/service/grpc/request_validation.h"
+#include "tvq/v1/tvq.grpc.pb.h"
+
+namespace tvq::service {
+
+// Everything the service serves once the model is loaded. Owned by the
+// caller; must outlive the service's last call.
+struct ModelContext {
+  const runtime::ModelWeights* weights = nullptr;
+  const runtime::Tokenizer* tokenizer = nullptr;
+  scheduler::Scheduler* scheduler = nullptr;
+  int64_t state_bytes_per_sequence = 0;
+  int max_queue = 0;
+  // "cpu" or "cuda", and the device in words.
+  std::string backend;
+  std::string device;
+};
+
+// Counts the Generate, GenerateStream and Score calls whose reactor has not
+// finished (OnDone), so that shutdown can wait for their last messages.
+class ActiveCallCounter {
+ public:
+  // Held by a reactor for its lifetime.
+  class Hold {
+   public:
+    explicit Hold(ActiveCallCounter* counter) : counter_(counter) {
+      counter_->Add(1);
+    }
+    ~Hold() { counter_->Add(-1); }
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+
+   private:
+    ActiveCallCounter* const counter_;
+  };
+
+  // True when no call is active, false when `deadline` passed first.
+  bool WaitUntilNone(absl::Time deadline);
+  int count() const;
+
+ private:
+  void Add(int delta);
+  mutable absl::Mutex mutex_;
+  int count_ ABSL_GUARDED_BY(mutex_) = 0;
+};
+
+class GenerationService final : public v1::TextGeneration::CallbackService {
+ public:
+  GenerationService(const RequestLimits& limits, std::string server_version);
+
+  // Starts serving `context` (kept by pointer).
+  void SetReady(const ModelContext* context);
+  // New Generate/GenerateStream/Score calls get UNAVAILABLE from now on.
+  void SetDraining();
+  // Waits until every Generate/GenerateStream/Score call has ended (its last
+  // message written); false when `deadline` passed first.
+  bool WaitForActiveCalls(absl::Time deadline) {
+    return active_calls_.WaitUntilNone(deadline);
+  }
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context,
+                                     const v1::GenerateRequest* request,
+                                     v1::GenerateResponse* response) override;
+  grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerateStream(
+      grpc::CallbackServerContext* context,
+      const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context,
+                                  const v1::ScoreRequest* request,
+                                  v1::ScoreResponse* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* Detokenize(
+      grpc::CallbackServerContext* context,
+      const v1::DetokenizeRequest* request,
+      v1::DetokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(
+      grpc::CallbackServerContext* context,
+      const v1::GetModelInfoRequest* request,
+      v1::GetModelInfoResponse* response) override;
+
+ private:
+  // The loaded model, or an UNAVAILABLE status (loading; draining when
+  // `for_new_work`).
+  absl::StatusOr<const ModelContext*> Serving(bool for_new_work) const;
+  ValidationContext Validation(const ModelContext& model) const;
+
+  const RequestLimits limits_;
+  const std::string server_version_;
+  std::atomic<const ModelContext*> model_{nullptr};
+  std::atomic<bool> draining_{false};
+  ActiveCallCounter active_calls_;
+};
+
+}  // namespace tvq::service
+
+#endif  // TVQ_SERVER_SERVICE_GRPC_GENERATION_SERVICE_H_
