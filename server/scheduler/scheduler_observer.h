@@ -9,10 +9,9 @@
 
 #include "absl/status/status.h"
 #include "server/scheduler/request.h"
+#include "server/scheduler/request_kind.h"
 
 namespace tvq::scheduler {
-
-enum class RequestKind { kGenerate, kScore };
 
 enum class StepPhase { kPrefill, kDecode };
 
