@@ -1,6 +1,5 @@
 #include "server/scheduler/scheduler.h"
 
-#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_format.h"

@@ -91,7 +91,13 @@ class Scheduler {
   // Queues a generation. On OK the scheduler owns the request and will end it
   // through `sink`; on error nothing was queued and `sink` is never called.
   // Errors: RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (draining or
-  // stopped), INVALID_ARGUMENT (empty prompt, id outside the vocabulary).
+  // stopped), INVALID_ARGUMENT (empty prompt, id outside the vocabulary,
+  // start_from without a key).
+  // A request that starts from a kept state (request.start_from) fails
+  // through `sink` at admission when the state is not there (NOT_FOUND), is
+  // in use by a running request (FAILED_PRECONDITION), or no slot can ever
+  // hold it (RESOURCE_EXHAUSTED: every other slot pinned); each message
+  // names the key.
   absl::StatusOr<RequestHandle> SubmitGeneration(
       GenerationRequest request, std::shared_ptr<TokenSink> sink);
   // Queues a score; same contract.

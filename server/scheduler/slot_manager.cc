@@ -102,8 +102,10 @@ absl::StatusOr<SlotAdmission> SlotManager::Admit(RequestHandle handle,
     return absl::ResourceExhaustedError(absl::StrFormat(
         "admission: no state slot is free or retained%s (%d slots: %d "
         "running, %d pinned)",
-        source >= 0 ? " besides the copied one" : "", num_slots(),
-        CountIn(SlotLife::kRunning), CountIn(SlotLife::kPinned)));
+        source >= 0
+            ? absl::StrFormat(" besides the one kept under \"%s\"", start.key)
+            : "",
+        num_slots(), CountIn(SlotLife::kRunning), CountIn(SlotLife::kPinned)));
   }
   Slot& taken = slots_[slot];
   if (taken.life == SlotLife::kRetained) {

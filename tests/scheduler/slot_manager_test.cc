@@ -165,7 +165,7 @@ TEST(SlotManagerTest, CopyNeverEvictsItsSource) {
   EXPECT_FALSE(slots.CanAdmit(Copy("a")));
   absl::StatusOr<SlotAdmission> refused = slots.Admit(2, Copy("a"));
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_TRUE(MessageHas(refused.status(), "besides the copied one"))
+  EXPECT_TRUE(MessageHas(refused.status(), "besides the one kept under \"a\""))
       << refused.status();
   EXPECT_EQ(slots.life(source), SlotLife::kRetained);
 }
