@@ -419,6 +419,9 @@ void Scheduler::AdmitSequence(std::unique_ptr<Sequence> sequence) {
     return;
   }
   const SlotAdmission& admission = *admitted.admission;
+  if (admission.evicted_key.has_value()) {
+    observer_->OnKeptStateEvicted(*admission.evicted_key);
+  }
   const int slot = admission.slot;
   slots_[slot] = std::move(sequence);
   admitted.slot = slot;

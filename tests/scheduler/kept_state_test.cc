@@ -85,6 +85,23 @@ class RecordingScoreSink final : public ScoreSink {
   absl::Notification done_;
 };
 
+// Records the keys of evicted states.
+class EvictionRecorder final : public SchedulerObserver {
+ public:
+  void OnKeptStateEvicted(std::string_view key) override {
+    absl::MutexLock lock(&mutex_);
+    evicted_.emplace_back(key);
+  }
+  std::vector<std::string> evicted() const {
+    absl::MutexLock lock(&mutex_);
+    return evicted_;
+  }
+
+ private:
+  mutable absl::Mutex mutex_;
+  std::vector<std::string> evicted_ ABSL_GUARDED_BY(mutex_);
+};
+
 StartFrom Continue(std::string key) {
   return {.mode = StartFrom::Mode::kContinue, .key = std::move(key)};
 }
@@ -96,7 +113,7 @@ class KeptStateTest : public ::testing::Test {
  protected:
   // The engine assembly of scheduler_test.cc (to be replaced by the shared
   // one from server/core at merge).
-  void Build(int num_slots) {
+  void Build(int num_slots, SchedulerObserver* observer = nullptr) {
     SchedulerOptions options;
     options.batch = {.step_token_budget = 16, .prefill_chunk = 8};
     golden_ = testing::LoadGolden("tiny-byte");
@@ -120,7 +137,8 @@ class KeptStateTest : public ::testing::Test {
         runtime::StatePool::Create(weights_->config(), *backend_, num_slots);
     ASSERT_TRUE(pool.ok()) << pool.status();
     pool_ = *std::move(pool);
-    auto scheduler = Scheduler::Create(*engine_, *pool_, *tokenizer_, options);
+    auto scheduler =
+        Scheduler::Create(*engine_, *pool_, *tokenizer_, options, observer);
     ASSERT_TRUE(scheduler.ok()) << scheduler.status();
     scheduler_ = *std::move(scheduler);
   }
@@ -343,8 +361,37 @@ TEST_F(KeptStateTest, ScoringFromAKeptStateMatchesTheGolden) {
   }
 }
 
+TEST_F(KeptStateTest, AContinuationAmongBusyPeersEqualsItAlone) {
+  Build(5);  // the kept state, its copy and three peers all at once
+  const std::vector<int32_t> whole = Generate(Greedy(kPrompt, 12));
+  GenerationRequest first = Greedy(kPrompt, 4);
+  first.keep = {.key = "a"};
+  const std::vector<int32_t> head = Generate(first);
+
+  GenerationRequest continuation = Greedy({Kept("a").pending_token}, 8);
+  continuation.start_from = Copy("a");
+  auto sink = std::make_shared<RecordingSink>();
+  std::vector<std::shared_ptr<RecordingSink>> peers;
+  for (int peer = 0; peer < 3; ++peer) {
+    std::vector<int32_t> prompt(5 + 9 * peer, 65 + peer);  // long prefills
+    prompt[0] = 0;
+    peers.push_back(std::make_shared<RecordingSink>());
+    ASSERT_TRUE(
+        scheduler_->SubmitGeneration(Greedy(prompt, 20), peers.back()).ok());
+  }
+  ASSERT_TRUE(scheduler_->SubmitGeneration(continuation, sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  for (const auto& peer : peers) ASSERT_TRUE(peer->Wait());
+  ASSERT_TRUE(sink->failure().ok()) << sink->failure();
+  std::vector<int32_t> joined = head;
+  const std::vector<int32_t> tail = sink->tokens();
+  joined.insert(joined.end(), tail.begin(), tail.end());
+  EXPECT_EQ(joined, whole);
+}
+
 TEST_F(KeptStateTest, RetainedStatesAreEvictedLeastRecentlyUsedFirst) {
-  Build(2);
+  EvictionRecorder recorder;  // outlives the scheduler (TearDown)
+  Build(2, &recorder);
   for (const char* key : {"old", "new"}) {
     GenerationRequest request = Greedy(kPrompt, 2);
     request.keep = {.key = key};
@@ -355,6 +402,7 @@ TEST_F(KeptStateTest, RetainedStatesAreEvictedLeastRecentlyUsedFirst) {
   Generate(Greedy(kPrompt, 2));  // needs a slot: "old" goes
   ASSERT_EQ(scheduler_->KeptStates().size(), 1u);
   EXPECT_EQ(scheduler_->KeptStates()[0].key, "new");
+  EXPECT_EQ(recorder.evicted(), std::vector<std::string>{"old"});
 
   absl::Status failure;
   GenerationRequest gone = Greedy({1}, 2);
