@@ -68,8 +68,9 @@ struct StartFrom {
   enum class Mode {
     // An empty state (position 0): today's behaviour.
     kEmpty,
-    // The state kept under `key`, in place: the request advances it, and the
-    // key is free again when the request ends (unless `keep` names it).
+    // The state kept under `key`, in place (no copy): the request advances
+    // it, and the key is gone when the request ends unless `keep` names it
+    // again. A request that fails loses the state: use kCopy to keep it.
     kContinue,
     // A copy of the state kept under `key` (StatePool::Copy); the source
     // stays untouched whatever happens to the request (fork, and "a failed
