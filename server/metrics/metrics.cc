@@ -1,6 +1,7 @@
 #include "server/metrics/metrics.h"
 
 #include <exception>
+#include <span>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -17,8 +18,6 @@ using prometheus::BuildHistogram;
 using scheduler::RequestKind;
 using scheduler::StepPhase;
 
-constexpr std::array<RequestKind, 2> kKinds = {RequestKind::kGenerate,
-                                               RequestKind::kScore};
 constexpr std::array<StepPhase, 2> kPhases = {StepPhase::kPrefill,
                                               StepPhase::kDecode};
 
@@ -28,12 +27,18 @@ constexpr std::array<std::string_view, 6> kMethods = {
     "Generate", "GenerateStream", "Score",
     "Tokenize", "Detokenize",     "GetModelInfo"};
 
-// Reasons a request can end with, per kind (docs/metrics.md).
-constexpr std::array<std::string_view, 7> kGenerateReasons = {
+// Reasons a request can end with (docs/metrics.md): kinds that sample
+// tokens end with a finish reason, the others "complete".
+constexpr std::array<std::string_view, 7> kSamplingReasons = {
     "length",    "stop_sequence", "eos",  "stop_token",
     "cancelled", "deadline",      "error"};
-constexpr std::array<std::string_view, 4> kScoreReasons = {
+constexpr std::array<std::string_view, 4> kNonSamplingReasons = {
     "complete", "cancelled", "deadline", "error"};
+
+std::span<const std::string_view> FinishedReasons(RequestKind kind) {
+  if (scheduler::SamplesTokens(kind)) return kSamplingReasons;
+  return kNonSamplingReasons;
+}
 
 std::vector<double> PowersOfTwo(int max_exponent) {
   std::vector<double> bounds;
@@ -63,10 +68,6 @@ const std::vector<double>& BatchSizeBuckets() {
   static const std::vector<double>* const kBuckets =
       new std::vector<double>(PowersOfTwo(10));
   return *kBuckets;
-}
-
-std::string_view RequestKindName(RequestKind kind) {
-  return kind == RequestKind::kGenerate ? "generate" : "score";
 }
 
 std::string GrpcCodeName(int code) {
@@ -113,13 +114,11 @@ void ServerMetrics::Register() {
                "Requests the scheduler accepted and that ended, by kind "
                "(generate, score) and reason.")
            .Register(registry);
-  for (std::string_view reason : kGenerateReasons) {
-    requests_finished_->Add(
-        {{"kind", "generate"}, {"reason", std::string(reason)}});
-  }
-  for (std::string_view reason : kScoreReasons) {
-    requests_finished_->Add(
-        {{"kind", "score"}, {"reason", std::string(reason)}});
+  for (const scheduler::RequestKindInfo& kind : scheduler::kRequestKinds) {
+    for (std::string_view reason : FinishedReasons(kind.kind)) {
+      requests_finished_->Add(
+          {{"kind", std::string(kind.name)}, {"reason", std::string(reason)}});
+    }
   }
   requests_rejected_ =
       &BuildCounter()
@@ -129,10 +128,10 @@ void ServerMetrics::Register() {
                "gRPC status code (RESOURCE_EXHAUSTED: queue full; "
                "UNAVAILABLE: shutting down).")
            .Register(registry);
-  for (RequestKind kind : kKinds) {
+  for (const scheduler::RequestKindInfo& kind : scheduler::kRequestKinds) {
     for (const char* code : {"RESOURCE_EXHAUSTED", "UNAVAILABLE"}) {
       requests_rejected_->Add(
-          {{"kind", std::string(RequestKindName(kind))}, {"code", code}});
+          {{"kind", std::string(kind.name)}, {"code", code}});
     }
   }
 
@@ -163,13 +162,13 @@ void ServerMetrics::Register() {
       "tvq_prefill_duration_seconds",
       "Seconds from admission to the end of the prompt's prefill (the first "
       "token of a generation, the result of a score).");
-  for (RequestKind kind : kKinds) {
-    const prometheus::Labels labels = {
-        {"kind", std::string(RequestKindName(kind))}};
-    request_duration_[KindIndex(kind)] =
+  for (const scheduler::RequestKindInfo& kind : scheduler::kRequestKinds) {
+    const prometheus::Labels labels = {{"kind", std::string(kind.name)}};
+    KindInstruments& instruments = per_kind_[kind.kind];
+    instruments.request_duration =
         &duration->Add(labels, LatencyBucketsSeconds());
-    queue_wait_[KindIndex(kind)] = &queue->Add(labels, LatencyBucketsSeconds());
-    prefill_duration_[KindIndex(kind)] =
+    instruments.queue_wait = &queue->Add(labels, LatencyBucketsSeconds());
+    instruments.prefill_duration =
         &prefill->Add(labels, LatencyBucketsSeconds());
   }
 
@@ -192,9 +191,9 @@ void ServerMetrics::Register() {
            .Name("tvq_request_prompt_tokens")
            .Help("Prompt tokens per request (the scored sequence for scores).")
            .Register(registry);
-  for (RequestKind kind : kKinds) {
-    request_prompt_tokens_[KindIndex(kind)] = &prompt_per_request->Add(
-        {{"kind", std::string(RequestKindName(kind))}}, TokenCountBuckets());
+  for (const scheduler::RequestKindInfo& kind : scheduler::kRequestKinds) {
+    per_kind_[kind.kind].request_prompt_tokens = &prompt_per_request->Add(
+        {{"kind", std::string(kind.name)}}, TokenCountBuckets());
   }
   request_generated_tokens_ =
       &BuildHistogram()

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -71,8 +72,8 @@ struct ModelInfo {
   int mem_len = 0;
 };
 
-// "generate" or "score".
-std::string_view RequestKindName(scheduler::RequestKind kind);
+// "generate", "score": the names table in scheduler/request_kind.h.
+using scheduler::RequestKindName;
 
 // The gRPC name of a status code ("OK", "INVALID_ARGUMENT", ...); "UNKNOWN"
 // outside 0..16.
@@ -118,16 +119,16 @@ class ServerMetrics final : public RpcMetrics {
   prometheus::Histogram& inter_token_latency() { return *inter_token_latency_; }
   prometheus::Histogram& decode_duration() { return *decode_duration_; }
   prometheus::Histogram& request_duration(scheduler::RequestKind kind) {
-    return *request_duration_[KindIndex(kind)];
+    return *ForKind(kind).request_duration;
   }
   prometheus::Histogram& queue_wait(scheduler::RequestKind kind) {
-    return *queue_wait_[KindIndex(kind)];
+    return *ForKind(kind).queue_wait;
   }
   prometheus::Histogram& prefill_duration(scheduler::RequestKind kind) {
-    return *prefill_duration_[KindIndex(kind)];
+    return *ForKind(kind).prefill_duration;
   }
   prometheus::Histogram& request_prompt_tokens(scheduler::RequestKind kind) {
-    return *request_prompt_tokens_[KindIndex(kind)];
+    return *ForKind(kind).request_prompt_tokens;
   }
   prometheus::Histogram& request_generated_tokens() {
     return *request_generated_tokens_;
@@ -141,8 +142,13 @@ class ServerMetrics final : public RpcMetrics {
   using CounterFamily = prometheus::Family<prometheus::Counter>;
   using GaugeFamily = prometheus::Family<prometheus::Gauge>;
   using HistogramFamily = prometheus::Family<prometheus::Histogram>;
-  template <typename T>
-  using PerKind = std::array<T*, 2>;
+  // The series labelled {kind=...} of one request kind.
+  struct KindInstruments {
+    prometheus::Histogram* request_duration = nullptr;
+    prometheus::Histogram* queue_wait = nullptr;
+    prometheus::Histogram* prefill_duration = nullptr;
+    prometheus::Histogram* request_prompt_tokens = nullptr;
+  };
   template <typename T>
   using PerPhase = std::array<T*, 2>;
 
@@ -150,8 +156,9 @@ class ServerMetrics final : public RpcMetrics {
   // Builds the families and the children known in advance; throws what
   // prometheus-cpp throws (Create catches).
   void Register();
-  static size_t KindIndex(scheduler::RequestKind kind) {
-    return kind == scheduler::RequestKind::kGenerate ? 0 : 1;
+  // Every kind of scheduler::kRequestKinds has its entry (Register).
+  const KindInstruments& ForKind(scheduler::RequestKind kind) const {
+    return per_kind_.find(kind)->second;
   }
   static size_t PhaseIndex(scheduler::StepPhase phase) {
     return phase == scheduler::StepPhase::kPrefill ? 0 : 1;
@@ -170,10 +177,8 @@ class ServerMetrics final : public RpcMetrics {
   prometheus::Histogram* time_to_first_token_ = nullptr;
   prometheus::Histogram* inter_token_latency_ = nullptr;
   prometheus::Histogram* decode_duration_ = nullptr;
-  PerKind<prometheus::Histogram> request_duration_{};
-  PerKind<prometheus::Histogram> queue_wait_{};
-  PerKind<prometheus::Histogram> prefill_duration_{};
-  PerKind<prometheus::Histogram> request_prompt_tokens_{};
+  // One entry per request kind, made from the kinds table at registration.
+  absl::flat_hash_map<scheduler::RequestKind, KindInstruments> per_kind_;
   prometheus::Histogram* request_generated_tokens_ = nullptr;
   prometheus::Histogram* batch_size_ = nullptr;
   PerPhase<prometheus::Histogram> step_duration_{};

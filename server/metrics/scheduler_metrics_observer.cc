@@ -9,9 +9,9 @@ using scheduler::StepPhase;
 std::string_view FinishedReasonLabel(const RequestOutcome& outcome) {
   switch (outcome.status_code) {
     case absl::StatusCode::kOk:
-      return outcome.kind == RequestKind::kScore
-                 ? "complete"
-                 : scheduler::FinishReasonName(outcome.finish_reason);
+      return scheduler::SamplesTokens(outcome.kind)
+                 ? scheduler::FinishReasonName(outcome.finish_reason)
+                 : "complete";
     case absl::StatusCode::kCancelled:
     case absl::StatusCode::kUnavailable:
       return "cancelled";
@@ -51,15 +51,16 @@ void SchedulerMetricsObserver::OnRequestFinished(
   metrics_.CountFinished(outcome.kind, FinishedReasonLabel(outcome));
   metrics_.request_duration(outcome.kind).Observe(outcome.total_seconds);
   metrics_.request_prompt_tokens(outcome.kind).Observe(outcome.prompt_tokens);
-  // The prefill ended when a generation produced its first token, or when a
-  // score completed.
-  const bool prefilled = outcome.kind == RequestKind::kGenerate
+  // The prefill ended when a sampling kind (generation) produced its first
+  // token, or when another kind (score) completed.
+  const bool samples_tokens = scheduler::SamplesTokens(outcome.kind);
+  const bool prefilled = samples_tokens
                              ? outcome.generated_tokens > 0
                              : outcome.status_code == absl::StatusCode::kOk;
   if (prefilled) {
     metrics_.prefill_duration(outcome.kind).Observe(outcome.prefill_seconds);
   }
-  if (outcome.kind == RequestKind::kGenerate) {
+  if (samples_tokens) {
     metrics_.request_generated_tokens().Observe(outcome.generated_tokens);
     if (outcome.generated_tokens > 0) {
       metrics_.decode_duration().Observe(outcome.decode_seconds);

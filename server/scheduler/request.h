@@ -62,6 +62,35 @@ struct Usage {
   double total_time_seconds = 0;
 };
 
+// Which state a request starts from. Mechanism only: no public API sets it
+// yet (sessions will).
+struct StartFrom {
+  enum class Mode {
+    // An empty state (position 0): today's behaviour.
+    kEmpty,
+    // The state kept under `key`, in place (no copy): the request advances
+    // it, and the key is gone when the request ends unless `keep` names it
+    // again. A request that fails loses the state: use kCopy to keep it.
+    kContinue,
+    // A copy of the state kept under `key` (StatePool::Copy); the source
+    // stays untouched whatever happens to the request (fork, and "a failed
+    // request leaves the state as it was").
+    kCopy,
+  };
+  Mode mode = Mode::kEmpty;
+  // The kept state (kContinue, kCopy).
+  std::string key;
+};
+
+// What happens to a request's state when it ends successfully. Default (empty
+// key): the slot is freed. Otherwise the state is kept under `key` (replacing
+// whatever was kept under it), pinned or evictable. A request that fails,
+// is cancelled or cut short never keeps its state.
+struct KeepState {
+  std::string key;
+  bool pinned = false;
+};
+
 struct GenerationRequest {
   // Echoed back; for logs and errors.
   std::string request_id;
@@ -79,6 +108,12 @@ struct GenerationRequest {
   int top_logprobs = 0;
   // The request fails with DEADLINE_EXCEEDED once this passes.
   absl::Time deadline = absl::InfiniteFuture();
+  // The state the prompt is fed into, and what to do with it afterwards. A
+  // kept generation state holds the prompt and every generated token but the
+  // last (never fed); SlotManager reports that one as the pending token, and
+  // a continuation feeds it first.
+  StartFrom start_from;
+  KeepState keep;
 };
 
 // Tokens produced since the previous report.
@@ -118,6 +153,10 @@ struct ScoreRequest {
   std::vector<int32_t> tokens;
   int top_logprobs = 0;
   absl::Time deadline = absl::InfiniteFuture();
+  // As in GenerationRequest. Scoring from a kept state scores tokens[1..]
+  // given the state and the tokens before them.
+  StartFrom start_from;
+  KeepState keep;
 };
 
 struct ScoreResult {

@@ -1,62 +1,60 @@
 #include "server/scheduler/scheduler.h"
 
-#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "server/engine/sampler.h"
-#include "server/text/incremental_detokenizer.h"
-#include "server/text/stop_sequence_matcher.h"
+#include "server/scheduler/job.h"
 
 namespace tvq::scheduler {
 
+// One accepted request: its job and where it stands in the loop.
 struct Scheduler::Sequence {
-  RequestKind kind = RequestKind::kGenerate;
-  RequestHandle handle = 0;
-  GenerationRequest generation;  // kGenerate
-  ScoreRequest score;            // kScore
-  std::shared_ptr<TokenSink> token_sink;
-  std::shared_ptr<ScoreSink> score_sink;
+  explicit Sequence(Job job_in) : job(std::move(job_in)) {}
 
-  absl::Time arrival = absl::Now();
-  absl::Time admitted = absl::InfinitePast();
-  absl::Time first_token = absl::InfinitePast();
-  absl::Time last_token = absl::InfinitePast();
+  RequestHandle handle = 0;
+  Job job;
+  RequestClock clock;
 
   int slot = -1;
   SlotState state = SlotState::kIdle;
   uint64_t admission_order = 0;
   // Tokens of tokens() already fed to the model.
   int64_t prefilled = 0;
+  // SlotManager's decision, taken when the request leaves the queue.
+  absl::StatusOr<SlotAdmission> admission =
+      absl::FailedPreconditionError("not admitted");
+  // The job ended successfully (only then may it keep its state).
+  bool completed = false;
 
-  // Generation.
-  std::unique_ptr<runtime::Sampler> sampler;
-  std::unique_ptr<runtime::IncrementalDetokenizer> detokenizer;
-  std::unique_ptr<runtime::StopSequenceMatcher> stops;
-  int32_t next_input = -1;
-  int generated = 0;
-
-  // Score.
-  ScoreResult score_result;
-
+  RequestKind kind() const { return KindOf(job); }
   const std::vector<int32_t>& tokens() const {
-    return kind == RequestKind::kGenerate ? generation.prompt : score.tokens;
+    return std::visit(
+        [](const auto& job) -> const std::vector<int32_t>& {
+          return job.tokens();
+        },
+        job);
   }
   absl::Time deadline() const {
-    return kind == RequestKind::kGenerate ? generation.deadline
-                                          : score.deadline;
+    return std::visit([](const auto& job) { return job.deadline(); }, job);
   }
-  const std::string& request_id() const {
-    return kind == RequestKind::kGenerate ? generation.request_id
-                                          : score.request_id;
+  const StartFrom& start_from() const {
+    return std::visit(
+        [](const auto& job) -> const StartFrom& { return job.start_from(); },
+        job);
+  }
+  const KeepState& keep() const {
+    return std::visit(
+        [](const auto& job) -> const KeepState& { return job.keep(); }, job);
+  }
+  int generated() const {
+    return std::visit([](const auto& job) { return job.generated(); }, job);
+  }
+  int32_t pending_token() const {
+    return std::visit([](const auto& job) { return job.pending_token(); }, job);
   }
 };
 
 namespace {
-
-double Seconds(absl::Duration duration) {
-  return absl::ToDoubleSeconds(duration);
-}
 
 absl::Status CheckTokens(const std::vector<int32_t>& tokens, int n_vocab,
                          const char* what) {
@@ -66,6 +64,15 @@ absl::Status CheckTokens(const std::vector<int32_t>& tokens, int n_vocab,
           absl::StrFormat("%s[%d] = %d is outside the vocabulary [0, %d)", what,
                           i, tokens[i], n_vocab));
     }
+  }
+  return absl::OkStatus();
+}
+
+// A StartFrom that names a kept state must name it.
+absl::Status CheckStartFrom(const StartFrom& start) {
+  if (start.mode != StartFrom::Mode::kEmpty && start.key.empty()) {
+    return absl::InvalidArgumentError(
+        "start_from: continuing or copying a kept state needs its key");
   }
   return absl::OkStatus();
 }
@@ -116,7 +123,10 @@ Scheduler::Scheduler(runtime::TransformerVq& engine, runtime::StatePool& pool,
       observer_(observer != nullptr ? observer : &default_observer_),
       num_slots_(pool.num_slots()),
       n_vocab_(engine.config().n_vocab),
-      eos_id_(engine.config().eos_id),
+      job_environment_{.tokenizer = tokenizer,
+                       .n_vocab = engine.config().n_vocab,
+                       .eos_id = engine.config().eos_id},
+      slot_manager_(pool.num_slots()),
       slots_(pool.num_slots()) {}
 
 Scheduler::~Scheduler() { Stop(); }
@@ -135,11 +145,11 @@ absl::StatusOr<RequestHandle> Scheduler::SubmitGeneration(
     return absl::InvalidArgumentError(absl::StrFormat(
         "max_new_tokens must be >= 1, got %d", request.max_new_tokens));
   }
-  auto sequence = std::make_unique<Sequence>();
-  sequence->kind = RequestKind::kGenerate;
-  sequence->generation = std::move(request);
-  sequence->token_sink = std::move(sink);
-  return Enqueue(std::move(sequence));
+  if (absl::Status status = CheckStartFrom(request.start_from); !status.ok()) {
+    return status;
+  }
+  return Enqueue(std::make_unique<Sequence>(Job(
+      std::in_place_type<GenerationJob>, std::move(request), std::move(sink))));
 }
 
 absl::StatusOr<RequestHandle> Scheduler::SubmitScore(
@@ -154,22 +164,23 @@ absl::StatusOr<RequestHandle> Scheduler::SubmitScore(
       !status.ok()) {
     return status;
   }
-  auto sequence = std::make_unique<Sequence>();
-  sequence->kind = RequestKind::kScore;
-  sequence->score = std::move(request);
-  sequence->score_sink = std::move(sink);
-  return Enqueue(std::move(sequence));
+  if (absl::Status status = CheckStartFrom(request.start_from); !status.ok()) {
+    return status;
+  }
+  return Enqueue(std::make_unique<Sequence>(
+      Job(std::in_place_type<ScoreJob>, std::move(request), std::move(sink))));
 }
 
 absl::StatusOr<RequestHandle> Scheduler::Enqueue(
     std::unique_ptr<Sequence> sequence) {
-  const RequestKind kind = sequence->kind;
+  const RequestKind kind = sequence->kind();
   absl::Status refusal;
   int depth = 0;
   RequestHandle handle = 0;
   {
     absl::MutexLock lock(&mutex_);
-    const int capacity = options_.max_queue + (num_slots_ - busy_slots_);
+    const int capacity =
+        options_.max_queue + (num_slots_ - busy_slots_ - pinned_slots_);
     if (draining_ || stopping_) {
       refusal = absl::UnavailableError(
           "the server is shutting down and accepts no new requests");
@@ -181,7 +192,7 @@ absl::StatusOr<RequestHandle> Scheduler::Enqueue(
     } else {
       handle = next_handle_++;
       sequence->handle = handle;
-      sequence->arrival = absl::Now();
+      sequence->clock.arrival = absl::Now();
       live_.insert(handle);
       queue_.push_back(std::move(sequence));
       depth = static_cast<int>(queue_.size());
@@ -205,10 +216,17 @@ SchedulerStats Scheduler::Stats() const {
   SchedulerStats stats;
   stats.num_slots = num_slots_;
   stats.busy_slots = busy_slots_;
-  stats.free_slots = num_slots_ - busy_slots_;
+  stats.free_slots = num_slots_ - busy_slots_ - pinned_slots_;
+  stats.retained_slots = retained_slots_;
+  stats.pinned_slots = pinned_slots_;
   stats.queued_requests = static_cast<int>(queue_.size());
   stats.draining = draining_;
   return stats;
+}
+
+std::vector<KeptState> Scheduler::KeptStates() const {
+  absl::MutexLock lock(&mutex_);
+  return kept_states_;
 }
 
 bool Scheduler::HasWorkLocked() const {
@@ -275,11 +293,7 @@ void Scheduler::Loop() {
           ++it;
         }
       }
-      while (!queue_.empty() && busy_slots_ < num_slots_) {
-        admitted.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-        ++busy_slots_;
-      }
+      TakeAdmissionsLocked(admitted);
     }
 
     // 1. Reap.
@@ -309,7 +323,7 @@ void Scheduler::Loop() {
       } else if (sequence->deadline() <= now) {
         Fail(*sequence, absl::DeadlineExceededError(absl::StrFormat(
                             "the deadline passed after %d generated tokens",
-                            sequence->generated)));
+                            sequence->generated())));
       } else if (cut_short) {
         CutShort(*sequence);
       }
@@ -355,37 +369,98 @@ std::vector<SlotView> Scheduler::SlotViews() const {
   return views;
 }
 
+void Scheduler::TakeAdmissionsLocked(
+    std::vector<std::unique_ptr<Sequence>>& admitted) {
+  while (!queue_.empty()) {
+    Sequence& next = *queue_.front();
+    // Oldest first: the head waits for a running request to end; when none
+    // runs, no slot will ever come, and Admit says why.
+    if (!slot_manager_.CanAdmit(next.start_from()) &&
+        slot_manager_.CountIn(SlotLife::kRunning) > 0) {
+      break;
+    }
+    next.admission = slot_manager_.Admit(next.handle, next.start_from());
+    if (next.admission.ok()) ++busy_slots_;
+    admitted.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  retained_slots_ = slot_manager_.CountIn(SlotLife::kRetained);
+  pinned_slots_ = slot_manager_.CountIn(SlotLife::kPinned);
+}
+
+template <typename Operation>
+decltype(auto) Scheduler::RunJob(Sequence& sequence, Operation&& operation) {
+  const auto report = [this, &sequence](absl::StatusCode code,
+                                        FinishReason reason) {
+    ReportOutcome(sequence, code, reason);
+  };
+  const JobContext context{.environment = job_environment_,
+                           .observer = *observer_,
+                           .clock = sequence.clock,
+                           .report_outcome = report};
+  return std::visit(
+      [&operation, &context](auto& job) -> decltype(auto) {
+        return operation(job, context);
+      },
+      sequence.job);
+}
+
 void Scheduler::AdmitSequence(std::unique_ptr<Sequence> sequence) {
-  int slot = 0;
-  while (slots_[slot] != nullptr) ++slot;  // busy_slots_ < num_slots_ holds
   Sequence& admitted = *sequence;
-  slots_[slot] = std::move(sequence);
-  admitted.slot = slot;
-  admitted.admitted = absl::Now();
+  admitted.clock.admitted = absl::Now();
   admitted.admission_order = next_admission_order_++;
   admitted.state = SlotState::kPrefilling;
-  observer_->OnRequestAdmitted(admitted.kind,
-                               Seconds(admitted.admitted - admitted.arrival));
-  if (absl::Status status = pool_.Reset(slot); !status.ok()) {
-    Fail(admitted, Annotate(status, "resetting the state slot"));
+  if (!admitted.admission.ok()) {
+    observer_->OnRequestAdmitted(
+        admitted.kind(),
+        Seconds(admitted.clock.admitted - admitted.clock.arrival));
+    Fail(admitted, admitted.admission.status());
+    unslotted_.push_back(std::move(sequence));
     return;
   }
-  if (admitted.kind == RequestKind::kGenerate) {
-    const GenerationRequest& request = admitted.generation;
-    admitted.sampler =
-        std::make_unique<runtime::Sampler>(request.sampling, n_vocab_);
-    admitted.sampler->ObservePrompt(request.prompt);
-    admitted.detokenizer =
-        std::make_unique<runtime::IncrementalDetokenizer>(tokenizer_);
-    admitted.stops =
-        std::make_unique<runtime::StopSequenceMatcher>(request.stop_sequences);
+  const SlotAdmission& admission = *admitted.admission;
+  if (admission.evicted_key.has_value()) {
+    observer_->OnKeptStateEvicted(*admission.evicted_key);
   }
+  const int slot = admission.slot;
+  slots_[slot] = std::move(sequence);
+  admitted.slot = slot;
+  observer_->OnRequestAdmitted(
+      admitted.kind(),
+      Seconds(admitted.clock.admitted - admitted.clock.arrival));
+  absl::Status prepared;
+  switch (admission.mode) {
+    case StartFrom::Mode::kEmpty:
+      if (absl::Status status = pool_.Reset(slot); !status.ok()) {
+        prepared = Annotate(status, "resetting the state slot");
+      }
+      break;
+    case StartFrom::Mode::kContinue:
+      break;  // the kept state, as it is
+    case StartFrom::Mode::kCopy:
+      if (absl::Status status = pool_.Copy(admission.copy_from, slot);
+          !status.ok()) {
+        prepared = Annotate(
+            status, absl::StrFormat("copying the state kept under \"%s\"",
+                                    admitted.start_from().key));
+      }
+      break;
+  }
+  if (!prepared.ok()) {
+    Fail(admitted, prepared);
+    return;
+  }
+  RunJob(admitted,
+         [](auto& job, const JobContext& context) { job.Start(context); });
 }
 
 void Scheduler::RunDecode(const std::vector<int>& decode_slots) {
   std::vector<int32_t> tokens;
   tokens.reserve(decode_slots.size());
-  for (int slot : decode_slots) tokens.push_back(slots_[slot]->next_input);
+  for (int slot : decode_slots) {
+    tokens.push_back(std::visit(
+        [](const auto& job) { return job.decode_input(); }, slots_[slot]->job));
+  }
   const absl::Time start = absl::Now();
   const absl::Status status =
       engine_.DecodeStep(pool_, decode_slots, tokens, &logprob_rows_);
@@ -400,7 +475,12 @@ void Scheduler::RunDecode(const std::vector<int>& decode_slots) {
   }
   const std::span<const float> rows(logprob_rows_);
   for (size_t i = 0; i < decode_slots.size(); ++i) {
-    EmitToken(*slots_[decode_slots[i]], rows.subspan(i * n_vocab_, n_vocab_));
+    Sequence& sequence = *slots_[decode_slots[i]];
+    const std::span<const float> row = rows.subspan(i * n_vocab_, n_vocab_);
+    AfterStep(sequence,
+              RunJob(sequence, [row](auto& job, const JobContext& context) {
+                return job.AfterDecode(context, row);
+              }));
   }
 }
 
@@ -410,13 +490,9 @@ void Scheduler::RunPrefill(const PrefillChunk& chunk) {
   const int64_t first = sequence.prefilled;
   const int64_t total = static_cast<int64_t>(tokens.size());
   const bool last_chunk = first + chunk.num_tokens == total;
-  const bool score = sequence.kind == RequestKind::kScore;
-  runtime::LogprobRows rows = runtime::LogprobRows::kNone;
-  if (score) {
-    rows = runtime::LogprobRows::kAll;
-  } else if (last_chunk) {
-    rows = runtime::LogprobRows::kLast;
-  }
+  const runtime::LogprobRows rows = std::visit(
+      [last_chunk](const auto& job) { return job.PrefillRows(last_chunk); },
+      sequence.job);
   const std::span<const int32_t> input =
       std::span<const int32_t>(tokens).subspan(first, chunk.num_tokens);
   const absl::Time start = absl::Now();
@@ -432,208 +508,94 @@ void Scheduler::RunPrefill(const PrefillChunk& chunk) {
   }
   sequence.prefilled += chunk.num_tokens;
   const std::span<const float> logprobs(logprob_rows_);
-
-  if (score) {
-    const int top = sequence.score.top_logprobs;
-    ScoreResult& result = sequence.score_result;
-    for (int i = 0; i < chunk.num_tokens; ++i) {
-      const int64_t position = first + i;
-      if (position + 1 >= total) break;
-      const std::span<const float> row =
-          logprobs.subspan(static_cast<size_t>(i) * n_vocab_, n_vocab_);
-      TokenLogprob entry;
-      entry.token_id = tokens[position + 1];
-      entry.logprob = row[entry.token_id];
-      if (top > 0) runtime::TopAlternatives(row, top, &entry.top_alternatives);
-      result.total_logprob += entry.logprob;
-      result.token_logprobs.push_back(std::move(entry));
-    }
-    if (last_chunk) FinishScore(sequence);
-    return;
-  }
-  if (last_chunk) {
-    sequence.state = SlotState::kDecoding;
-    EmitToken(sequence, logprobs.subspan(0, n_vocab_));
-  }
+  const int num_tokens = chunk.num_tokens;
+  AfterStep(sequence,
+            RunJob(sequence, [&](auto& job, const JobContext& context) {
+              return job.AfterPrefill(context, logprobs, first, num_tokens,
+                                      last_chunk);
+            }));
 }
 
-void Scheduler::EmitToken(Sequence& sequence, std::span<const float> row) {
-  const GenerationRequest& request = sequence.generation;
-  absl::StatusOr<int32_t> sampled =
-      sequence.sampler->Sample(row, static_cast<uint64_t>(sequence.generated));
-  if (!sampled.ok()) {
-    Fail(sequence, Annotate(sampled.status(), "sampling failed"));
+void Scheduler::AfterStep(Sequence& sequence,
+                          const absl::StatusOr<SlotState>& next) {
+  if (!next.ok()) {
+    Fail(sequence, next.status());
     return;
   }
-  const int32_t token = *sampled;
-  const absl::Time now = absl::Now();
-  ++sequence.generated;
-  if (sequence.generated == 1) {
-    sequence.first_token = now;
-    observer_->OnFirstToken(Seconds(now - sequence.arrival));
-  } else {
-    observer_->OnToken(Seconds(now - sequence.last_token));
-  }
-  sequence.last_token = now;
-
-  TokenUpdate update;
-  update.token_ids.push_back(token);
-  if (request.logprobs || request.top_logprobs > 0) {
-    TokenLogprob entry;
-    entry.token_id = token;
-    entry.logprob = row[token];
-    runtime::TopAlternatives(row, request.top_logprobs,
-                             &entry.top_alternatives);
-    update.logprobs.push_back(std::move(entry));
-  }
-
-  FinishReason reason = FinishReason::kUnspecified;
-  std::string matched_stop_sequence;
-  int32_t matched_stop_token_id = -1;
-  if (!request.ignore_eos && token == eos_id_) {
-    reason = FinishReason::kEos;
-    matched_stop_token_id = token;
-  } else if (std::find(request.stop_token_ids.begin(),
-                       request.stop_token_ids.end(),
-                       token) != request.stop_token_ids.end()) {
-    reason = FinishReason::kStopToken;
-    matched_stop_token_id = token;
-  } else {
-    absl::StatusOr<std::string> text = sequence.detokenizer->Append(token);
-    if (!text.ok()) {
-      Fail(sequence, Annotate(text.status(), "detokenizing"));
-      return;
-    }
-    runtime::StopSequenceMatcher::Result matched = sequence.stops->Append(*text);
-    update.text = std::move(matched.released);
-    if (matched.matched) {
-      reason = FinishReason::kStopSequence;
-      matched_stop_sequence = std::move(matched.stop_sequence);
-    }
-  }
-  if (reason == FinishReason::kUnspecified &&
-      sequence.generated >= request.max_new_tokens) {
-    reason = FinishReason::kLength;
-  }
-  if (reason == FinishReason::kUnspecified) {
-    sequence.next_input = token;
-    sequence.token_sink->OnTokens(std::move(update));
-    return;
-  }
-  FinishGeneration(sequence, reason, std::move(update),
-                   std::move(matched_stop_sequence), matched_stop_token_id);
-}
-
-void Scheduler::FinishGeneration(Sequence& sequence, FinishReason reason,
-                                 TokenUpdate update,
-                                 std::string matched_stop_sequence,
-                                 int32_t matched_stop_token_id) {
-  if (reason != FinishReason::kStopSequence && sequence.stops != nullptr) {
-    // Whatever the detokenizer and the matcher hold back is final now (it
-    // may still complete a stop sequence).
-    runtime::StopSequenceMatcher::Result matched =
-        sequence.stops->Append(sequence.detokenizer->Finish());
-    update.text += matched.released;
-    if (matched.matched) {
-      if (reason != FinishReason::kCancelled) {
-        reason = FinishReason::kStopSequence;
-        matched_stop_token_id = -1;
-      }
-      matched_stop_sequence = std::move(matched.stop_sequence);
-    } else {
-      update.text += sequence.stops->Flush();
-    }
-  }
-  const absl::Time now = absl::Now();
-  Completion completion;
-  completion.finish_reason = reason;
-  completion.matched_stop_sequence = std::move(matched_stop_sequence);
-  completion.matched_stop_token_id = matched_stop_token_id;
-  Usage& usage = completion.usage;
-  usage.prompt_tokens = static_cast<int>(sequence.generation.prompt.size());
-  usage.generated_tokens = sequence.generated;
-  if (sequence.admitted != absl::InfinitePast()) {
-    usage.queue_time_seconds = Seconds(sequence.admitted - sequence.arrival);
-  } else {
-    usage.queue_time_seconds = Seconds(now - sequence.arrival);
-  }
-  if (sequence.first_token != absl::InfinitePast()) {
-    usage.time_to_first_token_seconds =
-        Seconds(sequence.first_token - sequence.arrival);
-  }
-  usage.total_time_seconds = Seconds(now - sequence.arrival);
-  sequence.state = SlotState::kFinished;
-  ReportOutcome(sequence, absl::StatusCode::kOk, reason);
-  sequence.token_sink->OnFinished(std::move(update), completion);
-}
-
-void Scheduler::FinishScore(Sequence& sequence) {
-  const absl::Time now = absl::Now();
-  ScoreResult& result = sequence.score_result;
-  result.usage.prompt_tokens = static_cast<int>(sequence.score.tokens.size());
-  result.usage.queue_time_seconds =
-      Seconds(sequence.admitted - sequence.arrival);
-  result.usage.total_time_seconds = Seconds(now - sequence.arrival);
-  sequence.state = SlotState::kFinished;
-  ReportOutcome(sequence, absl::StatusCode::kOk, FinishReason::kUnspecified);
-  sequence.score_sink->OnScored(std::move(result));
+  sequence.state = *next;
+  if (*next == SlotState::kFinished) sequence.completed = true;
 }
 
 void Scheduler::CutShort(Sequence& sequence) {
-  if (sequence.kind == RequestKind::kScore) {
-    Fail(sequence, absl::UnavailableError(
-                       "the server shut down before the score was complete"));
-    return;
-  }
-  FinishGeneration(sequence, FinishReason::kCancelled, TokenUpdate{}, "", -1);
+  sequence.state = SlotState::kFinished;
+  RunJob(sequence,
+         [](auto& job, const JobContext& context) { job.CutShort(context); });
 }
 
 void Scheduler::Fail(Sequence& sequence, const absl::Status& status) {
   sequence.state = SlotState::kFinished;
   ReportOutcome(sequence, status.code(), FinishReason::kUnspecified);
-  if (sequence.kind == RequestKind::kGenerate) {
-    sequence.token_sink->OnFailed(status);
-  } else {
-    sequence.score_sink->OnFailed(status);
-  }
+  std::visit([&status](auto& job) { job.Fail(status); }, sequence.job);
 }
 
 void Scheduler::ReportOutcome(const Sequence& sequence, absl::StatusCode code,
                               FinishReason reason) {
   const absl::Time now = absl::Now();
+  const RequestClock& clock = sequence.clock;
   RequestOutcome outcome;
-  outcome.kind = sequence.kind;
+  outcome.kind = sequence.kind();
   outcome.status_code = code;
   outcome.finish_reason = reason;
   outcome.prompt_tokens = static_cast<int>(sequence.tokens().size());
-  outcome.generated_tokens = sequence.generated;
-  const bool admitted = sequence.admitted != absl::InfinitePast();
+  outcome.generated_tokens = sequence.generated();
+  const bool admitted = clock.admitted != absl::InfinitePast();
   if (admitted) {
-    outcome.queue_seconds = Seconds(sequence.admitted - sequence.arrival);
-    const absl::Time prefill_end = sequence.first_token != absl::InfinitePast()
-                                       ? sequence.first_token
-                                       : now;
-    outcome.prefill_seconds = Seconds(prefill_end - sequence.admitted);
+    outcome.queue_seconds = Seconds(clock.admitted - clock.arrival);
+    const absl::Time prefill_end =
+        clock.first_token != absl::InfinitePast() ? clock.first_token : now;
+    outcome.prefill_seconds = Seconds(prefill_end - clock.admitted);
   }
-  if (sequence.first_token != absl::InfinitePast()) {
-    outcome.decode_seconds = Seconds(now - sequence.first_token);
+  if (clock.first_token != absl::InfinitePast()) {
+    outcome.decode_seconds = Seconds(now - clock.first_token);
   }
-  outcome.total_seconds = Seconds(now - sequence.arrival);
+  outcome.total_seconds = Seconds(now - clock.arrival);
   observer_->OnRequestFinished(outcome);
 }
 
 void Scheduler::ReleaseFinished() {
   std::vector<RequestHandle> ended;
   for (std::unique_ptr<Sequence>& sequence : slots_) {
-    if (sequence != nullptr && sequence->state == SlotState::kFinished) {
-      ended.push_back(sequence->handle);
-      sequence.reset();
+    if (sequence == nullptr || sequence->state != SlotState::kFinished) {
+      continue;
     }
+    ended.push_back(sequence->handle);
+    const KeepState& keep = sequence->keep();
+    // Only a request that completed keeps its state. Retain refuses a key
+    // whose state another request is continuing in place; the state is
+    // then dropped (one request per key is the caller's rule).
+    if (!sequence->completed || keep.key.empty() ||
+        !slot_manager_
+             .Retain(sequence->slot, keep.key, keep.pinned,
+                     sequence->pending_token())
+             .ok()) {
+      // Cannot fail: the slot was admitted and is running.
+      slot_manager_.Release(sequence->slot).IgnoreError();
+    }
+    sequence.reset();
   }
+  for (const std::unique_ptr<Sequence>& sequence : unslotted_) {
+    ended.push_back(sequence->handle);
+  }
+  unslotted_.clear();
   SchedulerStats stats;
   {
     absl::MutexLock lock(&mutex_);
-    busy_slots_ -= static_cast<int>(ended.size());
+    busy_slots_ = slot_manager_.CountIn(SlotLife::kRunning);
+    retained_slots_ = slot_manager_.CountIn(SlotLife::kRetained);
+    pinned_slots_ = slot_manager_.CountIn(SlotLife::kPinned);
+    if (retained_slots_ + pinned_slots_ > 0 || !kept_states_.empty()) {
+      kept_states_ = slot_manager_.Kept();
+    }
     for (RequestHandle handle : ended) live_.erase(handle);
     stats.busy_slots = busy_slots_;
     stats.queued_requests = static_cast<int>(queue_.size());

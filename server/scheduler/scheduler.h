@@ -10,7 +10,13 @@
 //   4. run: one batched DecodeStep for every decoding slot, then the prefill
 //      chunks (TransformerVq::Prefill per slot);
 //   5. sample and emit: each request's sink receives its tokens;
-//   6. release: finished slots become free.
+//   6. release: finished slots become free, or keep their state under the
+//      key the request asked for (KeepState).
+// Which slot a request gets is SlotManager's decision: a free one, or the
+// least recently used retained state; a request may start from an empty
+// state (the default), continue a kept state in place, or start from a copy
+// of it (StartFrom). What each kind of request does with its tokens and
+// logprobs lives with its job type (job.h).
 // A request that fails (bad input, backend error) fails alone; the loop keeps
 // running. Score requests go through the same loop: their sequence is
 // prefilled in chunks, with every position's logprobs.
@@ -34,12 +40,14 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/engine/state_pool.h"
-#include "server/text/tokenizer.h"
 #include "server/engine/transformer_vq.h"
 #include "server/scheduler/batch_policy.h"
+#include "server/scheduler/job_context.h"
 #include "server/scheduler/request.h"
 #include "server/scheduler/scheduler_observer.h"
 #include "server/scheduler/slot.h"
+#include "server/scheduler/slot_manager.h"
+#include "server/text/tokenizer.h"
 
 namespace tvq::scheduler {
 
@@ -52,9 +60,15 @@ struct SchedulerOptions {
 
 struct SchedulerStats {
   int num_slots = 0;
-  // Slots holding a request.
+  // Slots holding a running request.
   int busy_slots = 0;
+  // Slots a new request can take: empty ones and retained states (which are
+  // evicted when needed). free + busy + pinned = num_slots.
   int free_slots = 0;
+  // Of the free slots, those holding a retained state.
+  int retained_slots = 0;
+  // Slots holding a pinned state (never evicted).
+  int pinned_slots = 0;
   // Requests waiting for a slot.
   int queued_requests = 0;
   bool draining = false;
@@ -77,7 +91,13 @@ class Scheduler {
   // Queues a generation. On OK the scheduler owns the request and will end it
   // through `sink`; on error nothing was queued and `sink` is never called.
   // Errors: RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (draining or
-  // stopped), INVALID_ARGUMENT (empty prompt, id outside the vocabulary).
+  // stopped), INVALID_ARGUMENT (empty prompt, id outside the vocabulary,
+  // start_from without a key).
+  // A request that starts from a kept state (request.start_from) fails
+  // through `sink` at admission when the state is not there (NOT_FOUND), is
+  // in use by a running request (FAILED_PRECONDITION), or no slot can ever
+  // hold it (RESOURCE_EXHAUSTED: every other slot pinned); each message
+  // names the key.
   absl::StatusOr<RequestHandle> SubmitGeneration(
       GenerationRequest request, std::shared_ptr<TokenSink> sink);
   // Queues a score; same contract.
@@ -89,6 +109,10 @@ class Scheduler {
   void Cancel(RequestHandle handle);
 
   SchedulerStats Stats() const;
+
+  // The states kept after their requests (KeepState), as of the end of the
+  // last step. Mechanism only: sessions will build on it.
+  std::vector<KeptState> KeptStates() const;
 
   // Graceful shutdown: new submissions get UNAVAILABLE at once; accepted
   // requests (running and queued) may finish for up to `timeout`; whatever is
@@ -114,20 +138,25 @@ class Scheduler {
 
   // Loop thread only.
   void Loop();
+  // Moves queued requests that SlotManager finds room for into `admitted`,
+  // oldest first, each with its slot admission (or the error that fails it).
+  void TakeAdmissionsLocked(std::vector<std::unique_ptr<Sequence>>& admitted)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Prepares the admitted request's slot (reset or copy) and starts its job.
   void AdmitSequence(std::unique_ptr<Sequence> sequence);
   void RunDecode(const std::vector<int>& decode_slots);
   void RunPrefill(const PrefillChunk& chunk);
-  void EmitToken(Sequence& sequence, std::span<const float> row);
-  void FinishGeneration(Sequence& sequence, FinishReason reason,
-                        TokenUpdate update, std::string matched_stop_sequence,
-                        int32_t matched_stop_token_id);
-  void FinishScore(Sequence& sequence);
-  // Ends a generation early (drain timeout): flushes its text, kCancelled.
+  // Calls `operation(job, context)` on the sequence's job, whichever its kind.
+  template <typename Operation>
+  decltype(auto) RunJob(Sequence& sequence, Operation&& operation);
+  // Applies what a job step returned: the slot's next state, or a failure.
+  void AfterStep(Sequence& sequence, const absl::StatusOr<SlotState>& next);
+  // Ends a request early (drain timeout), as its kind does.
   void CutShort(Sequence& sequence);
   void Fail(Sequence& sequence, const absl::Status& status);
   void ReportOutcome(const Sequence& sequence, absl::StatusCode code,
                      FinishReason reason);
-  // Frees the slots of finished sequences.
+  // Frees the slots of finished sequences, or keeps their states.
   void ReleaseFinished();
   std::vector<SlotView> SlotViews() const;
 
@@ -139,7 +168,7 @@ class Scheduler {
   SchedulerObserver* const observer_;
   const int num_slots_;
   const int n_vocab_;
-  const int32_t eos_id_;
+  const JobEnvironment job_environment_;
 
   mutable absl::Mutex mutex_;
   std::deque<std::unique_ptr<Sequence>> queue_ ABSL_GUARDED_BY(mutex_);
@@ -147,13 +176,23 @@ class Scheduler {
   std::unordered_set<RequestHandle> live_ ABSL_GUARDED_BY(mutex_);
   std::vector<RequestHandle> cancel_requests_ ABSL_GUARDED_BY(mutex_);
   RequestHandle next_handle_ ABSL_GUARDED_BY(mutex_) = 1;
+  // Running requests (admitted this step included).
   int busy_slots_ ABSL_GUARDED_BY(mutex_) = 0;
+  // Mirrors of slot_manager_, as of the end of the last step.
+  int retained_slots_ ABSL_GUARDED_BY(mutex_) = 0;
+  int pinned_slots_ ABSL_GUARDED_BY(mutex_) = 0;
+  std::vector<KeptState> kept_states_ ABSL_GUARDED_BY(mutex_);
   bool draining_ ABSL_GUARDED_BY(mutex_) = false;
   bool cut_short_ ABSL_GUARDED_BY(mutex_) = false;
   bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
 
-  // Loop thread only: slot index -> its sequence (null = idle).
+  // Loop thread only (the loop also calls it while holding mutex_).
+  SlotManager slot_manager_;
+  // Loop thread only: slot index -> its running sequence (null = none).
   std::vector<std::unique_ptr<Sequence>> slots_;
+  // Admitted requests that failed before getting a slot (bad StartFrom);
+  // ended at release.
+  std::vector<std::unique_ptr<Sequence>> unslotted_;
   uint64_t next_admission_order_ = 0;
   std::vector<float> logprob_rows_;
 

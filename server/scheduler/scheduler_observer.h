@@ -9,10 +9,9 @@
 
 #include "absl/status/status.h"
 #include "server/scheduler/request.h"
+#include "server/scheduler/request_kind.h"
 
 namespace tvq::scheduler {
-
-enum class RequestKind { kGenerate, kScore };
 
 enum class StepPhase { kPrefill, kDecode };
 
@@ -62,6 +61,8 @@ class SchedulerObserver {
   // Occupancy after a step: busy slots of num_slots, requests waiting.
   virtual void OnOccupancy(int /*busy_slots*/, int /*num_slots*/,
                            int /*queued_requests*/) {}
+  // A retained state (KeepState) was evicted to give its slot to a request.
+  virtual void OnKeptStateEvicted(std::string_view /*key*/) {}
   // An engine call failed (the affected requests fail with `status`).
   virtual void OnEngineError(StepPhase /*phase*/,
                              const absl::Status& /*status*/) {}

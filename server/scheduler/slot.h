@@ -1,4 +1,6 @@
-// The life cycle of one state slot in the scheduler, in chronological order.
+// Where a running request stands in its state slot, in chronological order
+// (what PlanStep plans from). Who owns a slot (free, running, retained,
+// pinned) is SlotManager's SlotLife.
 #ifndef TVQ_SERVER_SCHEDULER_SLOT_H_
 #define TVQ_SERVER_SCHEDULER_SLOT_H_
 
