@@ -38,7 +38,7 @@ struct ModelInfo {
 };
 
 // The base name of a model directory: trailing slashes dropped, the part
-// after the last '/' ("models/demo/" -> "demo", "/" -> "/").
+// after the last '/' ("models/demo/" -> "demo", "/" -> "").
 std::string ModelName(std::string_view path);
 
 // "byte" or "sentencepiece".
