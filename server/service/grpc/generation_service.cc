@@ -358,6 +358,16 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   return FinishNow(context, ToGrpcStatus(status));
 }
 
+// What request validation checks against: the engine's model, tokenizer
+// and limits.
+ValidationContext Validation(const core::Engine& engine) {
+  ValidationContext context;
+  context.config = &engine.model_config();
+  context.tokenizer = &engine.tokenizer();
+  context.limits = engine.config().limits;
+  return context;
+}
+
 // A stream that ends at once with `status`.
 class FailedStream final
     : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
@@ -390,18 +400,6 @@ bool ActiveCallCounter::WaitUntilNone(absl::Time deadline) {
 GenerationService::GenerationService(const core::Readiness* readiness,
                                      std::string server_version)
     : readiness_(readiness), server_version_(std::move(server_version)) {}
-
-namespace {
-
-ValidationContext Validation(const core::Engine& engine) {
-  ValidationContext context;
-  context.config = &engine.model_config();
-  context.tokenizer = &engine.tokenizer();
-  context.limits = engine.config().limits;
-  return context;
-}
-
-}  // namespace
 
 grpc::ServerUnaryReactor* GenerationService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
