@@ -1,7 +1,8 @@
 // tvq-server: serves one Transformer-VQ model over gRPC (tvq.v1.TextGeneration,
 // grpc.health.v1.Health, server reflection).
 //
-// Start-up: parse and check flags, start listening (health NOT_SERVING,
+// Start-up: parse and check flags, turn them into a core::EngineConfig
+// (no flag is read anywhere else), start listening (health NOT_SERVING,
 // calls UNAVAILABLE while loading), load the model, build the scheduler, go
 // SERVING. SIGTERM/SIGINT: NOT_SERVING, new requests UNAVAILABLE, in-flight
 // requests finish for up to --drain-timeout, exit 0.
@@ -28,14 +29,13 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/core/engine.h"
+#include "server/core/engine_config.h"
+#include "server/core/model_info.h"
+#include "server/core/readiness.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_exposer.h"
 #include "server/metrics/scheduler_metrics_observer.h"
-#include "server/backend/backend.h"
-#include "server/model/model_weights.h"
-#include "server/engine/state_pool.h"
-#include "server/text/tokenizer.h"
-#include "server/engine/transformer_vq.h"
 #include "server/scheduler/scheduler.h"
 #include "server/service/grpc/generation_service.h"
 #include "server/service/grpc/rpc_metrics_interceptor.h"
@@ -90,7 +90,6 @@ ABSL_FLAG(int, block_len, 0,
 namespace {
 
 constexpr char kServiceName[] = "tvq.v1.TextGeneration";
-constexpr int kMaxDerivedSlots = 256;
 constexpr int kMaxSlots = 65536;
 
 template <typename... Args>
@@ -179,112 +178,35 @@ absl::Status CheckFlags() {
   return status;
 }
 
-// Everything the loaded model consists of, in construction order (destroyed
-// in reverse).
-struct LoadedModel {
-  std::unique_ptr<tvq::runtime::Backend> backend;
-  std::unique_ptr<tvq::runtime::ModelWeights> weights;
-  std::unique_ptr<tvq::runtime::Tokenizer> tokenizer;
-  std::unique_ptr<tvq::runtime::TransformerVq> engine;
-  std::unique_ptr<tvq::runtime::StatePool> pool;
-  std::unique_ptr<tvq::scheduler::Scheduler> scheduler;
-  tvq::service::ModelContext context;
-};
-
-absl::Status Load(LoadedModel& model,
-                  tvq::scheduler::SchedulerObserver* observer) {
-  const std::string directory = absl::GetFlag(FLAGS_model);
-  tvq::runtime::BackendOptions backend_options;
-  backend_options.device = absl::GetFlag(FLAGS_device);
-  backend_options.num_threads = absl::GetFlag(FLAGS_threads);
-  absl::StatusOr<std::unique_ptr<tvq::runtime::Backend>> backend =
-      tvq::runtime::CreateBackend(backend_options);
-  if (!backend.ok()) return backend.status();
-  model.backend = *std::move(backend);
-
-  absl::StatusOr<std::unique_ptr<tvq::runtime::ModelWeights>> weights =
-      tvq::runtime::ModelWeights::Load(directory);
-  if (!weights.ok()) return weights.status();
-  model.weights = *std::move(weights);
-  const tvq::runtime::ModelConfig& config = model.weights->config();
-
-  absl::StatusOr<std::unique_ptr<tvq::runtime::Tokenizer>> tokenizer =
-      tvq::runtime::LoadTokenizer(config, directory);
-  if (!tokenizer.ok()) return tokenizer.status();
-  model.tokenizer = *std::move(tokenizer);
-
-  const int block_len = absl::GetFlag(FLAGS_block_len) > 0
-                            ? absl::GetFlag(FLAGS_block_len)
-                            : config.block_len;
-  // Chunks that are whole blocks keep every prompt cut at block boundaries.
-  const int prefill_chunk = std::max(
-      block_len, absl::GetFlag(FLAGS_prefill_chunk) / block_len * block_len);
-  tvq::runtime::EngineOptions engine_options;
-  engine_options.block_len = absl::GetFlag(FLAGS_block_len);
-  engine_options.max_prefill_chunk = prefill_chunk;
-  absl::StatusOr<std::unique_ptr<tvq::runtime::TransformerVq>> engine =
-      tvq::runtime::TransformerVq::Create(*model.weights, *model.backend,
-                                          engine_options);
-  if (!engine.ok()) return engine.status();
-  model.engine = *std::move(engine);
-
-  const size_t bytes_per_slot =
-      tvq::runtime::StatePool::BytesPerSlotFor(config);
-  int num_slots = absl::GetFlag(FLAGS_num_slots);
-  if (num_slots == 0) {
-    const int64_t budget = absl::GetFlag(FLAGS_state_memory_bytes);
-    const int64_t fitting = budget / static_cast<int64_t>(bytes_per_slot);
-    if (fitting < 1) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "--state-memory-bytes=%d holds no slot: one slot of this model "
-          "takes %d bytes",
-          budget, bytes_per_slot));
-    }
-    num_slots = static_cast<int>(std::min<int64_t>(fitting, kMaxDerivedSlots));
-  }
-  absl::StatusOr<std::unique_ptr<tvq::runtime::StatePool>> pool =
-      tvq::runtime::StatePool::Create(config, *model.backend, num_slots);
-  if (!pool.ok()) return pool.status();
-  model.pool = *std::move(pool);
-
-  tvq::scheduler::SchedulerOptions scheduler_options;
-  scheduler_options.max_queue = absl::GetFlag(FLAGS_max_queue);
-  scheduler_options.batch.prefill_chunk = prefill_chunk;
-  scheduler_options.batch.step_token_budget =
-      absl::GetFlag(FLAGS_step_token_budget);
-  absl::StatusOr<std::unique_ptr<tvq::scheduler::Scheduler>> scheduler =
-      tvq::scheduler::Scheduler::Create(*model.engine, *model.pool,
-                                        *model.tokenizer, scheduler_options,
-                                        observer);
-  if (!scheduler.ok()) return scheduler.status();
-  model.scheduler = *std::move(scheduler);
-
-  tvq::service::ModelContext& context = model.context;
-  context.weights = model.weights.get();
-  context.tokenizer = model.tokenizer.get();
-  context.scheduler = model.scheduler.get();
-  context.state_bytes_per_sequence = static_cast<int64_t>(bytes_per_slot);
-  context.max_queue = scheduler_options.max_queue;
-  context.backend = model.backend->device() == tvq::runtime::DeviceKind::kCuda
-                        ? "cuda"
-                        : "cpu";
-  context.device = model.backend->DeviceName();
-  return absl::OkStatus();
+// The engine's configuration: every flag CheckFlags accepted, once.
+tvq::core::EngineConfig EngineConfigFromFlags() {
+  tvq::core::EngineConfig config;
+  config.model_dir = absl::GetFlag(FLAGS_model);
+  config.device = absl::GetFlag(FLAGS_device);
+  config.threads = absl::GetFlag(FLAGS_threads);
+  config.num_slots = absl::GetFlag(FLAGS_num_slots);
+  config.state_memory_bytes = absl::GetFlag(FLAGS_state_memory_bytes);
+  config.max_queue = absl::GetFlag(FLAGS_max_queue);
+  config.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  config.step_token_budget = absl::GetFlag(FLAGS_step_token_budget);
+  config.block_len = absl::GetFlag(FLAGS_block_len);
+  config.limits.max_new_tokens_limit =
+      absl::GetFlag(FLAGS_max_new_tokens_limit);
+  config.limits.default_max_new_tokens =
+      absl::GetFlag(FLAGS_default_max_new_tokens);
+  config.limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  return config;
 }
 
 // The tvq_model_info labels of the loaded model.
-tvq::metrics::ModelInfo DescribeModel(const LoadedModel& model) {
-  const tvq::runtime::ModelConfig& config = model.weights->config();
+tvq::metrics::ModelInfo DescribeModel(const tvq::core::ModelInfo& model) {
+  const tvq::runtime::ModelConfig& config = model.config;
   tvq::metrics::ModelInfo info;
-  info.path = model.weights->directory();
-  std::string name = info.path;
-  while (name.size() > 1 && name.back() == '/') name.pop_back();
-  info.name = name.substr(name.rfind('/') + 1);
-  info.weights_dtype = model.weights->stored_dtype();
-  info.tokenizer = config.tokenizer_kind == tvq::runtime::TokenizerKind::kByte
-                       ? "byte"
-                       : "sentencepiece";
-  info.num_parameters = model.weights->num_parameters();
+  info.path = model.path;
+  info.name = model.name;
+  info.weights_dtype = model.weights_dtype;
+  info.tokenizer = tvq::core::TokenizerKindName(model.tokenizer_kind);
+  info.num_parameters = model.num_parameters;
   info.n_vocab = config.n_vocab;
   info.d_model = config.d_model;
   info.n_layer = config.n_layer;
@@ -298,14 +220,15 @@ tvq::metrics::ModelInfo DescribeModel(const LoadedModel& model) {
 // What the engine gauges read at each scrape. The backends report no device
 // memory yet: when one does (CUDA), fill snapshot.device_memory here and the
 // tvq_gpu_memory_{used,total}_bytes gauges appear.
-tvq::metrics::EngineSnapshotSource EngineSource(const LoadedModel& model) {
-  return [&model] {
-    const tvq::scheduler::SchedulerStats stats = model.scheduler->Stats();
+tvq::metrics::EngineSnapshotSource EngineSource(
+    const tvq::core::Engine& engine) {
+  return [&engine] {
+    const tvq::scheduler::SchedulerStats stats = engine.scheduler().Stats();
     tvq::metrics::EngineSnapshot snapshot;
     snapshot.num_slots = stats.num_slots;
     snapshot.busy_slots = stats.busy_slots;
     snapshot.queued_requests = stats.queued_requests;
-    snapshot.state_bytes_per_sequence = model.context.state_bytes_per_sequence;
+    snapshot.state_bytes_per_sequence = engine.state_bytes_per_sequence();
     return snapshot;
   };
 }
@@ -354,16 +277,18 @@ int main(int argc, char** argv) {
   tvq::metrics::ServerMetrics& metrics = **created_metrics;
   tvq::metrics::SchedulerMetricsObserver scheduler_observer(metrics);
 
-  tvq::service::RequestLimits limits;
-  limits.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens_limit);
-  limits.default_max_new_tokens = absl::GetFlag(FLAGS_default_max_new_tokens);
-  limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
-  tvq::service::GenerationService service(limits, TVQ_VERSION);
-  LoadedModel model;
-  // Declared after `model`: destroyed first, so no scrape outlives it.
+  const tvq::core::EngineConfig engine_config = EngineConfigFromFlags();
+  const absl::Duration drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+
+  // Every front end asks `readiness` whether it may serve `engine`.
+  tvq::core::Readiness readiness;
+  tvq::service::GenerationService service(&readiness, TVQ_VERSION);
+  std::unique_ptr<tvq::core::Engine> engine;
+  // Declared after `engine`: destroyed first, so no scrape outlives it.
   std::unique_ptr<tvq::metrics::MetricsExposer> metrics_exposer;
-  if (const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
-      !metrics_address.empty()) {
+  if (!metrics_address.empty()) {
     absl::StatusOr<std::unique_ptr<tvq::metrics::MetricsExposer>> exposer =
         tvq::metrics::MetricsExposer::Start(metrics_address,
                                             metrics.Collectables());
@@ -378,7 +303,6 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  const std::string listen = absl::GetFlag(FLAGS_listen);
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(64 << 20);
@@ -400,49 +324,50 @@ int main(int argc, char** argv) {
   const std::string address =
       absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
   Log("listening on %s (version %s); loading %s", address, TVQ_VERSION,
-      absl::GetFlag(FLAGS_model));
+      engine_config.model_dir);
   if (metrics_exposer != nullptr) {
     Log("metrics on %s", metrics_exposer->url());
   }
 
   const absl::Time load_start = absl::Now();
-  if (absl::Status loaded = Load(model, &scheduler_observer); !loaded.ok()) {
-    Log("cannot load the model: %s", loaded.ToString());
+  absl::StatusOr<std::unique_ptr<tvq::core::Engine>> created =
+      tvq::core::Engine::Create(engine_config, &scheduler_observer);
+  if (!created.ok()) {
+    Log("cannot load the model: %s", created.status().ToString());
     server->Shutdown(absl::ToChronoTime(absl::Now()));
     return 1;
   }
+  engine = *std::move(created);
   if (absl::Status info = metrics.SetBuildInfo(
-          {TVQ_VERSION, model.context.backend, model.context.device});
+          {TVQ_VERSION, engine->backend_name(), engine->device_name()});
       !info.ok()) {
     Log("%s", info.ToString());
   }
-  if (absl::Status info = metrics.SetModelInfo(DescribeModel(model));
+  if (absl::Status info = metrics.SetModelInfo(DescribeModel(engine->Info()));
       !info.ok()) {
     Log("%s", info.ToString());
   }
-  metrics.SetEngineSource(EngineSource(model));
-  service.SetReady(&model.context);
+  metrics.SetEngineSource(EngineSource(*engine));
+  readiness.SetServing(engine.get());
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
-  const tvq::runtime::ModelConfig& config = model.weights->config();
+  const tvq::runtime::ModelConfig& config = engine->model_config();
   Log("ready in %.2fs: %d layers, vocab %d, %d slots x %d state bytes, %s, "
       "max queue %d; serving on %s",
       absl::ToDoubleSeconds(absl::Now() - load_start), config.n_layer,
-      config.n_vocab, model.pool->num_slots(),
-      model.context.state_bytes_per_sequence, model.context.device,
-      absl::GetFlag(FLAGS_max_queue), address);
+      config.n_vocab, engine->num_slots(), engine->state_bytes_per_sequence(),
+      engine->device_name(), engine_config.max_queue, address);
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
-  const absl::Duration drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   Log("%s: draining (up to %s)",
       signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
       absl::FormatDuration(drain_timeout));
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
-  service.SetDraining();
+  readiness.SetDraining();
   const absl::Time drain_deadline = absl::Now() + drain_timeout;
-  const int cut_short = model.scheduler->Drain(drain_timeout);
+  const int cut_short = engine->Drain(drain_timeout);
   if (cut_short > 0) {
     Log("drain timeout: %d requests cut short", cut_short);
   }
@@ -454,7 +379,7 @@ int main(int argc, char** argv) {
     Log("some clients did not read their last messages in time");
   }
   server->Shutdown(absl::ToChronoTime(absl::Now()));
-  model.scheduler->Stop();
+  engine->Stop();
   metrics.SetEngineSource(nullptr);
   Log("stopped");
   return 0;

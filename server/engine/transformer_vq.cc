@@ -43,14 +43,7 @@ void SinusoidDouble(int64_t position, int width, double pe_lam, double* row) {
 }
 
 absl::Status CheckTokens(std::span<const int32_t> tokens, int n_vocab) {
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= n_vocab) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "token %d at index %d is outside the vocabulary [0, %d)", tokens[i],
-          i, n_vocab));
-    }
-  }
-  return absl::OkStatus();
+  return CheckTokenIds(tokens, n_vocab, "tokens");
 }
 
 }  // namespace

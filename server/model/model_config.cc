@@ -9,8 +9,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
-#include "server/text/byte_tokenizer.h"
 #include "server/base/status_macros.h"
 #include "server/base/str_cat.h"
 #include "server/base/strict_json.h"
@@ -314,6 +314,18 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
 
   TVQ_RETURN_IF_ERROR(ValidateModelConfig(config, file_name));
   return config;
+}
+
+absl::Status CheckTokenIds(std::span<const int32_t> ids, int n_vocab,
+                           std::string_view field) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= n_vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s[%d] must be a token id in [0, %d), got %d", field,
+                          i, n_vocab, ids[i]));
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::string SublayerPrefix(int index) {

@@ -3,16 +3,16 @@
 #define TVQ_SERVER_MODEL_MODEL_CONFIG_H_
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "server/text/tokenizer_kind.h"
 
 namespace tvq::runtime {
-
-enum class TokenizerKind { kByte, kSentencePiece };
 
 struct ModelConfig {
   int d_model = 0;
@@ -57,6 +57,13 @@ inline constexpr int kMaxLayers = 4096;
 // ParseModelConfig calls it; so does ModelWeights::FromTensors.
 absl::Status ValidateModelConfig(const ModelConfig& config,
                                  std::string_view file_name);
+
+// The one token-range check: every id of `ids` must be in [0, n_vocab).
+// InvalidArgument otherwise, naming the field, the index, the range and the
+// value: "token_ids[1] must be a token id in [0, 259), got 259". Used by
+// request validation, the scheduler and the engine.
+absl::Status CheckTokenIds(std::span<const int32_t> ids, int n_vocab,
+                           std::string_view field);
 
 // Prefix of sublayer `index` (0-based, execution order), e.g.
 // "transformer_layers_1/scanned_attn2/".

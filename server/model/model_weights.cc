@@ -27,7 +27,6 @@
 #include "server/model/safetensors.h"
 #include "server/base/status_macros.h"
 #include "server/base/str_cat.h"
-#include "server/text/tokenizer.h"
 
 namespace tvq::runtime {
 
@@ -192,18 +191,22 @@ std::string UnexpectedTensorHint(std::string_view name,
 
 ModelWeights::~ModelWeights() = default;
 
-absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(
+absl::StatusOr<ModelConfig> ModelWeights::LoadConfig(
     const std::string& model_dir) {
   const std::string config_path = JoinPath(model_dir, "config.json");
   TVQ_ASSIGN_OR_RETURN(const std::string config_text,
                        ReadConfigFile(config_path));
-  TVQ_ASSIGN_OR_RETURN(ModelConfig config,
-                       ParseModelConfig(config_text, config_path));
-  if (config.tokenizer_kind == TokenizerKind::kSentencePiece) {
-    // Checks the file, its special ids and that n_vocab covers its pieces.
-    TVQ_RETURN_IF_ERROR(LoadTokenizer(config, model_dir).status());
-  }
+  return ParseModelConfig(config_text, config_path);
+}
 
+absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(
+    const std::string& model_dir) {
+  TVQ_ASSIGN_OR_RETURN(const ModelConfig config, LoadConfig(model_dir));
+  return Load(model_dir, config);
+}
+
+absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(
+    const std::string& model_dir, const ModelConfig& config) {
   const std::string weights_path = JoinPath(model_dir, "model.safetensors");
   TVQ_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
                        SafetensorsFile::Open(weights_path));

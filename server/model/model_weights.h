@@ -21,10 +21,17 @@ class ModelWeights {
   // (memory-mapped), validating everything against spec §4: config keys and
   // types, every tensor's presence, shape and dtype (F32, BF16, F16), no
   // unexpected tensors, header and data offsets within the file and not
-  // overlapping, finite values, and n_vocab against the tokenizer. Errors
-  // name the file and the key or tensor.
+  // overlapping, finite values. Errors name the file and the key or tensor.
+  // The tokenizer is not looked at: model_dir.h's LoadModelDir loads config,
+  // tokenizer and weights together and checks them against each other.
   static absl::StatusOr<std::unique_ptr<ModelWeights>> Load(
       const std::string& model_dir);
+  // Reads and validates `model_dir`/config.json only.
+  static absl::StatusOr<ModelConfig> LoadConfig(const std::string& model_dir);
+  // Loads `model_dir`/model.safetensors against an already loaded `config`
+  // (LoadConfig of the same directory).
+  static absl::StatusOr<std::unique_ptr<ModelWeights>> Load(
+      const std::string& model_dir, const ModelConfig& config);
 
   ModelWeights(const ModelWeights&) = delete;
   ModelWeights& operator=(const ModelWeights&) = delete;

@@ -58,14 +58,7 @@ namespace {
 
 absl::Status CheckTokens(const std::vector<int32_t>& tokens, int n_vocab,
                          const char* what) {
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= n_vocab) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s[%d] = %d is outside the vocabulary [0, %d)", what,
-                          i, tokens[i], n_vocab));
-    }
-  }
-  return absl::OkStatus();
+  return runtime::CheckTokenIds(tokens, n_vocab, what);
 }
 
 // A StartFrom that names a kept state must name it.

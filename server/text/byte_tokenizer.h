@@ -10,11 +10,10 @@
 
 #include "absl/status/statusor.h"
 #include "server/text/tokenizer.h"
+#include "server/text/tokenizer_kind.h"
 
 namespace tvq::runtime {
 
-// Ids the byte tokenizer produces: three specials and 256 bytes.
-inline constexpr int kByteVocabSize = 259;
 // Id of byte 0; byte b has id b + kFirstByteId.
 inline constexpr int kFirstByteId = 3;
 

@@ -1,4 +1,7 @@
-// Tokenizers: bytes (0 pad, 1 eos, 2 unk, byte b -> b + 3) and SentencePiece.
+// The tokenizer interface: bytes (0 pad, 1 eos, 2 unk, byte b -> b + 3,
+// byte_tokenizer.h) and SentencePiece (sentencepiece_tokenizer.h). Which one
+// a model uses, checked against its config, is loaded by
+// model/model_dir.h's LoadTokenizer.
 #ifndef TVQ_SERVER_TEXT_TOKENIZER_H_
 #define TVQ_SERVER_TEXT_TOKENIZER_H_
 
@@ -7,11 +10,10 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/model/model_config.h"
+#include "server/text/tokenizer_kind.h"
 
 namespace tvq::runtime {
 
@@ -29,11 +31,6 @@ class Tokenizer {
   virtual absl::StatusOr<std::string> Decode(
       std::span<const int32_t> ids) const = 0;
 };
-
-// Creates the tokenizer `config` names; SentencePiece files are read from
-// `model_dir`. Errors name the file.
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(
-    const ModelConfig& config, const std::string& model_dir);
 
 }  // namespace tvq::runtime
 

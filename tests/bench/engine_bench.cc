@@ -14,13 +14,17 @@
 #include <map>
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "benchmark/benchmark.h"
 #include "kernels/cpu/parallel_for.h"
-#include "server/backend/cpu/cpu_backend.h"
+#include "server/core/engine_config.h"
+#include "server/core/model_runtime.h"
 #include "server/engine/state_pool.h"
 #include "server/engine/transformer_vq.h"
+#include "server/model/model_dir.h"
+#include "server/text/byte_tokenizer.h"
 #include "tests/support/test_util.h"
 
 namespace tvq::runtime {
@@ -45,17 +49,29 @@ double WeightBytesPerStep(const ModelConfig& c) {
   return 4 * (c.num_sublayers() * per_sublayer + D * V + V);
 }
 
+// The bench model assembled by the core, as the server does: the CPU
+// backend (TVQ_BENCH_THREADS threads; default every core), kMaxBatch slots,
+// and prompts fed to the forward pass in chunks of up to 4096 tokens
+// (TransformerVq's default chunk; the bench measures whole-prompt prefill).
+core::ModelRuntime BenchRuntime(const ModelConfig& config) {
+  LoadedModel model;
+  model.weights = testing::RandomModel(config, 42);
+  model.tokenizer = std::make_unique<ByteTokenizer>();
+  core::EngineConfig engine_config;
+  engine_config.device = "cpu";
+  engine_config.threads = std::getenv("TVQ_BENCH_THREADS") != nullptr
+                              ? std::atoi(std::getenv("TVQ_BENCH_THREADS"))
+                              : 0;
+  engine_config.num_slots = kMaxBatch;
+  engine_config.prefill_chunk = 4096;
+  return core::BuildModelRuntime(std::move(model), engine_config).value();
+}
+
 struct Fixture {
   ModelConfig config = BenchConfig();
-  std::unique_ptr<ModelWeights> weights = testing::RandomModel(config, 42);
-  // TVQ_BENCH_THREADS overrides the thread count (default: every core).
-  CpuBackend backend{std::getenv("TVQ_BENCH_THREADS") != nullptr
-                         ? std::atoi(std::getenv("TVQ_BENCH_THREADS"))
-                         : 0};
-  std::unique_ptr<TransformerVq> engine =
-      TransformerVq::Create(*weights, backend).value();
-  std::unique_ptr<StatePool> pool =
-      StatePool::Create(config, backend, kMaxBatch).value();
+  core::ModelRuntime runtime = BenchRuntime(config);
+  TransformerVq* engine = runtime.transformer.get();
+  StatePool* pool = runtime.pool.get();
   // context length -> exported state after prefilling that many tokens
   std::map<int, std::string> contexts;
 

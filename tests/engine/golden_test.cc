@@ -15,6 +15,8 @@
 
 #include "gtest/gtest.h"
 #include "server/backend/cpu/cpu_backend.h"
+#include "server/core/engine_config.h"
+#include "server/core/model_runtime.h"
 #include "server/engine/state_pool.h"
 #include "server/engine/transformer_vq.h"
 #include "tests/support/test_util.h"
@@ -28,12 +30,18 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     golden_ = testing::LoadGolden(GetParam());
-    auto weights = ModelWeights::Load(golden_.model_dir);
-    ASSERT_TRUE(weights.ok()) << weights.status();
-    weights_ = std::move(weights).value();
+    core::EngineConfig config;
+    config.model_dir = golden_.model_dir;
+    config.device = "cpu";
+    config.threads = 2;
+    config.num_slots = 1;
+    auto runtime = core::LoadModelRuntime(config);
+    ASSERT_TRUE(runtime.ok()) << runtime.status();
+    runtime_ = std::move(runtime).value();
+    weights_ = runtime_.model.weights.get();
+    backend_ = runtime_.backend.get();
     config_ = weights_->config();
     T_ = static_cast<int>(golden_.tokens.size());
-    backend_ = std::make_unique<CpuBackend>(2);
   }
 
   std::unique_ptr<TransformerVq> Engine(EngineOptions options = {}) {
@@ -86,10 +94,13 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {
   }
 
   testing::GoldenCase golden_;
-  std::unique_ptr<ModelWeights> weights_;
+  // Loaded through the core (model directory + CPU backend); the tests build
+  // their own forward passes and pools on it with the options they vary.
+  core::ModelRuntime runtime_;
+  const ModelWeights* weights_ = nullptr;
+  Backend* backend_ = nullptr;
   ModelConfig config_;
   int T_ = 0;
-  std::unique_ptr<CpuBackend> backend_;
 };
 
 TEST_P(GoldenTest, PrefillWholeSequence) {

@@ -12,11 +12,8 @@
 #include "gtest/gtest.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/scheduler_metrics_observer.h"
-#include "server/backend/backend.h"
-#include "server/model/model_weights.h"
-#include "server/engine/state_pool.h"
-#include "server/text/tokenizer.h"
-#include "server/engine/transformer_vq.h"
+#include "server/core/engine_config.h"
+#include "server/core/model_runtime.h"
 #include "server/scheduler/scheduler.h"
 #include "tests/metrics/prometheus_text.h"
 
@@ -107,25 +104,14 @@ class SchedulerMetricsTest : public ::testing::Test {
   void Start(int num_slots, int max_queue) {
     const std::string directory =
         std::string(TVQ_TEST_DATA_DIR) + "/golden/tiny-byte/model";
-    runtime::BackendOptions backend_options;
-    backend_options.device = "cpu";
-    backend_options.num_threads = 1;
-    auto backend = runtime::CreateBackend(backend_options);
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    backend_ = *std::move(backend);
-    auto weights = runtime::ModelWeights::Load(directory);
-    ASSERT_TRUE(weights.ok()) << weights.status();
-    weights_ = *std::move(weights);
-    auto tokenizer = runtime::LoadTokenizer(weights_->config(), directory);
-    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-    tokenizer_ = *std::move(tokenizer);
-    auto engine = runtime::TransformerVq::Create(*weights_, *backend_);
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    engine_ = *std::move(engine);
-    auto pool =
-        runtime::StatePool::Create(weights_->config(), *backend_, num_slots);
-    ASSERT_TRUE(pool.ok()) << pool.status();
-    pool_ = *std::move(pool);
+    core::EngineConfig config;
+    config.model_dir = directory;
+    config.device = "cpu";
+    config.threads = 1;
+    config.num_slots = num_slots;
+    auto runtime = core::LoadModelRuntime(config);
+    ASSERT_TRUE(runtime.ok()) << runtime.status();
+    runtime_ = *std::move(runtime);
     auto metrics = ServerMetrics::Create();
     ASSERT_TRUE(metrics.ok()) << metrics.status();
     metrics_ = *std::move(metrics);
@@ -133,8 +119,9 @@ class SchedulerMetricsTest : public ::testing::Test {
     scheduler::SchedulerOptions options;
     options.max_queue = max_queue;
     options.batch.prefill_chunk = 16;
-    auto scheduler = scheduler::Scheduler::Create(*engine_, *pool_, *tokenizer_,
-                                                  options, observer_.get());
+    auto scheduler = scheduler::Scheduler::Create(
+        *runtime_.transformer, *runtime_.pool, runtime_.tokenizer(), options,
+        observer_.get());
     ASSERT_TRUE(scheduler.ok()) << scheduler.status();
     scheduler_ = *std::move(scheduler);
     metrics_->SetEngineSource([this] {
@@ -144,7 +131,7 @@ class SchedulerMetricsTest : public ::testing::Test {
       snapshot.busy_slots = stats.busy_slots;
       snapshot.queued_requests = stats.queued_requests;
       snapshot.state_bytes_per_sequence =
-          static_cast<int64_t>(pool_->BytesPerSlot());
+          static_cast<int64_t>(runtime_.pool->BytesPerSlot());
       return snapshot;
     });
   }
@@ -182,11 +169,7 @@ class SchedulerMetricsTest : public ::testing::Test {
     return request;
   }
 
-  std::unique_ptr<runtime::Backend> backend_;
-  std::unique_ptr<runtime::ModelWeights> weights_;
-  std::unique_ptr<runtime::Tokenizer> tokenizer_;
-  std::unique_ptr<runtime::TransformerVq> engine_;
-  std::unique_ptr<runtime::StatePool> pool_;
+  core::ModelRuntime runtime_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<SchedulerMetricsObserver> observer_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
@@ -213,7 +196,7 @@ TEST_F(SchedulerMetricsTest, CountsGenerationsAndScoresExactly) {
   }
   // One generation ended by a stop token on its first token.
   GenerationRequest stopped = Greedy({1, 40, 41}, 100);
-  for (int32_t id = 0; id < weights_->config().n_vocab; ++id) {
+  for (int32_t id = 0; id < runtime_.config().n_vocab; ++id) {
     stopped.stop_token_ids.push_back(id);
   }
   ASSERT_TRUE(
@@ -292,7 +275,7 @@ TEST_F(SchedulerMetricsTest, CountsGenerationsAndScoresExactly) {
   EXPECT_EQ(scrape.Value("tvq_slots", {{"state", "free"}}), 4);
   EXPECT_EQ(scrape.Value("tvq_state_utilization_ratio"), 0);
   EXPECT_EQ(scrape.Value("tvq_state_memory_bytes", {{"state", "reserved"}}),
-            4.0 * pool_->BytesPerSlot());
+            4.0 * runtime_.pool->BytesPerSlot());
 }
 
 TEST_F(SchedulerMetricsTest, CountsCancelledDeadlineAndRejectedRequests) {

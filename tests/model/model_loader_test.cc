@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/model/model_config.h"
+#include "server/model/model_dir.h"
 #include "server/model/model_weights.h"
 #include "server/model/safetensors.h"
 
@@ -496,8 +497,8 @@ TEST(ModelLoaderTest, MissingWeightsFileIsNotFound) {
 TEST(ModelLoaderTest, MissingSentencePieceFileIsNotFound) {
   ModelDir model("tiny-tied");
   fs::remove(model.file("tokenizer.model"));
-  ExpectError(ModelWeights::Load(model.path()).status(),
-              absl::StatusCode::kNotFound, {"tokenizer.model"});
+  ExpectError(LoadModelDir(model.path()).status(), absl::StatusCode::kNotFound,
+              {"tokenizer.model"});
 }
 
 // ------------------------------------------------------------ config.json
@@ -675,8 +676,7 @@ TEST(ConfigTest, SentencePieceVocabularyMustFitNVocab) {
   model.config()["n_vocab"] = 299;
   model.WriteConfig();
   ExpectError(
-      ModelWeights::Load(model.path()).status(),
-      absl::StatusCode::kInvalidArgument,
+      LoadModelDir(model.path()).status(), absl::StatusCode::kInvalidArgument,
       {"config.json", "\"n_vocab\" is 299", "tokenizer.model", "300 pieces"});
 }
 

@@ -11,11 +11,8 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "server/backend/backend.h"
-#include "server/model/model_weights.h"
-#include "server/engine/state_pool.h"
-#include "server/text/tokenizer.h"
-#include "server/engine/transformer_vq.h"
+#include "server/core/engine_config.h"
+#include "server/core/model_runtime.h"
 #include "tests/support/test_util.h"
 
 namespace tvq::scheduler {
@@ -123,28 +120,17 @@ class SchedulerTest : public ::testing::Test {
   void Build(int num_slots, const SchedulerOptions& options,
              SchedulerObserver* observer = nullptr) {
     golden_ = testing::LoadGolden("tiny-byte");
-    auto weights = runtime::ModelWeights::Load(golden_.model_dir);
-    ASSERT_TRUE(weights.ok()) << weights.status();
-    weights_ = *std::move(weights);
-    auto tokenizer =
-        runtime::LoadTokenizer(weights_->config(), golden_.model_dir);
-    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-    tokenizer_ = *std::move(tokenizer);
-    auto backend = runtime::CreateBackend({.device = "cpu", .num_threads = 1});
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    backend_ = *std::move(backend);
-    runtime::EngineOptions engine_options;
-    engine_options.max_prefill_chunk = options.batch.prefill_chunk;
-    auto engine =
-        runtime::TransformerVq::Create(*weights_, *backend_, engine_options);
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    engine_ = *std::move(engine);
-    auto pool =
-        runtime::StatePool::Create(weights_->config(), *backend_, num_slots);
-    ASSERT_TRUE(pool.ok()) << pool.status();
-    pool_ = *std::move(pool);
-    auto scheduler =
-        Scheduler::Create(*engine_, *pool_, *tokenizer_, options, observer);
+    core::EngineConfig config;
+    config.model_dir = golden_.model_dir;
+    config.device = "cpu";
+    config.threads = 1;
+    config.num_slots = num_slots;
+    config.prefill_chunk = options.batch.prefill_chunk;
+    auto runtime = core::LoadModelRuntime(config);
+    ASSERT_TRUE(runtime.ok()) << runtime.status();
+    runtime_ = *std::move(runtime);
+    auto scheduler = Scheduler::Create(*runtime_.transformer, *runtime_.pool,
+                                       runtime_.tokenizer(), options, observer);
     ASSERT_TRUE(scheduler.ok()) << scheduler.status();
     scheduler_ = *std::move(scheduler);
   }
@@ -152,7 +138,7 @@ class SchedulerTest : public ::testing::Test {
     scheduler_.reset();  // stops the loop before the engine goes
   }
 
-  int n_vocab() const { return weights_->config().n_vocab; }
+  int n_vocab() const { return runtime_.config().n_vocab; }
 
   static GenerationRequest Request(std::vector<int32_t> prompt,
                                    int max_new_tokens, uint64_t seed = 1) {
@@ -167,11 +153,7 @@ class SchedulerTest : public ::testing::Test {
 
   testing::GoldenCase golden_;
   PhaseRecorder recorder_;  // outlives the scheduler
-  std::unique_ptr<runtime::ModelWeights> weights_;
-  std::unique_ptr<runtime::Tokenizer> tokenizer_;
-  std::unique_ptr<runtime::Backend> backend_;
-  std::unique_ptr<runtime::TransformerVq> engine_;
-  std::unique_ptr<runtime::StatePool> pool_;
+  core::ModelRuntime runtime_;
   std::unique_ptr<Scheduler> scheduler_;
 };
 

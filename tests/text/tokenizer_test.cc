@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "server/text/byte_tokenizer.h"
 #include "server/model/model_config.h"
+#include "server/model/model_dir.h"
 #include "server/text/sentencepiece_tokenizer.h"
 
 namespace tvq::runtime {

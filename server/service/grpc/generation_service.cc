@@ -1,13 +1,15 @@
 #include "server/service/grpc/generation_service.h"
 
+#include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <deque>
 #include <memory>
 #include <utility>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/core/model_info.h"
+#include "server/core/score_summary.h"
 #include "server/service/grpc/status_to_grpc.h"
 #include "server/text/incremental_detokenizer.h"
 
@@ -287,12 +289,12 @@ class GenerateStreamCall final
 
 class ScoreCall final : public grpc::ServerUnaryReactor {
  public:
-  ScoreCall(scheduler::Scheduler* scheduler, v1::ScoreResponse* response,
-            const runtime::ModelConfig& config, ActiveCallCounter* counter)
+  ScoreCall(const core::Engine* engine, v1::ScoreResponse* response,
+            ActiveCallCounter* counter)
       : hold_(counter),
-        scheduler_(scheduler),
-        response_(response),
-        config_(config) {}
+        engine_(engine),
+        scheduler_(&engine->scheduler()),
+        response_(response) {}
 
   void Start(scheduler::ScoreRequest request) {
     response_->set_request_id(request.request_id);
@@ -325,29 +327,22 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
   };
 
   void Complete(const scheduler::ScoreResult& result) {
-    int64_t scored_bytes = 0;
     for (const scheduler::TokenLogprob& entry : result.token_logprobs) {
       ToProto(entry, response_->add_token_logprobs());
-      if (entry.token_id != config_.pad_id &&
-          entry.token_id != config_.eos_id &&
-          entry.token_id != config_.unk_id) {
-        ++scored_bytes;
-      }
     }
     response_->set_total_logprob(result.total_logprob);
-    if (config_.tokenizer_kind == runtime::TokenizerKind::kByte &&
-        scored_bytes > 0) {
-      response_->set_bits_per_byte(-result.total_logprob / std::log(2.0) /
-                                   static_cast<double>(scored_bytes));
+    if (const core::ScoreSummary summary = engine_->Summarize(result);
+        summary.bits_per_byte.has_value()) {
+      response_->set_bits_per_byte(*summary.bits_per_byte);
     }
     ToProto(result.usage, response_->mutable_usage());
     Finish(grpc::Status::OK);
   }
 
   ActiveCallCounter::Hold hold_;
+  const core::Engine* const engine_;
   scheduler::Scheduler* const scheduler_;
   v1::ScoreResponse* const response_;
-  const runtime::ModelConfig& config_;
   scheduler::RequestHandle handle_ = 0;
 };
 
@@ -361,6 +356,16 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
                                     const absl::Status& status) {
   return FinishNow(context, ToGrpcStatus(status));
+}
+
+// What request validation checks against: the engine's model, tokenizer
+// and limits.
+ValidationContext Validation(const core::Engine& engine) {
+  ValidationContext context;
+  context.config = &engine.model_config();
+  context.tokenizer = &engine.tokenizer();
+  context.limits = engine.config().limits;
+  return context;
 }
 
 // A stream that ends at once with `status`.
@@ -392,50 +397,21 @@ bool ActiveCallCounter::WaitUntilNone(absl::Time deadline) {
   return mutex_.AwaitWithDeadline(absl::Condition(&none), deadline);
 }
 
-GenerationService::GenerationService(const RequestLimits& limits,
+GenerationService::GenerationService(const core::Readiness* readiness,
                                      std::string server_version)
-    : limits_(limits), server_version_(std::move(server_version)) {}
-
-void GenerationService::SetReady(const ModelContext* context) {
-  model_.store(context, std::memory_order_release);
-}
-
-void GenerationService::SetDraining() {
-  draining_.store(true, std::memory_order_release);
-}
-
-absl::StatusOr<const ModelContext*> GenerationService::Serving(
-    bool for_new_work) const {
-  const ModelContext* model = model_.load(std::memory_order_acquire);
-  if (model == nullptr) {
-    return absl::UnavailableError("the model is loading; retry shortly");
-  }
-  if (for_new_work && draining_.load(std::memory_order_acquire)) {
-    return absl::UnavailableError(
-        "the server is shutting down and accepts no new requests");
-  }
-  return model;
-}
-
-ValidationContext GenerationService::Validation(
-    const ModelContext& model) const {
-  ValidationContext context;
-  context.config = &model.weights->config();
-  context.tokenizer = model.tokenizer;
-  context.limits = limits_;
-  return context;
-}
+    : readiness_(readiness), server_version_(std::move(server_version)) {}
 
 grpc::ServerUnaryReactor* GenerationService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
     v1::GenerateResponse* response) {
-  absl::StatusOr<const ModelContext*> model = Serving(/*for_new_work=*/true);
+  absl::StatusOr<core::Engine*> model = readiness_->ForNewWork();
   if (!model.ok()) return FinishNow(context, model.status());
   absl::StatusOr<scheduler::GenerationRequest> generation =
       ToGenerationRequest(*request, Validation(**model), RandomSeed());
   if (!generation.ok()) return FinishNow(context, generation.status());
   generation->deadline = Deadline(context);
-  auto* call = new GenerateCall((*model)->scheduler, response, &active_calls_);
+  auto* call =
+      new GenerateCall(&(*model)->scheduler(), response, &active_calls_);
   call->Start(*std::move(generation));
   return call;
 }
@@ -443,7 +419,7 @@ grpc::ServerUnaryReactor* GenerationService::Generate(
 grpc::ServerWriteReactor<v1::GenerateStreamResponse>*
 GenerationService::GenerateStream(grpc::CallbackServerContext* context,
                                   const v1::GenerateRequest* request) {
-  absl::StatusOr<const ModelContext*> model = Serving(/*for_new_work=*/true);
+  absl::StatusOr<core::Engine*> model = readiness_->ForNewWork();
   if (!model.ok()) return new FailedStream(ToGrpcStatus(model.status()));
   absl::StatusOr<scheduler::GenerationRequest> generation =
       ToGenerationRequest(*request, Validation(**model), RandomSeed());
@@ -451,7 +427,7 @@ GenerationService::GenerateStream(grpc::CallbackServerContext* context,
     return new FailedStream(ToGrpcStatus(generation.status()));
   }
   generation->deadline = Deadline(context);
-  auto* call = new GenerateStreamCall((*model)->scheduler, &active_calls_);
+  auto* call = new GenerateStreamCall(&(*model)->scheduler(), &active_calls_);
   call->Start(*std::move(generation));
   return call;
 }
@@ -459,14 +435,13 @@ GenerationService::GenerateStream(grpc::CallbackServerContext* context,
 grpc::ServerUnaryReactor* GenerationService::Score(
     grpc::CallbackServerContext* context, const v1::ScoreRequest* request,
     v1::ScoreResponse* response) {
-  absl::StatusOr<const ModelContext*> model = Serving(/*for_new_work=*/true);
+  absl::StatusOr<core::Engine*> model = readiness_->ForNewWork();
   if (!model.ok()) return FinishNow(context, model.status());
   absl::StatusOr<scheduler::ScoreRequest> score =
       ToScoreRequest(*request, Validation(**model));
   if (!score.ok()) return FinishNow(context, score.status());
   score->deadline = Deadline(context);
-  auto* call = new ScoreCall((*model)->scheduler, response,
-                             (*model)->weights->config(), &active_calls_);
+  auto* call = new ScoreCall(*model, response, &active_calls_);
   call->Start(*std::move(score));
   return call;
 }
@@ -474,7 +449,7 @@ grpc::ServerUnaryReactor* GenerationService::Score(
 grpc::ServerUnaryReactor* GenerationService::Tokenize(
     grpc::CallbackServerContext* context, const v1::TokenizeRequest* request,
     v1::TokenizeResponse* response) {
-  absl::StatusOr<const ModelContext*> model = Serving(/*for_new_work=*/false);
+  absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
   if (!model.ok()) return FinishNow(context, model.status());
   absl::StatusOr<std::vector<int32_t>> tokens =
       TokenizeText(*request, Validation(**model));
@@ -486,7 +461,7 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(
 grpc::ServerUnaryReactor* GenerationService::Detokenize(
     grpc::CallbackServerContext* context, const v1::DetokenizeRequest* request,
     v1::DetokenizeResponse* response) {
-  absl::StatusOr<const ModelContext*> model = Serving(/*for_new_work=*/false);
+  absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
   if (!model.ok()) return FinishNow(context, model.status());
   if (absl::Status status =
           ValidateDetokenizeRequest(*request, Validation(**model));
@@ -495,7 +470,7 @@ grpc::ServerUnaryReactor* GenerationService::Detokenize(
   }
   // A whole sequence at once: the incremental detokenizer turns incomplete
   // or invalid bytes into U+FFFD, so the text is valid UTF-8.
-  runtime::IncrementalDetokenizer detokenizer(*(*model)->tokenizer);
+  runtime::IncrementalDetokenizer detokenizer((*model)->tokenizer());
   std::string text;
   for (int32_t id : request->token_ids()) {
     absl::StatusOr<std::string> piece = detokenizer.Append(id);
@@ -511,10 +486,10 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
     grpc::CallbackServerContext* context,
     const v1::GetModelInfoRequest* /*request*/,
     v1::GetModelInfoResponse* response) {
-  absl::StatusOr<const ModelContext*> model = Serving(/*for_new_work=*/false);
+  absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
   if (!model.ok()) return FinishNow(context, model.status());
-  const ModelContext& serving = **model;
-  const runtime::ModelConfig& config = serving.weights->config();
+  const core::ModelInfo info = (*model)->Info();
+  const runtime::ModelConfig& config = info.config;
   v1::ModelConfig* out = response->mutable_model_config();
   out->set_d_model(config.d_model);
   out->set_d_k(config.d_k);
@@ -534,33 +509,34 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
   out->set_eos_id(config.eos_id);
   out->set_pad_id(config.pad_id);
   out->set_unk_id(config.unk_id);
-  response->set_model_path(serving.weights->directory());
-  response->set_weights_dtype(serving.weights->stored_dtype());
-  response->set_num_parameters(serving.weights->num_parameters());
-  response->set_tokenizer_kind(config.tokenizer_kind ==
+  response->set_model_path(info.path);
+  response->set_weights_dtype(info.weights_dtype);
+  response->set_num_parameters(info.num_parameters);
+  response->set_tokenizer_kind(info.tokenizer_kind ==
                                        runtime::TokenizerKind::kByte
                                    ? v1::TOKENIZER_KIND_BYTE
                                    : v1::TOKENIZER_KIND_SENTENCEPIECE);
-  response->set_vocab_size(serving.tokenizer->vocab_size());
-  response->set_state_bytes_per_sequence(serving.state_bytes_per_sequence);
-  const scheduler::SchedulerStats stats = serving.scheduler->Stats();
-  response->set_num_slots(stats.num_slots);
-  response->set_free_slots(stats.free_slots);
-  response->set_busy_slots(stats.busy_slots);
-  response->set_queued_requests(stats.queued_requests);
-  response->set_backend(serving.backend);
-  response->set_device(serving.device);
+  response->set_vocab_size(info.vocab_size);
+  response->set_state_bytes_per_sequence(info.state_bytes_per_sequence);
+  response->set_num_slots(info.slots.num_slots);
+  response->set_free_slots(info.slots.free_slots);
+  response->set_busy_slots(info.slots.busy_slots);
+  response->set_queued_requests(info.slots.queued_requests);
+  response->set_backend(info.backend);
+  response->set_device(info.device);
   response->set_server_version(server_version_);
+  const core::RequestLimits& request_limits = info.limits;
   v1::ServerLimits* limits = response->mutable_limits();
-  limits->set_max_new_tokens_limit(limits_.max_new_tokens_limit);
+  limits->set_max_new_tokens_limit(request_limits.max_new_tokens_limit);
   limits->set_default_max_new_tokens(
-      std::min(limits_.default_max_new_tokens, limits_.max_new_tokens_limit));
-  limits->set_max_prompt_tokens(limits_.max_prompt_tokens);
-  limits->set_max_queue(serving.max_queue);
-  limits->set_max_stop_sequences(limits_.max_stop_sequences);
-  limits->set_max_stop_sequence_bytes(limits_.max_stop_sequence_bytes);
-  limits->set_max_stop_token_ids(limits_.max_stop_token_ids);
-  limits->set_max_top_logprobs(limits_.max_top_logprobs);
+      std::min(request_limits.default_max_new_tokens,
+               request_limits.max_new_tokens_limit));
+  limits->set_max_prompt_tokens(request_limits.max_prompt_tokens);
+  limits->set_max_queue(info.max_queue);
+  limits->set_max_stop_sequences(request_limits.max_stop_sequences);
+  limits->set_max_stop_sequence_bytes(request_limits.max_stop_sequence_bytes);
+  limits->set_max_stop_token_ids(request_limits.max_stop_token_ids);
+  limits->set_max_top_logprobs(request_limits.max_top_logprobs);
   return FinishNow(context, grpc::Status::OK);
 }
 

@@ -2,40 +2,26 @@
 // validates: protos become scheduler requests, scheduler results become
 // protos, absl::Status becomes grpc::Status (status_to_grpc.h).
 //
-// Life cycle: the service is registered before the model is loaded; until
-// SetReady every call fails with UNAVAILABLE ("the model is loading"). After
-// SetDraining, Generate, GenerateStream and Score fail with UNAVAILABLE while
-// calls already running go on; Tokenize, Detokenize and GetModelInfo keep
-// answering until the server stops.
+// Life cycle (core/readiness.h, shared with the other front ends): the
+// service is registered before the model is loaded; until the readiness is
+// serving, every call fails with UNAVAILABLE ("the model is loading"). Once
+// it is draining, Generate, GenerateStream and Score fail with UNAVAILABLE
+// while calls already running go on; Tokenize, Detokenize and GetModelInfo
+// keep answering until the server stops.
 #ifndef TVQ_SERVER_SERVICE_GRPC_GENERATION_SERVICE_H_
 #define TVQ_SERVER_SERVICE_GRPC_GENERATION_SERVICE_H_
 
-#include <atomic>
 #include <cstdint>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/model/model_weights.h"
-#include "server/text/tokenizer.h"
-#include "server/scheduler/scheduler.h"
+#include "server/core/engine.h"
+#include "server/core/readiness.h"
 #include "server/service/grpc/request_validation.h"
 #include "tvq/v1/tvq.grpc.pb.h"
 
 namespace tvq::service {
-
-// Everything the service serves once the model is loaded. Owned by the
-// caller; must outlive the service's last call.
-struct ModelContext {
-  const runtime::ModelWeights* weights = nullptr;
-  const runtime::Tokenizer* tokenizer = nullptr;
-  scheduler::Scheduler* scheduler = nullptr;
-  int64_t state_bytes_per_sequence = 0;
-  int max_queue = 0;
-  // "cpu" or "cuda", and the device in words.
-  std::string backend;
-  std::string device;
-};
 
 // Counts the Generate, GenerateStream and Score calls whose reactor has not
 // finished (OnDone), so that shutdown can wait for their last messages.
@@ -67,12 +53,11 @@ class ActiveCallCounter {
 
 class GenerationService final : public v1::TextGeneration::CallbackService {
  public:
-  GenerationService(const RequestLimits& limits, std::string server_version);
+  // Serves the engine `readiness` gives (kept by pointer; must outlive the
+  // service's last call).
+  GenerationService(const core::Readiness* readiness,
+                    std::string server_version);
 
-  // Starts serving `context` (kept by pointer).
-  void SetReady(const ModelContext* context);
-  // New Generate/GenerateStream/Score calls get UNAVAILABLE from now on.
-  void SetDraining();
   // Waits until every Generate/GenerateStream/Score call has ended (its last
   // message written); false when `deadline` passed first.
   bool WaitForActiveCalls(absl::Time deadline) {
@@ -101,15 +86,8 @@ class GenerationService final : public v1::TextGeneration::CallbackService {
       v1::GetModelInfoResponse* response) override;
 
  private:
-  // The loaded model, or an UNAVAILABLE status (loading; draining when
-  // `for_new_work`).
-  absl::StatusOr<const ModelContext*> Serving(bool for_new_work) const;
-  ValidationContext Validation(const ModelContext& model) const;
-
-  const RequestLimits limits_;
+  const core::Readiness* const readiness_;
   const std::string server_version_;
-  std::atomic<const ModelContext*> model_{nullptr};
-  std::atomic<bool> draining_{false};
   ActiveCallCounter active_calls_;
 };
 

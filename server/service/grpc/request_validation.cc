@@ -1,6 +1,7 @@
 #include "server/service/grpc/request_validation.h"
 
 #include <cmath>
+#include <span>
 #include <string_view>
 #include <utility>
 
@@ -34,14 +35,9 @@ absl::Status CheckLeftOpen(std::string_view field, double value, double low,
 absl::Status CheckTokenIds(std::string_view field,
                            const google::protobuf::RepeatedField<int32_t>& ids,
                            int n_vocab) {
-  for (int i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= n_vocab) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s[%d] must be a token id in [0, %d), got %d", field,
-                          i, n_vocab, ids[i]));
-    }
-  }
-  return absl::OkStatus();
+  return runtime::CheckTokenIds(
+      std::span<const int32_t>(ids.data(), static_cast<size_t>(ids.size())),
+      n_vocab, field);
 }
 
 // The prompt of Generate or the sequence of Score, eos prefix applied.

@@ -11,25 +11,17 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "server/core/request_limits.h"
 #include "server/model/model_config.h"
-#include "server/text/tokenizer.h"
 #include "server/scheduler/request.h"
+#include "server/text/tokenizer.h"
 #include "tvq/v1/tvq.pb.h"
 
 namespace tvq::service {
 
-// The limits requests are checked against (tvq-server flags; reported by
-// GetModelInfo as ServerLimits).
-struct RequestLimits {
-  int max_new_tokens_limit = 8192;
-  int default_max_new_tokens = 256;
-  int max_prompt_tokens = 131072;
-  int max_stop_sequences = 16;
-  int max_stop_sequence_bytes = 256;
-  int max_stop_token_ids = 64;
-  int max_top_logprobs = 20;
-  int max_request_id_length = 128;
-};
+// The limits requests are checked against (core/request_limits.h: the
+// tvq-server flags; reported by GetModelInfo as ServerLimits).
+using RequestLimits = core::RequestLimits;
 
 // What validation needs to know about the model.
 struct ValidationContext {

@@ -1,15 +1,16 @@
-#include "server/text/tokenizer.h"
+#include "server/model/model_dir.h"
 
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/text/byte_tokenizer.h"
-#include "server/model/model_config.h"
-#include "server/text/sentencepiece_tokenizer.h"
 #include "server/base/status_macros.h"
 #include "server/base/str_cat.h"
+#include "server/text/byte_tokenizer.h"
+#include "server/text/sentencepiece_tokenizer.h"
 
 namespace tvq::runtime {
 namespace {
@@ -59,6 +60,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(
   TVQ_RETURN_IF_ERROR(
       CheckSpecialId(*tokenizer, "unk_id", tokenizer->unk_id(), config.unk_id));
   return std::unique_ptr<Tokenizer>(std::move(tokenizer));
+}
+
+absl::StatusOr<LoadedModel> LoadModelDir(const std::string& directory) {
+  TVQ_ASSIGN_OR_RETURN(const ModelConfig config,
+                       ModelWeights::LoadConfig(directory));
+  LoadedModel model;
+  TVQ_ASSIGN_OR_RETURN(model.tokenizer, LoadTokenizer(config, directory));
+  TVQ_ASSIGN_OR_RETURN(model.weights, ModelWeights::Load(directory, config));
+  return model;
 }
 
 }  // namespace tvq::runtime

@@ -1,0 +1,86 @@
+// The transport-free engine every front end serves: the loaded model
+// directory, the backend, the Transformer-VQ forward pass, the state pool
+// and the scheduler (ModelRuntime + Scheduler), built from one EngineConfig.
+// Front ends (gRPC, HTTP) translate and validate requests, then submit them
+// to scheduler(); they ask the engine for model info and score summaries.
+// Readiness (readiness.h) says whether they may.
+//
+// Thread-safe as the scheduler is: Submit*/Cancel/Stats from any thread.
+#ifndef TVQ_SERVER_CORE_ENGINE_H_
+#define TVQ_SERVER_CORE_ENGINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/core/engine_config.h"
+#include "server/core/model_info.h"
+#include "server/core/model_runtime.h"
+#include "server/core/score_summary.h"
+#include "server/model/model_config.h"
+#include "server/scheduler/request.h"
+#include "server/scheduler/scheduler.h"
+#include "server/scheduler/scheduler_observer.h"
+#include "server/text/tokenizer.h"
+
+namespace tvq::core {
+
+class Engine {
+ public:
+  // Loads everything `config` names (LoadModelRuntime) and starts the
+  // scheduler, which reports to `observer` (may be null; must outlive the
+  // engine). The first failure is returned as it is.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(
+      const EngineConfig& config, scheduler::SchedulerObserver* observer);
+
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+  // Stops the scheduler before the runtime goes.
+  ~Engine();
+
+  const EngineConfig& config() const { return config_; }
+  const runtime::ModelConfig& model_config() const { return runtime_.config(); }
+  const runtime::Tokenizer& tokenizer() const { return runtime_.tokenizer(); }
+  const ModelRuntime& runtime() const { return runtime_; }
+  // Submit, cancel, stats. Never null.
+  scheduler::Scheduler& scheduler() const { return *scheduler_; }
+
+  int num_slots() const;
+  int64_t state_bytes_per_sequence() const {
+    return runtime_.state_bytes_per_sequence();
+  }
+  // "cpu" or "cuda", and the device in words ("cpu (2 threads)").
+  const std::string& backend_name() const { return backend_name_; }
+  const std::string& device_name() const { return device_name_; }
+
+  // The model, the device, the limits and the slots right now.
+  ModelInfo Info() const;
+  // Bits per byte and the byte count of a finished score.
+  ScoreSummary Summarize(const scheduler::ScoreResult& result) const {
+    return SummarizeScore(model_config(), result);
+  }
+
+  // Graceful end (Scheduler::Drain): new submissions fail at once, accepted
+  // requests may finish for up to `timeout`, the rest are cut short.
+  // Returns how many were cut short. Front ends mark Readiness draining
+  // first so that they refuse new work with their own message.
+  int Drain(absl::Duration timeout);
+  // Stops the scheduler's loop. Idempotent.
+  void Stop();
+
+ private:
+  Engine(const EngineConfig& config, ModelRuntime runtime);
+
+  const EngineConfig config_;
+  ModelRuntime runtime_;
+  std::string backend_name_;
+  std::string device_name_;
+  // Last: stopped and destroyed before the runtime it drives.
+  std::unique_ptr<scheduler::Scheduler> scheduler_;
+};
+
+}  // namespace tvq::core
+
+#endif  // TVQ_SERVER_CORE_ENGINE_H_

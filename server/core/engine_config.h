@@ -1,0 +1,45 @@
+// Everything the engine is built from: plain values, filled once from the
+// tvq-server flags in main.cc (or directly by tests and benchmarks). No flag
+// library here; main.cc checks the flags' ranges (CheckFlags) before it
+// fills this struct, and the defaults are the flags' defaults
+// (docs/configuration.md).
+#ifndef TVQ_SERVER_CORE_ENGINE_CONFIG_H_
+#define TVQ_SERVER_CORE_ENGINE_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "server/core/request_limits.h"
+
+namespace tvq::core {
+
+// At most this many slots are derived from state_memory_bytes.
+inline constexpr int kMaxDerivedSlots = 256;
+
+struct EngineConfig {
+  // Model directory: config.json, model.safetensors, the tokenizer file.
+  std::string model_dir = "models/demo";
+  // auto, cpu, cuda or cuda:N (runtime::BackendOptions::device).
+  std::string device = "auto";
+  // CPU backend threads (0 = all cores).
+  int threads = 0;
+  // State slots; 0 = state_memory_bytes / bytes per slot, at most
+  // kMaxDerivedSlots.
+  int num_slots = 0;
+  int64_t state_memory_bytes = int64_t{1} << 30;
+  // Requests that may wait for a free slot.
+  int max_queue = 256;
+  // Prompt tokens one slot feeds per step (rounded down to whole blocks, at
+  // least one block).
+  int prefill_chunk = 256;
+  // Tokens (decode + prefill) one scheduler step aims not to exceed.
+  int step_token_budget = 512;
+  // Prefill block length (0 = the model's block_len).
+  int block_len = 0;
+  // What requests may ask for (checked by the front ends' validation).
+  RequestLimits limits;
+};
+
+}  // namespace tvq::core
+
+#endif  // TVQ_SERVER_CORE_ENGINE_CONFIG_H_

@@ -1,0 +1,21 @@
+// The limits every request is checked against, whatever front end it came
+// through (tvq-server flags; GetModelInfo reports them as ServerLimits).
+#ifndef TVQ_SERVER_CORE_REQUEST_LIMITS_H_
+#define TVQ_SERVER_CORE_REQUEST_LIMITS_H_
+
+namespace tvq::core {
+
+struct RequestLimits {
+  int max_new_tokens_limit = 8192;
+  int default_max_new_tokens = 256;
+  int max_prompt_tokens = 131072;
+  int max_stop_sequences = 16;
+  int max_stop_sequence_bytes = 256;
+  int max_stop_token_ids = 64;
+  int max_top_logprobs = 20;
+  int max_request_id_length = 128;
+};
+
+}  // namespace tvq::core
+
+#endif  // TVQ_SERVER_CORE_REQUEST_LIMITS_H_
