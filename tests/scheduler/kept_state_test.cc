@@ -11,12 +11,9 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "server/backend/backend.h"
-#include "server/engine/state_pool.h"
-#include "server/engine/transformer_vq.h"
-#include "server/model/model_weights.h"
+#include "server/core/engine_config.h"
+#include "server/core/model_runtime.h"
 #include "server/scheduler/scheduler.h"
-#include "server/text/tokenizer.h"
 #include "tests/support/test_util.h"
 
 namespace tvq::scheduler {
@@ -111,40 +108,27 @@ StartFrom Copy(std::string key) {
 
 class KeptStateTest : public ::testing::Test {
  protected:
-  // The engine assembly of scheduler_test.cc (to be replaced by the shared
-  // one from server/core at merge).
   void Build(int num_slots, SchedulerObserver* observer = nullptr) {
     SchedulerOptions options;
     options.batch = {.step_token_budget = 16, .prefill_chunk = 8};
     golden_ = testing::LoadGolden("tiny-byte");
-    auto weights = runtime::ModelWeights::Load(golden_.model_dir);
-    ASSERT_TRUE(weights.ok()) << weights.status();
-    weights_ = *std::move(weights);
-    auto tokenizer =
-        runtime::LoadTokenizer(weights_->config(), golden_.model_dir);
-    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-    tokenizer_ = *std::move(tokenizer);
-    auto backend = runtime::CreateBackend({.device = "cpu", .num_threads = 1});
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    backend_ = *std::move(backend);
-    runtime::EngineOptions engine_options;
-    engine_options.max_prefill_chunk = options.batch.prefill_chunk;
-    auto engine =
-        runtime::TransformerVq::Create(*weights_, *backend_, engine_options);
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    engine_ = *std::move(engine);
-    auto pool =
-        runtime::StatePool::Create(weights_->config(), *backend_, num_slots);
-    ASSERT_TRUE(pool.ok()) << pool.status();
-    pool_ = *std::move(pool);
-    auto scheduler =
-        Scheduler::Create(*engine_, *pool_, *tokenizer_, options, observer);
+    core::EngineConfig config;
+    config.model_dir = golden_.model_dir;
+    config.device = "cpu";
+    config.threads = 1;
+    config.num_slots = num_slots;
+    config.prefill_chunk = options.batch.prefill_chunk;
+    auto runtime = core::LoadModelRuntime(config);
+    ASSERT_TRUE(runtime.ok()) << runtime.status();
+    runtime_ = *std::move(runtime);
+    auto scheduler = Scheduler::Create(*runtime_.transformer, *runtime_.pool,
+                                       runtime_.tokenizer(), options, observer);
     ASSERT_TRUE(scheduler.ok()) << scheduler.status();
     scheduler_ = *std::move(scheduler);
   }
   void TearDown() override { scheduler_.reset(); }
 
-  int n_vocab() const { return weights_->config().n_vocab; }
+  int n_vocab() const { return runtime_.config().n_vocab; }
 
   // A greedy generation of `max_new_tokens` after `prompt`.
   static GenerationRequest Greedy(std::vector<int32_t> prompt,
@@ -200,17 +184,13 @@ class KeptStateTest : public ::testing::Test {
   }
 
   std::string Export(int slot) {
-    absl::StatusOr<std::string> bytes = pool_->Export(slot);
+    absl::StatusOr<std::string> bytes = runtime_.pool->Export(slot);
     EXPECT_TRUE(bytes.ok()) << bytes.status();
     return bytes.ok() ? *bytes : std::string();
   }
 
   testing::GoldenCase golden_;
-  std::unique_ptr<runtime::ModelWeights> weights_;
-  std::unique_ptr<runtime::Tokenizer> tokenizer_;
-  std::unique_ptr<runtime::Backend> backend_;
-  std::unique_ptr<runtime::TransformerVq> engine_;
-  std::unique_ptr<runtime::StatePool> pool_;
+  core::ModelRuntime runtime_;
   std::unique_ptr<Scheduler> scheduler_;
 };
 
@@ -228,7 +208,7 @@ TEST_F(KeptStateTest, ContinuingAKeptGenerationEqualsOneRequest) {
   const KeptState kept = Kept("a");
   // The state holds the prompt and every generated token but the last.
   EXPECT_EQ(kept.pending_token, head.back());
-  EXPECT_EQ(pool_->position(kept.slot),
+  EXPECT_EQ(runtime_.pool->position(kept.slot),
             static_cast<int64_t>(kPrompt.size() + head.size() - 1));
   EXPECT_FALSE(kept.pinned);
   const SchedulerStats stats = scheduler_->Stats();
@@ -283,7 +263,7 @@ TEST_F(KeptStateTest, CopyAndKeepUnderTheSameKeyAdvancesTheState) {
     ASSERT_EQ(scheduler_->KeptStates().size(), 1u);
   }
   EXPECT_EQ(joined, whole);
-  EXPECT_EQ(pool_->position(Kept("a").slot),
+  EXPECT_EQ(runtime_.pool->position(Kept("a").slot),
             static_cast<int64_t>(kPrompt.size() + whole.size() - 1));
 }
 
@@ -338,7 +318,7 @@ TEST_F(KeptStateTest, ScoringFromAKeptStateMatchesTheGolden) {
   ASSERT_TRUE(head_sink->failure().ok()) << head_sink->failure();
   WaitUntilIdle();
   EXPECT_EQ(Kept("s").pending_token, -1);
-  EXPECT_EQ(pool_->position(Kept("s").slot), split);
+  EXPECT_EQ(runtime_.pool->position(Kept("s").slot), split);
 
   ScoreRequest tail;
   tail.tokens.assign(golden_.tokens.begin() + split, golden_.tokens.end());
