@@ -1,6 +1,14 @@
 // The device interface the model is written against: memory plus one virtual
 // per model-level operation. CpuBackend and CudaBackend implement it; every
 // pointer an op takes is backend memory unless the comment says "host".
+//
+// Weights cross the interface as TensorViews (tensor.h) carrying their dtype
+// and shape; attention tables and state carry theirs in the structs of
+// kernels/attention_types.h. Supports(op, dtype) says which dtypes a backend
+// runs (F32 everywhere today). Every op first validates its arguments with
+// op_checks.h (sizes, strides, null pointers, slot indices, dtypes) and
+// returns InvalidArgument / OutOfRange / Unimplemented naming the backend
+// and the op, so no backend reads an argument it has not checked.
 #ifndef TVQ_SERVER_BACKEND_BACKEND_H_
 #define TVQ_SERVER_BACKEND_BACKEND_H_
 

@@ -94,14 +94,25 @@ class OpContext {
                      const SublayerState& state) const {
     TVQ_RETURN_IF_ERROR(NotNull(slots, "the slot array"));
     for (int b = 0; b < batch; ++b) TVQ_RETURN_IF_ERROR(Slot(slots[b], state));
+    // Small batches (every decode step) compare pairwise, without memory.
+    constexpr int kPairwiseLimit = 32;
+    if (batch <= kPairwiseLimit) {
+      for (int b = 1; b < batch; ++b) {
+        for (int earlier = 0; earlier < b; ++earlier) {
+          if (slots[earlier] == slots[b]) return Repeated(slots[b]);
+        }
+      }
+      return absl::OkStatus();
+    }
     std::vector<bool> seen(state.num_slots, false);
     for (int b = 0; b < batch; ++b) {
-      if (seen[slots[b]]) {
-        return Invalid("slot %d appears twice in the batch", slots[b]);
-      }
+      if (seen[slots[b]]) return Repeated(slots[b]);
       seen[slots[b]] = true;
     }
     return absl::OkStatus();
+  }
+  absl::Status Repeated(int slot) const {
+    return Invalid("slot %d appears twice in the batch", slot);
   }
   absl::Status Position(int64_t position) const {
     if (position >= 0) return absl::OkStatus();

@@ -4,6 +4,11 @@
 // batches of scattered slots). Built twice: cuda_kernels_test runs it on a
 // GPU (skipping without one), cuda_kernels_emulated_test on the CPU
 // emulator. Every failure message carries the seed.
+//
+// These are kernel-level checks (launchers on raw pointers, no cuBLAS, no
+// CUDA runtime beyond the launch), which is what the emulator can run; the
+// backend-level checks of every op, CPU and CUDA, against float64
+// references live in tests/backend/backend_conformance_test.cc.
 #include <gtest/gtest.h>
 
 #include <algorithm>
