@@ -1,10 +1,10 @@
 // The backend conformance suite: every Backend op, written once as a TEST_P
 // over (backend, dtype) and instantiated for every backend this build has:
 // the CPU always, CUDA when the build has it (each case skips, naming the
-// CUDA error, without a usable GPU). The CUDA kernels' logic is also run on
-// the CPU emulator, one level down, by tests/kernels (cuda_kernels_emulated_
-// test): the emulator runs kernels, not cuBLAS or the CUDA runtime, so it
-// cannot host a whole backend.
+// CUDA error, without a usable GPU), and the real CudaBackend on the kernel
+// emulator (backend_conformance_emulated_test: the kernel sources compiled
+// for tests/kernels/cuda_emulator, the CUDA runtime and cuBLAS calls served
+// by emulated_cuda_runtime.cc), which runs here.
 //
 // Each op is checked against a plain float64 reference computed here, on
 // seeded inputs of awkward sizes (widths that are not multiples of a vector
@@ -1305,19 +1305,28 @@ TEST_P(AttentionConformanceTest, UnsupportedStateDTypeIsRefusedByName) {
 
 // ------------------------------------------------------------ instances
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeCpu() {
+[[maybe_unused]] absl::StatusOr<std::unique_ptr<Backend>> MakeCpu() {
   return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(2));
 }
 
+// backend_conformance_test: the CPU cases, and the CUDA ones when the build
+// has CUDA (they skip without a GPU). backend_conformance_emulated_test
+// (TVQ_CONFORMANCE_EMULATED_CUDA) runs only the CUDA cases, on the real
+// CudaBackend over the emulated runtime (emulated_cuda_runtime.cc) and the
+// kernel sources compiled for the CPU emulator.
 std::vector<BackendCase> Cases() {
-  std::vector<BackendCase> cases = {
-      {"Cpu_F32", MakeCpu, DType::kF32, true},
-      {"Cpu_BF16", MakeCpu, DType::kBF16, true},
-  };
+  std::vector<BackendCase> cases;
+#ifndef TVQ_CONFORMANCE_EMULATED_CUDA
+  cases.push_back({"Cpu_F32", MakeCpu, DType::kF32, true});
+  cases.push_back({"Cpu_BF16", MakeCpu, DType::kBF16, true});
+  const std::string cuda = "Cuda";
+#else
+  const std::string cuda = "CudaEmulated";
+#endif
 #ifdef TVQ_WITH_CUDA
   auto make_cuda = []() { return CreateCudaBackend(BackendOptions{}, 0); };
-  cases.push_back({"Cuda_F32", make_cuda, DType::kF32, false});
-  cases.push_back({"Cuda_BF16", make_cuda, DType::kBF16, false});
+  cases.push_back({cuda + "_F32", make_cuda, DType::kF32, false});
+  cases.push_back({cuda + "_BF16", make_cuda, DType::kBF16, false});
 #endif
   return cases;
 }
