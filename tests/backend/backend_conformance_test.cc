@@ -332,6 +332,34 @@ TEST_P(BackendConformanceTest, GemmEveryLayout) {
           ExpectCloseRelativeToOne(actual, run(cpu_, DType::kF32), 1e-5,
                                    what + " vs CpuBackend");
         }
+        if (invariant && !transpose_a) {
+          // Batch invariance: each row alone, bit for bit the row of the
+          // whole batch (a decode sequence never depends on its peers).
+          for (const int row : {0, 17, m - 1}) {
+            DeviceBuffer da_row =
+                On(backend(), std::vector<float>(a.begin() + row * lda,
+                                                 a.begin() + (row + 1) * lda));
+            DeviceBuffer dc_row =
+                On(backend(), std::vector<float>(c.begin() + row * ldc,
+                                                 c.begin() + (row + 1) * ldc));
+            const std::vector<unsigned char> b_bytes = Encode(dtype(), b);
+            DeviceBuffer db = On(backend(), b_bytes);
+            const int64_t b_shape[2] = {b_rows, transpose_b ? k : n};
+            const absl::Status status = backend().Gemm(
+                {.transpose_b = transpose_b,
+                 .a = F32(da_row.as<const float>(), {1, k}, lda),
+                 .b = TensorView::Of(db.get(), dtype(), b_shape, ldb),
+                 .beta = 0.5f,
+                 .c = F32(dc_row.as<float>(), {1, n}, ldc),
+                 .batch_invariant = true});
+            ASSERT_TRUE(status.ok()) << status;
+            const std::vector<float> alone =
+                Read<float>(backend(), dc_row, ldc);
+            EXPECT_EQ(0, std::memcmp(alone.data(), actual.data() + row * ldc,
+                                     sizeof(float) * n))
+                << what << ": row " << row << " alone differs from the batch";
+          }
+        }
       }
     }
   }
@@ -860,7 +888,8 @@ TEST_P(AttentionConformanceTest, VqAssignPicksTheNearestCode) {
 
 TEST_P(AttentionConformanceTest, BlockAttentionAtWindowBoundaries) {
   TVQ_SKIP_UNLESS_SUPPORTED(Op::kBlockAttention);
-  for (const AttentionShape& shape : {AttentionShape{2, 13, 7, 16, 20, true},
+  for (const AttentionShape& shape : {AttentionShape{1, 13, 7, 16, 20, true},
+                                      AttentionShape{2, 13, 7, 16, 20, true},
                                       AttentionShape{2, 11, 8, 16, 12, false},
                                       AttentionShape{1, 5, 4, 33, 37, true}}) {
     const int H = shape.n_head, dk = shape.d_k, dv = shape.d_v,
@@ -910,7 +939,8 @@ TEST_P(AttentionConformanceTest, DecodeAttentionOfScatteredSlots) {
   for (const AttentionShape& shape :
        {AttentionShape{1, 13, 7, 16, 36, true},
         AttentionShape{2, 50, 16, 16, 37, true},
-        AttentionShape{3, 13, 7, 33, 36, false}}) {
+        AttentionShape{3, 13, 7, 33, 36, false},
+        AttentionShape{1, 129, 64, 16, 36, true}}) {
     const int H = shape.n_head, dk = shape.d_k, dv = shape.d_v,
               M = shape.mem_len;
     const HostSublayer data = RandomSublayer(shape, 5);
