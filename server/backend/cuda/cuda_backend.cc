@@ -458,9 +458,8 @@ absl::Status CudaBackend::Multiply(int rows, int cols, float* x, int x_stride,
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::LogSoftmax(int rows, int cols,
-                                     const TensorView& bias, float scale,
-                                     float* x) {
+absl::Status CudaBackend::LogSoftmax(int rows, int cols, const TensorView& bias,
+                                     float scale, float* x) {
   TVQ_RETURN_IF_ERROR(op_checks::LogSoftmax(*this, rows, cols, bias, x));
   TVQ_RETURN_IF_ERROR(Activate());
   TVQ_CUDA_RETURN_IF_ERROR(
@@ -497,9 +496,8 @@ absl::Status CudaBackend::BlockAttention(
       void* scratch,
       Scratch(sizeof(float) * cuda::BlockAttentionScratchFloats(shape, n)));
   const cuda::ComposedStatus status = cuda::BlockAttention(
-      shape, tables, state, slot, first_position, n, q, q_stride, codes,
-      values, value_stride, out, static_cast<float*>(scratch), cublas_,
-      stream_);
+      shape, tables, state, slot, first_position, n, q, q_stride, codes, values,
+      value_stride, out, static_cast<float*>(scratch), cublas_, stream_);
   if (status.cublas != CUBLAS_STATUS_SUCCESS) {
     return CublasError(status.cublas, status.call, __FILE__, __LINE__);
   }
@@ -525,8 +523,9 @@ absl::Status CudaBackend::DecodeAttention(
       const void* device_positions,
       UploadIndices(kPositions, positions, sizeof(int64_t) * batch));
   TVQ_ASSIGN_OR_RETURN(
-      void* scratch, Scratch(sizeof(float) * cuda::DecodeAttentionScratchFloats(
-                                                 shape, batch, target_blocks_)));
+      void* scratch,
+      Scratch(sizeof(float) * cuda::DecodeAttentionScratchFloats(
+                                  shape, batch, target_blocks_)));
   TVQ_CUDA_RETURN_IF_ERROR(cuda::DecodeAttention(
       shape, tables, state, static_cast<const int32_t*>(device_slots),
       static_cast<const int64_t*>(device_positions), batch, q, q_stride, codes,
@@ -548,9 +547,9 @@ absl::Status CudaBackend::UpdateState(const AttentionShape& shape,
   TVQ_ASSIGN_OR_RETURN(
       void* scratch,
       Scratch(sizeof(int32_t) * cuda::UpdateStateScratchInts(shape, n)));
-  TVQ_CUDA_RETURN_IF_ERROR(cuda::UpdateState(
-      shape, state, slot, first_position, n, codes, values, value_stride,
-      static_cast<int32_t*>(scratch), stream_));
+  TVQ_CUDA_RETURN_IF_ERROR(
+      cuda::UpdateState(shape, state, slot, first_position, n, codes, values,
+                        value_stride, static_cast<int32_t*>(scratch), stream_));
   return absl::OkStatus();
 }
 
@@ -558,9 +557,9 @@ absl::Status CudaBackend::UpdateStateBatch(
     const AttentionShape& shape, const SublayerState& state, const int* slots,
     const int64_t* positions, int batch, const int32_t* codes,
     const float* values, int value_stride) {
-  TVQ_RETURN_IF_ERROR(op_checks::UpdateStateBatch(
-      *this, shape, state, slots, positions, batch, codes, values,
-      value_stride));
+  TVQ_RETURN_IF_ERROR(op_checks::UpdateStateBatch(*this, shape, state, slots,
+                                                  positions, batch, codes,
+                                                  values, value_stride));
   if (batch <= 0) return absl::OkStatus();
   TVQ_RETURN_IF_ERROR(Activate());
   TVQ_ASSIGN_OR_RETURN(const void* device_slots,
