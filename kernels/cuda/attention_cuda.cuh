@@ -35,8 +35,9 @@ cudaError_t DecodeAttention(const AttentionShape& dims,
                             float* scratch, int target_blocks,
                             cudaStream_t stream);
 
-// ---- prefill: a block of n queries of one slot. The caller computes, per
-// head, code_scores = qu C^T and relative_scores = qv R^T (fp32 GEMMs), and
+// ---- prefill: a block of n queries of one slot, the kernel steps of
+// block_attention_cuda.cuh (which composes them): it computes, per head,
+// code_scores = qu C^T and relative_scores = qv R^T (fp32 GEMMs), and
 // afterwards out = W[:, :M] window_values + W[:, M:M+n] values +
 // W[:, M+n:] means (the last only with agg_cache).
 
