@@ -886,6 +886,51 @@ TEST_P(AttentionConformanceTest, VqAssignPicksTheNearestCode) {
   }
 }
 
+TEST_P(AttentionConformanceTest, VqAssignBreaksTiesTowardTheLowestIndex) {
+  TVQ_SKIP_UNLESS_SUPPORTED(Op::kVqAssign);
+  // 70 codes (two tiles of a 64-code kernel); codewords 5, 40 and 66 equal.
+  const AttentionShape shape{.n_head = 1,
+                             .n_code = 70,
+                             .mem_len = 4,
+                             .d_k = 8,
+                             .d_v = 4,
+                             .agg_cache = true};
+  HostSublayer data = RandomSublayer(shape, 1);
+  const int d_k = shape.d_k;
+  std::copy_n(data.codebook.begin() + 5 * d_k, d_k,
+              data.codebook.begin() + 40 * d_k);
+  std::copy_n(data.codebook.begin() + 5 * d_k, d_k,
+              data.codebook.begin() + 66 * d_k);
+  for (int s = 0; s < shape.n_code; ++s) {
+    float sum = 0;
+    for (int c = 0; c < d_k; ++c) {
+      sum += data.codebook[s * d_k + c] * data.codebook[s * d_k + c];
+    }
+    data.sq_norm[s] = sum;
+  }
+  // Key 0 is exactly codeword 5; against an all-zero codebook every
+  // distance ties at 0.
+  std::vector<float> keys(2 * d_k, 0.0f);
+  std::copy_n(data.codebook.begin() + 5 * d_k, d_k, keys.begin());
+  HostSublayer zeros = data;
+  std::fill(zeros.codebook.begin(), zeros.codebook.end(), 0.0f);
+  std::fill(zeros.sq_norm.begin(), zeros.sq_norm.end(), 0.0f);
+  for (const HostSublayer* book : {&data, &zeros}) {
+    DeviceSublayer s = Upload(backend(), *book);
+    DeviceBuffer dkeys = On(backend(), keys);
+    DeviceBuffer codes = On(backend(), std::vector<int32_t>(2, -7));
+    ASSERT_TRUE(backend()
+                    .VqAssign(2, shape, s.tables(), dkeys.as<float>(), d_k,
+                              codes.as<int32_t>())
+                    .ok());
+    const std::vector<int32_t> actual = Read<int32_t>(backend(), codes, 2);
+    EXPECT_EQ(actual[0], book == &zeros ? 0 : 5);
+    if (book == &zeros) {
+      EXPECT_EQ(actual[1], 0);
+    }
+  }
+}
+
 TEST_P(AttentionConformanceTest, BlockAttentionAtWindowBoundaries) {
   TVQ_SKIP_UNLESS_SUPPORTED(Op::kBlockAttention);
   for (const AttentionShape& shape : {AttentionShape{1, 13, 7, 16, 20, true},
