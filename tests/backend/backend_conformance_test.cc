@@ -1394,9 +1394,9 @@ std::vector<BackendCase> Cases() {
 #ifndef TVQ_CONFORMANCE_EMULATED_CUDA
   cases.push_back({"Cpu_F32", MakeCpu, DType::kF32, true});
   cases.push_back({"Cpu_BF16", MakeCpu, DType::kBF16, true});
-  const std::string cuda = "Cuda";
+  [[maybe_unused]] const std::string cuda = "Cuda";
 #else
-  const std::string cuda = "CudaEmulated";
+  [[maybe_unused]] const std::string cuda = "CudaEmulated";
 #endif
 #ifdef TVQ_WITH_CUDA
   auto make_cuda = []() { return CreateCudaBackend(BackendOptions{}, 0); };
