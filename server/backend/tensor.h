@@ -67,16 +67,19 @@ struct BasicTensorView {
   }
 
   // A view of `data` with `shape` (row-major); row_stride 0 = contiguous.
+  // Shapes of more than kMaxTensorRank dims fold their leading dims into
+  // the first (rows() and cols() are unchanged).
   static BasicTensorView Of(Pointer data, DType dtype,
                             std::span<const int64_t> shape,
                             int64_t row_stride = 0) {
     BasicTensorView view;
     view.data = data;
     view.dtype = dtype;
-    view.rank = static_cast<int>(shape.size());
-    for (int i = 0; i < view.rank && i < kMaxTensorRank; ++i) {
-      view.dims[i] = shape[i];
-    }
+    const size_t folded =
+        shape.size() > kMaxTensorRank ? shape.size() - kMaxTensorRank : 0;
+    view.rank = static_cast<int>(shape.size() - folded);
+    for (int i = 0; i < view.rank; ++i) view.dims[i] = shape[folded + i];
+    for (size_t i = 0; i < folded; ++i) view.dims[0] *= shape[i];
     view.row_stride = row_stride > 0 ? row_stride : view.cols();
     return view;
   }
