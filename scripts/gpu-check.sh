@@ -3,8 +3,9 @@
 # nvcc, CMake, ninja, no -dev packages and no network): unpack the bundle,
 # build the runtime with CUDA (TVQ_BUILD_SERVER=OFF), run the CUDA parity
 # tests (the backend conformance suite, the CUDA backend and kernel tests,
-# the whole model on golden vectors), then gpu_bench. Logs and figures go
-# to $OUT (or ./gpu-check-out); the last lines printed are a short summary.
+# the whole model on golden vectors), then gpu_bench --quick (set
+# TVQ_GPU_BENCH_FULL=1 for the full run). Logs go to $OUT (or
+# ./gpu-check-out); $OUT/report.txt holds the summary, failures and figures.
 #
 # Here, first:   scripts/gpu-bundle.sh
 # With the device tool (carry .gpu-bundle):
@@ -73,12 +74,21 @@ done
 
 bench=$(find "$build/tests" -name gpu_bench -type f -perm -u+x | head -n 1)
 if [ -n "$bench" ]; then
-  timeout 300 "$bench" >"$out/gpu_bench.txt" 2>&1
+  bench_flags=(--quick)
+  if [ -n "${TVQ_GPU_BENCH_FULL:-}" ]; then bench_flags=(); fi
+  timeout 300 "$bench" "${bench_flags[@]}" >"$out/gpu_bench.txt" 2>&1
   note "gpu_bench: exit $? (figures in gpu_bench.txt)"
 fi
 
-echo
-echo "== summary"
-printf '%s\n' "${summary[@]}"
-echo "== gpu_bench (tail)"
-tail -40 "$out/gpu_bench.txt" 2>/dev/null || true
+# One report file with everything that matters, and its tail on stdout.
+{
+  echo "== gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  head -15 "$out/device.txt"
+  echo "== summary"
+  printf '%s\n' "${summary[@]}"
+  echo "== failures"
+  grep -h "^\[  FAILED  \]" "$out"/*_test.log 2>/dev/null | sort -u || true
+  echo "== gpu_bench"
+  cat "$out/gpu_bench.txt" 2>/dev/null || true
+} >"$out/report.txt"
+tail -60 "$out/report.txt"
