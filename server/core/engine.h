@@ -22,7 +22,9 @@
 #include "server/model/model_config.h"
 #include "server/scheduler/request.h"
 #include "server/scheduler/scheduler.h"
+#include "server/sessions/fingerprint.h"
 #include "server/scheduler/scheduler_observer.h"
+#include "server/sessions/session_manager.h"
 #include "server/text/tokenizer.h"
 
 namespace tvq::core {
@@ -46,6 +48,13 @@ class Engine {
   const ModelRuntime& runtime() const { return runtime_; }
   // Submit, cancel, stats. Never null.
   scheduler::Scheduler& scheduler() const { return *scheduler_; }
+  // Sessions: create, continue, fork, export, import (docs/sessions.md).
+  // Never null.
+  sessions::SessionManager& sessions() const { return *sessions_; }
+  // Of the model directory, computed once at load (sessions/fingerprint.h).
+  const sessions::ModelFingerprints& fingerprints() const {
+    return fingerprints_;
+  }
 
   int num_slots() const;
   int64_t state_bytes_per_sequence() const {
@@ -77,6 +86,10 @@ class Engine {
   ModelRuntime runtime_;
   std::string backend_name_;
   std::string device_name_;
+  sessions::ModelFingerprints fingerprints_;
+  // Destroyed after the scheduler: the sinks of requests still running on
+  // sessions refer to it until the scheduler has ended them.
+  std::unique_ptr<sessions::SessionManager> sessions_;
   // Last: stopped and destroyed before the runtime it drives.
   std::unique_ptr<scheduler::Scheduler> scheduler_;
 };

@@ -7,12 +7,18 @@
 namespace tvq::scheduler {
 
 ScoreJob::ScoreJob(ScoreRequest request, std::shared_ptr<ScoreSink> sink)
-    : request_(std::move(request)), sink_(std::move(sink)) {}
+    : request_(std::move(request)),
+      feed_(request_.tokens.begin(),
+            request_.hold_last_token && !request_.tokens.empty()
+                ? request_.tokens.end() - 1
+                : request_.tokens.end()),
+      sink_(std::move(sink)) {}
 
 absl::StatusOr<SlotState> ScoreJob::AfterPrefill(
     const JobContext& context, std::span<const float> logprobs, int64_t first,
     int num_tokens, bool last_chunk) {
   const std::vector<int32_t>& tokens = request_.tokens;
+  // Every position but the last one has a next token to score.
   const int64_t total = static_cast<int64_t>(tokens.size());
   const int n_vocab = context.environment.n_vocab;
   const int top = request_.top_logprobs;

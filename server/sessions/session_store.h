@@ -1,0 +1,158 @@
+// The host-memory tier of sessions: every session's saved state and its
+// bookkeeping (TTL, pinned, last use, the request running on it), under a
+// byte budget. Pure bookkeeping, no model: SessionManager moves states in
+// and out of the scheduler's slots.
+//
+// Rules:
+// - Ids: 1 to 128 printable ASCII characters without spaces; a new session
+//   without one gets "sess-" + 16 hex digits.
+// - Budget: every session is charged one state (bytes_per_state) from its
+//   creation, whether its state is empty or not, so that a request's result
+//   always fits. Creating one more when the budget is full evicts idle
+//   unpinned sessions, least recently used first; when none can go,
+//   RESOURCE_EXHAUSTED. Pinned sessions, and sessions a request is running
+//   on, are never evicted.
+// - TTL: an idle unpinned session not used for its ttl is closed (expired).
+//   Expiry is checked at every call (no thread of its own).
+// - One request at a time: Begin leases the session to one request; a
+//   second Begin fails at once with FAILED_PRECONDITION naming the session.
+//   Commit ends the lease with the request's result, Abort without (the
+//   session stays exactly as it was). A leased session can be read (Fork,
+//   Export see its last committed state) but not closed.
+// - A closed, expired or evicted session is gone: NOT_FOUND, and the message
+//   says which of the three happened to the last few thousand such ids.
+//
+// Thread-safe.
+#ifndef TVQ_SERVER_SESSIONS_SESSION_STORE_H_
+#define TVQ_SERVER_SESSIONS_SESSION_STORE_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/sessions/session.h"
+
+namespace tvq::sessions {
+
+struct SessionStoreOptions {
+  // Host bytes all sessions may take together (--session-memory-bytes).
+  int64_t memory_bytes = int64_t{1} << 30;
+  // What one session is charged (StatePool::ExportBytes); >= 1.
+  int64_t bytes_per_state = 1;
+  // TTL of a session that sets none (--session-ttl); > 0.
+  absl::Duration default_ttl = absl::Hours(1);
+  // Longest TTL a session may ask for.
+  absl::Duration max_ttl = absl::Hours(24 * 30);
+};
+
+struct NewSession {
+  // Empty: the store makes one.
+  std::string session_id;
+  // Zero: the default TTL.
+  absl::Duration ttl = absl::ZeroDuration();
+  bool pinned = false;
+  SessionSnapshot snapshot;
+  // Created already leased to a request (CreateSession with a prompt: the
+  // session is visible, and busy, while its prompt is prefilled).
+  bool leased = false;
+};
+
+// Counters and gauges for metrics and GetModelInfo.
+struct SessionStoreStats {
+  int sessions_host = 0;
+  int sessions_slot = 0;
+  int pinned = 0;
+  int64_t state_bytes_host = 0;
+  int64_t state_bytes_slot = 0;
+  // Sessions the budget holds (memory_bytes / bytes_per_state).
+  int64_t capacity = 0;
+  uint64_t evictions_total = 0;
+  uint64_t expiries_total = 0;
+};
+
+class SessionStore {
+ public:
+  // `now` is the clock (tests pass their own).
+  explicit SessionStore(const SessionStoreOptions& options,
+                        std::function<absl::Time()> now = &absl::Now);
+
+  const SessionStoreOptions& options() const { return options_; }
+
+  // INVALID_ARGUMENT (bad id, ttl out of range), ALREADY_EXISTS (id taken),
+  // RESOURCE_EXHAUSTED (budget full of pinned or busy sessions).
+  absl::StatusOr<SessionInfo> Create(NewSession session);
+
+  // Leases the session to one request and returns its state.
+  // NOT_FOUND, FAILED_PRECONDITION (busy).
+  absl::StatusOr<SessionSnapshot> Begin(const std::string& session_id);
+  // Ends the lease with the request's result.
+  absl::StatusOr<SessionInfo> Commit(const std::string& session_id,
+                                     SessionSnapshot next);
+  // Ends the lease; the session keeps the state it had.
+  void Abort(const std::string& session_id);
+  // Ends the lease and removes the session (a CreateSession whose prompt
+  // failed: it never existed).
+  void Discard(const std::string& session_id);
+
+  // The last committed state (Fork, Export). Counts as a use.
+  absl::StatusOr<SessionSnapshot> Snapshot(const std::string& session_id);
+  // The TTL and pinned flag of a session (a fork takes its TTL).
+  absl::StatusOr<absl::Duration> Ttl(const std::string& session_id);
+
+  absl::StatusOr<SessionInfo> Get(const std::string& session_id);
+  // Every session, ordered by id.
+  std::vector<SessionInfo> List();
+  // NOT_FOUND, FAILED_PRECONDITION (a request is running on it).
+  absl::Status Close(const std::string& session_id);
+
+  SessionStoreStats Stats();
+
+  // The id rule (above); INVALID_ARGUMENT naming `field`.
+  static absl::Status CheckId(const std::string& session_id,
+                              std::string_view field);
+
+ private:
+  struct Record {
+    SessionSnapshot snapshot;
+    absl::Duration ttl;
+    bool pinned = false;
+    bool leased = false;
+    absl::Time last_used;
+  };
+  enum class GoneReason { kClosed, kExpired, kEvicted };
+
+  SessionInfo InfoLocked(const std::string& id, const Record& record) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  absl::Status NotFoundLocked(const std::string& id) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Evicts LRU idle unpinned sessions until one more fits; false if it
+  // cannot.
+  bool MakeRoomLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void RemoveLocked(const std::string& id, GoneReason reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  absl::StatusOr<Record*> FindLocked(const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+
+  const SessionStoreOptions options_;
+  const std::function<absl::Time()> now_;
+  absl::Mutex mutex_;
+  absl::flat_hash_map<std::string, Record> sessions_ ABSL_GUARDED_BY(mutex_);
+  // What happened to recently removed ids (bounded, oldest dropped first).
+  absl::flat_hash_map<std::string, GoneReason> gone_ ABSL_GUARDED_BY(mutex_);
+  std::deque<std::string> gone_order_ ABSL_GUARDED_BY(mutex_);
+  uint64_t evictions_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t expiries_ ABSL_GUARDED_BY(mutex_) = 0;
+};
+
+}  // namespace tvq::sessions
+
+#endif  // TVQ_SERVER_SESSIONS_SESSION_STORE_H_
