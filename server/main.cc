@@ -86,6 +86,14 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "are cut short (e.g. 30s, 2m)");
 ABSL_FLAG(int, block_len, 0,
           "Prefill block length in tokens (0 = the model's block_len)");
+ABSL_FLAG(int64_t, session_memory_bytes, int64_t{4} << 30,
+          "Host memory all sessions' saved states may take together; each "
+          "session is charged one state (docs/sessions.md)");
+ABSL_FLAG(absl::Duration, session_ttl, absl::Hours(1),
+          "How long an idle session lives when CreateSession sets no "
+          "ttl_seconds (e.g. 1h, 30m)");
+ABSL_FLAG(absl::Duration, session_max_ttl, absl::Hours(24 * 30),
+          "Longest ttl_seconds a session may ask for");
 
 namespace {
 
@@ -158,6 +166,15 @@ absl::Status CheckFlags() {
         "--drain-timeout must be >= 0, got %s",
         absl::FormatDuration(absl::GetFlag(FLAGS_drain_timeout)))));
   }
+  status.Update(at_least("session-memory-bytes",
+                         absl::GetFlag(FLAGS_session_memory_bytes), 1));
+  if (absl::GetFlag(FLAGS_session_ttl) < absl::Seconds(1) ||
+      absl::GetFlag(FLAGS_session_ttl) > absl::GetFlag(FLAGS_session_max_ttl)) {
+    status.Update(absl::InvalidArgumentError(absl::StrFormat(
+        "--session-ttl must be in [1s, --session-max-ttl=%s], got %s",
+        absl::FormatDuration(absl::GetFlag(FLAGS_session_max_ttl)),
+        absl::FormatDuration(absl::GetFlag(FLAGS_session_ttl)))));
+  }
   if (absl::GetFlag(FLAGS_listen).empty()) {
     status.Update(absl::InvalidArgumentError(
         "--listen must be HOST:PORT, got an empty string"));
@@ -195,6 +212,11 @@ tvq::core::EngineConfig EngineConfigFromFlags() {
   config.limits.default_max_new_tokens =
       absl::GetFlag(FLAGS_default_max_new_tokens);
   config.limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  config.sessions.memory_bytes = absl::GetFlag(FLAGS_session_memory_bytes);
+  config.sessions.default_ttl_seconds =
+      absl::ToInt64Seconds(absl::GetFlag(FLAGS_session_ttl));
+  config.sessions.max_ttl_seconds =
+      absl::ToInt64Seconds(absl::GetFlag(FLAGS_session_max_ttl));
   return config;
 }
 

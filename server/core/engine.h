@@ -60,6 +60,11 @@ class Engine {
   int64_t state_bytes_per_sequence() const {
     return runtime_.state_bytes_per_sequence();
   }
+  // Bytes of one exported state (StatePool::ExportBytes): what a session
+  // holds in host memory.
+  int64_t state_export_bytes() const {
+    return static_cast<int64_t>(runtime_.pool->ExportBytes());
+  }
   // "cpu" or "cuda", and the device in words ("cpu (2 threads)").
   const std::string& backend_name() const { return backend_name_; }
   const std::string& device_name() const { return device_name_; }

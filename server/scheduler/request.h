@@ -227,6 +227,8 @@ class AppendSink {
 };
 
 struct ScoreResult {
+  // The scored sequence (ScoreRequest::tokens).
+  std::vector<int32_t> tokens;
   // token_logprobs[i] scores tokens[i + 1] given tokens[0..i].
   std::vector<TokenLogprob> token_logprobs;
   double total_logprob = 0;

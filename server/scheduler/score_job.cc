@@ -38,6 +38,7 @@ absl::StatusOr<SlotState> ScoreJob::AfterPrefill(
   const RequestClock& clock = context.clock;
   const absl::Time now = absl::Now();
   result_.usage.prompt_tokens = static_cast<int>(tokens.size());
+  result_.tokens = tokens;
   result_.usage.queue_time_seconds = Seconds(clock.admitted - clock.arrival);
   result_.usage.total_time_seconds = Seconds(now - clock.arrival);
   context.report_outcome(absl::StatusCode::kOk, FinishReason::kUnspecified);
