@@ -92,7 +92,7 @@ struct StartFrom {
   // The kept state (kContinue, kCopy).
   std::string key;
   // kImport only.
-  std::shared_ptr<const std::string> saved;
+  std::shared_ptr<const std::string> saved = nullptr;
 };
 
 // A request's final state, saved out of its slot (StatePool::Export).
@@ -123,7 +123,7 @@ struct KeepState {
   bool pinned = false;
   // When set, the final state of a successful request (not one cut short at
   // a drain) is also exported to it, before the sink is told (sessions).
-  std::shared_ptr<StateReceiver> save_to;
+  std::shared_ptr<StateReceiver> save_to = nullptr;
 };
 
 struct GenerationRequest {
