@@ -255,6 +255,32 @@ tvq::metrics::EngineSnapshotSource EngineSource(
   };
 }
 
+// The session families' source: the engine's session store and transfers.
+tvq::metrics::SessionSnapshotSource SessionSource(
+    const tvq::core::Engine& engine) {
+  return [&engine] {
+    tvq::sessions::SessionManager& sessions = engine.sessions();
+    const tvq::sessions::SessionStoreStats store = sessions.Stats();
+    const tvq::sessions::SessionTransferStats transfers =
+        sessions.TransferStats();
+    tvq::metrics::SessionSnapshot snapshot;
+    snapshot.sessions_host = store.sessions_host;
+    snapshot.sessions_slot = store.sessions_slot;
+    snapshot.pinned = store.pinned;
+    snapshot.state_bytes_host = store.state_bytes_host;
+    snapshot.state_bytes_slot = store.state_bytes_slot;
+    snapshot.capacity = store.capacity;
+    snapshot.evictions_total = store.evictions_total;
+    snapshot.expiries_total = store.expiries_total;
+    snapshot.exports_total = transfers.exports_total;
+    snapshot.export_bytes_total = transfers.export_bytes_total;
+    snapshot.imports_total = transfers.imports_total;
+    snapshot.import_bytes_total = transfers.import_bytes_total;
+    snapshot.import_failures_total = transfers.import_failures_total;
+    return snapshot;
+  };
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -370,6 +396,7 @@ int main(int argc, char** argv) {
     Log("%s", info.ToString());
   }
   metrics.SetEngineSource(EngineSource(*engine));
+  metrics.SetSessionSource(SessionSource(*engine));
   readiness.SetServing(engine.get());
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
@@ -403,6 +430,7 @@ int main(int argc, char** argv) {
   server->Shutdown(absl::ToChronoTime(absl::Now()));
   engine->Stop();
   metrics.SetEngineSource(nullptr);
+  metrics.SetSessionSource(nullptr);
   Log("stopped");
   return 0;
 }

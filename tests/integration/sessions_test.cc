@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/integration/server_process.h"
+#include "tests/metrics/prometheus_text.h"
 
 namespace tvq::testing {
 namespace {
@@ -587,6 +588,73 @@ TEST(SessionBudgetTest, LeastRecentlyUsedUnpinnedAreEvictedPinnedNever) {
   ASSERT_TRUE(server->stub().GetModelInfo(&context, info_request, &info).ok());
   EXPECT_EQ(info.limits().max_sessions(), 3);
   EXPECT_EQ(info.limits().session_memory_bytes(), 3 * state_bytes + 1);
+}
+
+// ------------------------------------------------------------ metrics
+
+std::string MetricsUrl(const std::string& output) {
+  constexpr char kMarker[] = "metrics on ";
+  const size_t at = output.find(kMarker);
+  if (at == std::string::npos) return "";
+  const size_t begin = at + sizeof(kMarker) - 1;
+  return output.substr(begin, output.find('\n', begin) - begin);
+}
+
+Scrape ScrapeNow(const std::string& url) {
+  absl::StatusOr<HttpResponse> response = HttpGetUrl(url);
+  EXPECT_TRUE(response.ok()) << response.status();
+  if (!response.ok()) return Scrape();
+  absl::StatusOr<Scrape> scrape = Scrape::Parse(response->body);
+  EXPECT_TRUE(scrape.ok()) << scrape.status();
+  return scrape.ok() ? *std::move(scrape) : Scrape();
+}
+
+TEST(SessionMetricsTest, TiersEvictionsTransfersAndCacheConfig) {
+  // Room for 2 sessions (the tiny models' saved state is 82,600 bytes).
+  constexpr int64_t kStateBytes = 82600;
+  std::unique_ptr<ServerProcess> server = StartServer(
+      GoldenModel("tiny-byte"),
+      {"--metrics-address=127.0.0.1:0",
+       absl::StrCat("--session-memory-bytes=", 2 * kStateBytes)});
+  ASSERT_NE(server, nullptr);
+  const std::string url = MetricsUrl(server->Output());
+  ASSERT_FALSE(url.empty()) << server->Output();
+  Client c(server->stub());
+  Scrape scrape = ScrapeNow(url);
+  EXPECT_EQ(scrape.Value("tvq_sessions", {{"tier", "host"}}), 0);
+  EXPECT_EQ(scrape.Value("tvq_session_capacity"), 2);
+  EXPECT_EQ(scrape.Value("tvq_cache_config_info",
+                         {{"block_size", "1"}, {"num_gpu_blocks", "2"}}),
+            1);
+  v1::Session session;
+  ASSERT_TRUE(c.Create("m1", {1, 2, 3}, &session, /*pinned=*/true).ok());
+  ASSERT_EQ(session.state_bytes(), kStateBytes);
+  ASSERT_TRUE(c.Create("m2", {1, 4, 5}, &session).ok());
+  ASSERT_TRUE(c.Create("m3", {1, 6, 7}, &session).ok());  // evicts m2
+  std::string blob;
+  ASSERT_TRUE(c.Export("m1", &blob).ok());
+  ASSERT_TRUE(c.Close("m3").ok());
+  ASSERT_TRUE(c.Import(blob, "m4", &session).ok());
+  EXPECT_FALSE(c.Import(blob.substr(1), "m5", &session).ok());
+  scrape = ScrapeNow(url);
+  EXPECT_EQ(scrape.Value("tvq_sessions", {{"tier", "host"}}), 2);
+  EXPECT_EQ(scrape.Value("tvq_sessions", {{"tier", "slot"}}), 0);
+  EXPECT_EQ(scrape.Value("tvq_session_state_bytes", {{"tier", "host"}}),
+            2 * kStateBytes);
+  EXPECT_EQ(scrape.Value("tvq_sessions_pinned"), 1);
+  EXPECT_EQ(scrape.Value("tvq_session_evictions_total"), 1);
+  EXPECT_EQ(scrape.Value("tvq_session_expiries_total"), 0);
+  EXPECT_EQ(scrape.Value("tvq_session_exports_total"), 1);
+  EXPECT_EQ(scrape.Value("tvq_session_export_bytes_total"),
+            static_cast<double>(blob.size()));
+  EXPECT_EQ(scrape.Value("tvq_session_imports_total"), 1);
+  EXPECT_EQ(scrape.Value("tvq_session_import_bytes_total"),
+            static_cast<double>(blob.size()));
+  EXPECT_EQ(scrape.Value("tvq_session_import_failures_total"), 1);
+  // The prompts were prefilled by append requests.
+  EXPECT_GE(scrape.Value("tvq_requests_finished_total",
+                         {{"kind", "append"}, {"reason", "complete"}}),
+            3);
 }
 
 }  // namespace
