@@ -238,6 +238,13 @@ absl::Status StatePool::Import(int slot, const std::string& bytes) {
   return absl::OkStatus();
 }
 
+int64_t StatePool::ExportedPosition(const std::string& bytes) {
+  ExportHeader header;
+  if (bytes.size() < sizeof(header)) return -1;
+  std::memcpy(&header, bytes.data(), sizeof(header));
+  return header.position;
+}
+
 size_t StatePool::ExportBytes() const {
   return sizeof(ExportHeader) + BytesPerSlot() - sizeof(int64_t);
 }

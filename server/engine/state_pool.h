@@ -50,6 +50,8 @@ class StatePool {
   // header (magic, version, shape, position >= 0) and the arrays (codes in
   // range, finite values, counts >= 0). Thread-safe (reads the shape only).
   absl::Status ValidateExport(const std::string& bytes) const;
+  // The position recorded in an export that ValidateExport accepted.
+  static int64_t ExportedPosition(const std::string& bytes);
   // Bytes Export produces for one slot of this pool.
   size_t ExportBytes() const;
 

@@ -419,6 +419,13 @@ absl::StatusOr<SessionInfo> SessionManager::Import(
         !status.ok()) {
       snapshot = absl::InvalidArgumentError(
           absl::StrFormat("session blob: %s", status.message()));
+    } else if (const int64_t position =
+                   runtime::StatePool::ExportedPosition(*snapshot->state);
+               position != snapshot->position) {
+      snapshot = absl::InvalidArgumentError(absl::StrFormat(
+          "session blob: the header says position %d, its state has absorbed "
+          "%d tokens",
+          snapshot->position, position));
     }
   }
   if (!snapshot.ok()) {

@@ -4,6 +4,8 @@
 // restart -> import, corrupted / truncated / foreign / future blobs, many
 // more sessions than slots, LRU eviction under a small budget with pinned
 // sessions kept, one request at a time per session, validation.
+#include <zlib.h>
+
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -521,6 +523,22 @@ TEST(SessionBlobTest, BadBlobsFailWithTheirOwnStatusAndTheServerServes) {
   status = c.Import(future, "", &session);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(status.error_message().find("version 2"), std::string::npos)
+      << status.error_message();
+
+  // A consistent-looking blob (CRC recomputed) whose header disagrees with
+  // its state about the position.
+  std::string lying = blob;
+  for (size_t offset : {size_t{64}, size_t{72}}) {  // position, token count
+    lying[offset] = static_cast<char>(lying[offset] + 1);
+  }
+  const uint32_t crc = static_cast<uint32_t>(crc32(
+      0L, reinterpret_cast<const Bytef*>(lying.data()), lying.size() - 4));
+  for (int i = 0; i < 4; ++i) {
+    lying[lying.size() - 4 + i] = static_cast<char>(crc >> (8 * i));
+  }
+  status = c.Import(lying, "", &session);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("absorbed"), std::string::npos)
       << status.error_message();
 
   status = c.Import("not a blob at all, just some text", "", &session);
