@@ -31,6 +31,8 @@ std::string TierName(v1::SessionTier tier) {
       return "host";
     case v1::SESSION_TIER_SLOT:
       return "slot";
+    case v1::SESSION_TIER_DISK:
+      return "disk";
     default:
       return "unspecified";
   }

@@ -94,6 +94,10 @@ ABSL_FLAG(absl::Duration, session_ttl, absl::Hours(1),
           "ttl_seconds (e.g. 1h, 30m)");
 ABSL_FLAG(absl::Duration, session_max_ttl, absl::Hours(24 * 30),
           "Longest ttl_seconds a session may ask for");
+ABSL_FLAG(std::string, session_dir, "",
+          "Disk tier of sessions: evicted sessions are saved here instead of "
+          "dropped, every session is saved at shutdown, and a restarted "
+          "server with the same model lists and continues them (empty = off)");
 
 namespace {
 
@@ -217,6 +221,7 @@ tvq::core::EngineConfig EngineConfigFromFlags() {
       absl::ToInt64Seconds(absl::GetFlag(FLAGS_session_ttl));
   config.sessions.max_ttl_seconds =
       absl::ToInt64Seconds(absl::GetFlag(FLAGS_session_max_ttl));
+  config.sessions.dir = absl::GetFlag(FLAGS_session_dir);
   return config;
 }
 
@@ -266,6 +271,10 @@ tvq::metrics::SessionSnapshotSource SessionSource(
     tvq::metrics::SessionSnapshot snapshot;
     snapshot.sessions_host = store.sessions_host;
     snapshot.sessions_slot = store.sessions_slot;
+    snapshot.sessions_disk = store.sessions_disk;
+    snapshot.state_bytes_disk = store.state_bytes_disk;
+    snapshot.spills_total = store.spills_total;
+    snapshot.loads_total = store.loads_total;
     snapshot.pinned = store.pinned;
     snapshot.state_bytes_host = store.state_bytes_host;
     snapshot.state_bytes_slot = store.state_bytes_slot;
@@ -397,6 +406,13 @@ int main(int argc, char** argv) {
   }
   metrics.SetEngineSource(EngineSource(*engine));
   metrics.SetSessionSource(SessionSource(*engine));
+  for (const std::string& problem : engine->session_dir_problems()) {
+    Log("--session-dir: %s", problem);
+  }
+  if (!engine_config.sessions.dir.empty()) {
+    Log("--session-dir=%s: %d sessions on disk", engine_config.sessions.dir,
+        engine->sessions().Stats().sessions_disk);
+  }
   readiness.SetServing(engine.get());
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);

@@ -42,6 +42,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   store.max_ttl = absl::Seconds(config.sessions.max_ttl_seconds);
   engine->sessions_ = std::make_unique<sessions::SessionManager>(
       *engine->scheduler_, pool, identity, model.eos_id, store);
+  if (!config.sessions.dir.empty()) {
+    TVQ_ASSIGN_OR_RETURN(engine->session_dir_problems_,
+                         engine->sessions_->OpenDisk(config.sessions.dir));
+  }
   return engine;
 }
 
@@ -76,7 +80,12 @@ ModelInfo Engine::Info() const {
   return info;
 }
 
-int Engine::Drain(absl::Duration timeout) { return scheduler_->Drain(timeout); }
+int Engine::Drain(absl::Duration timeout) {
+  const int cut_short = scheduler_->Drain(timeout);
+  // Best effort: a session that cannot be written is lost with the process.
+  sessions_->SpillAll().IgnoreError();
+  return cut_short;
+}
 
 void Engine::Stop() {
   if (scheduler_ != nullptr) scheduler_->Stop();

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -51,6 +52,11 @@ class Engine {
   // Sessions: create, continue, fork, export, import (docs/sessions.md).
   // Never null.
   sessions::SessionManager& sessions() const { return *sessions_; }
+  // Files of --session-dir skipped at start-up, one line each (corrupt,
+  // foreign, interrupted writes removed); for the log.
+  const std::vector<std::string>& session_dir_problems() const {
+    return session_dir_problems_;
+  }
   // Of the model directory, computed once at load (sessions/fingerprint.h).
   const sessions::ModelFingerprints& fingerprints() const {
     return fingerprints_;
@@ -77,7 +83,8 @@ class Engine {
   }
 
   // Graceful end (Scheduler::Drain): new submissions fail at once, accepted
-  // requests may finish for up to `timeout`, the rest are cut short.
+  // requests may finish for up to `timeout`, the rest are cut short; then,
+  // with a disk tier, every session is saved to --session-dir.
   // Returns how many were cut short. Front ends mark Readiness draining
   // first so that they refuse new work with their own message.
   int Drain(absl::Duration timeout);
@@ -92,6 +99,7 @@ class Engine {
   std::string backend_name_;
   std::string device_name_;
   sessions::ModelFingerprints fingerprints_;
+  std::vector<std::string> session_dir_problems_;
   // Destroyed after the scheduler: the sinks of requests still running on
   // sessions refer to it until the scheduler has ended them.
   std::unique_ptr<sessions::SessionManager> sessions_;

@@ -22,6 +22,8 @@ struct SessionConfig {
   int64_t default_ttl_seconds = 3600;
   // Longest ttl_seconds a session may ask for (--session-max-ttl).
   int64_t max_ttl_seconds = 30 * 24 * 3600;
+  // The disk tier's directory (--session-dir); empty = no disk tier.
+  std::string dir;
 };
 
 // At most this many slots are derived from state_memory_bytes.

@@ -58,11 +58,12 @@ std::vector<MetricFamily> SessionCollector::Collect() const {
   std::vector<MetricFamily> families;
   MetricFamily sessions = Family(
       "tvq_sessions",
-      "Sessions by tier: host (saved between requests) or slot (a request "
-      "runs on it).",
+      "Sessions by tier: host (saved between requests), slot (a request "
+      "runs on it) or disk (--session-dir).",
       MetricType::Gauge);
   AddGauge(sessions, {{"tier", "host"}}, s.sessions_host);
   AddGauge(sessions, {{"tier", "slot"}}, s.sessions_slot);
+  AddGauge(sessions, {{"tier", "disk"}}, s.sessions_disk);
   families.push_back(std::move(sessions));
 
   MetricFamily bytes = Family("tvq_session_state_bytes",
@@ -70,6 +71,7 @@ std::vector<MetricFamily> SessionCollector::Collect() const {
                               MetricType::Gauge);
   AddGauge(bytes, {{"tier", "host"}}, static_cast<double>(s.state_bytes_host));
   AddGauge(bytes, {{"tier", "slot"}}, static_cast<double>(s.state_bytes_slot));
+  AddGauge(bytes, {{"tier", "disk"}}, static_cast<double>(s.state_bytes_disk));
   families.push_back(std::move(bytes));
 
   families.push_back(Gauge("tvq_sessions_pinned",
@@ -88,6 +90,14 @@ std::vector<MetricFamily> SessionCollector::Collect() const {
   families.push_back(Counter("tvq_session_expiries_total",
                              "Sessions closed after idling past their TTL.",
                              s.expiries_total));
+  families.push_back(Counter(
+      "tvq_session_spills_total",
+      "Sessions written to --session-dir (evicted from memory, or at "
+      "shutdown).",
+      s.spills_total));
+  families.push_back(Counter("tvq_session_loads_total",
+                             "Sessions read back from --session-dir.",
+                             s.loads_total));
   families.push_back(Counter("tvq_session_exports_total",
                              "Sessions exported (ExportSession).",
                              s.exports_total));

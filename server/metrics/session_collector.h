@@ -1,12 +1,14 @@
 // Session gauges and counters computed at scrape time from a snapshot source
 // (sessions::SessionManager's store and transfer counts), exact at every
 // scrape:
-//   tvq_sessions{tier}                 sessions by tier (host, slot)
+//   tvq_sessions{tier}                 sessions by tier (host, slot, disk)
 //   tvq_session_state_bytes{tier}      bytes of their saved states by tier
 //   tvq_sessions_pinned                pinned sessions
 //   tvq_session_capacity               sessions the budget holds
 //   tvq_session_evictions_total        evicted (LRU, budget full)
 //   tvq_session_expiries_total         expired (idle past their TTL)
+//   tvq_session_spills_total, tvq_session_loads_total  written to / read
+//                                      back from --session-dir
 //   tvq_session_exports_total, tvq_session_export_bytes_total
 //   tvq_session_imports_total, tvq_session_import_bytes_total
 //   tvq_session_import_failures_total  blobs refused
@@ -32,7 +34,11 @@ namespace tvq::metrics {
 struct SessionSnapshot {
   int sessions_host = 0;
   int sessions_slot = 0;
+  int sessions_disk = 0;
   int pinned = 0;
+  int64_t state_bytes_disk = 0;
+  uint64_t spills_total = 0;
+  uint64_t loads_total = 0;
   int64_t state_bytes_host = 0;
   int64_t state_bytes_slot = 0;
   int64_t capacity = 0;

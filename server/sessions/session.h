@@ -24,11 +24,22 @@ enum class SessionTier {
   kHost,
   // A state slot: a request is running on the session.
   kSlot,
+  // A file in --session-dir: evicted from host memory (or saved at
+  // shutdown); brought back on its next use.
+  kDisk,
 };
 
-// "host", "slot" (metric labels, Session.tier).
+// "host", "slot", "disk" (metric labels, Session.tier).
 constexpr std::string_view SessionTierName(SessionTier tier) {
-  return tier == SessionTier::kHost ? "host" : "slot";
+  switch (tier) {
+    case SessionTier::kHost:
+      return "host";
+    case SessionTier::kSlot:
+      return "slot";
+    case SessionTier::kDisk:
+      return "disk";
+  }
+  return "unknown";
 }
 
 struct SessionSnapshot {

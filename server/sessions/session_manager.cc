@@ -445,6 +445,25 @@ absl::StatusOr<SessionInfo> SessionManager::Import(
   return info;
 }
 
+absl::StatusOr<std::vector<std::string>> SessionManager::OpenDisk(
+    const std::string& directory) {
+  absl::StatusOr<std::unique_ptr<SessionDisk>> disk =
+      SessionDisk::Open(directory, identity_, pool_);
+  if (!disk.ok()) return disk.status();
+  SessionDisk::ScanResult scan = (*disk)->Scan();
+  for (SpilledSession& session : scan.sessions) {
+    const std::string id = session.session_id;
+    if (absl::Status status = store_.AddSpilled(std::move(session));
+        !status.ok()) {
+      scan.problems.push_back(
+          absl::StrFormat("session \"%s\" skipped: %s", id, status.message()));
+    }
+  }
+  disk_ = *std::move(disk);
+  store_.SetSpill(disk_.get());
+  return scan.problems;
+}
+
 absl::StatusOr<SessionInfo> SessionManager::Get(const std::string& session_id) {
   return store_.Get(session_id);
 }

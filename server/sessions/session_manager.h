@@ -40,6 +40,7 @@
 #include "server/scheduler/scheduler.h"
 #include "server/sessions/session.h"
 #include "server/sessions/session_blob.h"
+#include "server/sessions/session_disk.h"
 #include "server/sessions/session_store.h"
 
 namespace tvq::sessions {
@@ -123,6 +124,15 @@ class SessionManager {
   std::vector<SessionInfo> List();
   absl::Status Close(const std::string& session_id);
 
+  // Turns on the disk tier in `directory` (session_disk.h) and lists the
+  // sessions saved there. Returns one line per file skipped (corrupt,
+  // foreign, ...); an error only when the directory is unusable.
+  absl::StatusOr<std::vector<std::string>> OpenDisk(
+      const std::string& directory);
+  // Saves every idle session to disk (at shutdown); OK when the disk tier is
+  // off.
+  absl::Status SpillAll() { return store_.SpillAll(); }
+
   SessionStoreStats Stats() { return store_.Stats(); }
   SessionTransferStats TransferStats() const;
   const SessionStoreOptions& options() const { return store_.options(); }
@@ -150,6 +160,8 @@ class SessionManager {
   const runtime::StatePool& pool_;
   const BlobIdentity identity_;
   const int32_t eos_id_;
+  // Before the store, which points to it.
+  std::unique_ptr<SessionDisk> disk_;
   SessionStore store_;
   std::atomic<uint64_t> exports_{0}, export_bytes_{0}, imports_{0},
       import_bytes_{0}, import_failures_{0};

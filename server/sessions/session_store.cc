@@ -46,7 +46,10 @@ SessionInfo SessionStore::InfoLocked(const std::string& id,
   info.session_id = id;
   info.position = record.snapshot.token_count;
   info.state_bytes = record.snapshot.state_bytes();
-  info.tier = record.leased ? SessionTier::kSlot : SessionTier::kHost;
+  info.tier = record.leased    ? SessionTier::kSlot
+              : record.on_disk ? SessionTier::kDisk
+                               : SessionTier::kHost;
+  if (record.on_disk) info.state_bytes = record.disk_bytes;
   info.pinned = record.pinned;
   info.last_used = record.last_used;
   info.expires_at = record.pinned || record.leased
@@ -73,11 +76,18 @@ absl::Status SessionStore::NotFoundLocked(const std::string& id) const {
           "was evicted (least recently used when the session memory budget, "
           "--session-memory-bytes, was full)";
       break;
+    case GoneReason::kUnloadable:
+      what = "was closed: its file in --session-dir could not be loaded";
+      break;
   }
   return absl::NotFoundError(absl::StrFormat("session \"%s\" %s", id, what));
 }
 
 void SessionStore::RemoveLocked(const std::string& id, GoneReason reason) {
+  const auto it = sessions_.find(id);
+  if (it != sessions_.end() && it->second.on_disk && spill_ != nullptr) {
+    spill_->Remove(id);
+  }
   sessions_.erase(id);
   if (gone_.insert_or_assign(id, reason).second) gone_order_.push_back(id);
   while (gone_order_.size() > kRememberedGoneIds) {
@@ -99,13 +109,103 @@ void SessionStore::ExpireLocked(absl::Time now) {
   }
 }
 
+int64_t SessionStore::InMemoryLocked() const {
+  int64_t count = 0;
+  for (const auto& [id, record] : sessions_) {
+    if (!record.on_disk) ++count;
+  }
+  return count;
+}
+
+absl::Status SessionStore::SpillLocked(const std::string& id, Record& record) {
+  SpilledSession spilled;
+  spilled.session_id = id;
+  spilled.snapshot = record.snapshot;
+  spilled.ttl = record.ttl;
+  spilled.pinned = record.pinned;
+  spilled.last_used = record.last_used;
+  if (absl::Status status = spill_->Save(spilled); !status.ok()) return status;
+  record.disk_bytes = record.snapshot.state_bytes();
+  record.snapshot.state.reset();
+  record.on_disk = true;
+  ++spills_;
+  return absl::OkStatus();
+}
+
+absl::Status SessionStore::LoadLocked(const std::string& id, Record& record) {
+  if (!record.on_disk) return absl::OkStatus();
+  absl::StatusOr<SessionSnapshot> loaded =
+      spill_ != nullptr ? spill_->Load(id)
+                        : absl::StatusOr<SessionSnapshot>(absl::InternalError(
+                              "the disk tier is off"));
+  if (!loaded.ok()) {
+    const absl::Status status(
+        loaded.status().code(),
+        absl::StrFormat("session \"%s\": loading it from disk failed: %s",
+                        id, loaded.status().message()));
+    RemoveLocked(id, GoneReason::kUnloadable);
+    return status;
+  }
+  // Room for it in memory; it does not count while on disk.
+  if (!MakeRoomLocked()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "session \"%s\" is on disk and the session memory budget is full of "
+        "pinned or busy sessions (--session-memory-bytes=%d)",
+        id, options_.memory_bytes));
+  }
+  record.snapshot = *std::move(loaded);
+  record.on_disk = false;
+  record.disk_bytes = 0;
+  spill_->Remove(id);
+  ++loads_;
+  return absl::OkStatus();
+}
+
+void SessionStore::SetSpill(SessionSpill* spill) {
+  absl::MutexLock lock(&mutex_);
+  spill_ = spill;
+}
+
+absl::Status SessionStore::AddSpilled(SpilledSession session) {
+  if (absl::Status status = CheckId(session.session_id, "session_id");
+      !status.ok()) {
+    return status;
+  }
+  absl::MutexLock lock(&mutex_);
+  if (sessions_.contains(session.session_id)) {
+    return absl::AlreadyExistsError(absl::StrFormat(
+        "session \"%s\" already exists", session.session_id));
+  }
+  Record record;
+  record.disk_bytes = session.snapshot.state_bytes();
+  record.snapshot = std::move(session.snapshot);
+  record.snapshot.state.reset();
+  record.ttl = session.ttl;
+  record.pinned = session.pinned;
+  record.last_used = session.last_used;
+  record.on_disk = true;
+  sessions_.emplace(session.session_id, std::move(record));
+  return absl::OkStatus();
+}
+
+absl::Status SessionStore::SpillAll() {
+  absl::MutexLock lock(&mutex_);
+  if (spill_ == nullptr) return absl::OkStatus();
+  absl::Status first;
+  for (auto& [id, record] : sessions_) {
+    if (record.on_disk || record.leased) continue;
+    first.Update(SpillLocked(id, record));
+  }
+  return first;
+}
+
 bool SessionStore::MakeRoomLocked() {
   const int64_t capacity = options_.memory_bytes / options_.bytes_per_state;
-  while (static_cast<int64_t>(sessions_.size()) + 1 > capacity) {
+  while (InMemoryLocked() + 1 > capacity) {
     const std::string* oldest = nullptr;
     absl::Time oldest_use = absl::InfiniteFuture();
     for (const auto& [id, record] : sessions_) {
-      if (record.pinned || record.leased) continue;
+      if (record.pinned || record.leased || record.on_disk) continue;
       if (oldest == nullptr || record.last_used < oldest_use ||
           (record.last_used == oldest_use && id < *oldest)) {
         oldest = &id;
@@ -114,8 +214,10 @@ bool SessionStore::MakeRoomLocked() {
     }
     if (oldest == nullptr) return false;
     const std::string id = *oldest;
-    RemoveLocked(id, GoneReason::kEvicted);
     ++evictions_;
+    // To disk when the tier is on and the write succeeds; else dropped.
+    if (spill_ != nullptr && SpillLocked(id, sessions_.at(id)).ok()) continue;
+    RemoveLocked(id, GoneReason::kEvicted);
   }
   return true;
 }
@@ -184,6 +286,9 @@ absl::StatusOr<SessionSnapshot> SessionStore::Begin(
         "request at a time per session)",
         session_id));
   }
+  if (absl::Status status = LoadLocked(session_id, **record); !status.ok()) {
+    return status;
+  }
   (*record)->leased = true;
   (*record)->last_used = now;
   return (*record)->snapshot;
@@ -222,6 +327,9 @@ absl::StatusOr<SessionSnapshot> SessionStore::Snapshot(
   ExpireLocked(now);
   absl::StatusOr<Record*> record = FindLocked(session_id);
   if (!record.ok()) return record.status();
+  if (absl::Status status = LoadLocked(session_id, **record); !status.ok()) {
+    return status;
+  }
   (*record)->last_used = now;
   return (*record)->snapshot;
 }
@@ -281,7 +389,10 @@ SessionStoreStats SessionStore::Stats() {
   ExpireLocked(now);
   SessionStoreStats stats;
   for (const auto& [id, record] : sessions_) {
-    if (record.leased) {
+    if (record.on_disk) {
+      ++stats.sessions_disk;
+      stats.state_bytes_disk += record.disk_bytes;
+    } else if (record.leased) {
       ++stats.sessions_slot;
       stats.state_bytes_slot += record.snapshot.state_bytes();
     } else {
@@ -293,6 +404,8 @@ SessionStoreStats SessionStore::Stats() {
   stats.capacity = options_.memory_bytes / options_.bytes_per_state;
   stats.evictions_total = evictions_;
   stats.expiries_total = expiries_;
+  stats.spills_total = spills_;
+  stats.loads_total = loads_;
   return stats;
 }
 

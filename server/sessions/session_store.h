@@ -21,6 +21,13 @@
 //   Export see its last committed state) but not closed.
 // - A closed, expired or evicted session is gone: NOT_FOUND, and the message
 //   says which of the three happened to the last few thousand such ids.
+// - Disk tier (SetSpill, --session-dir): an evicted session is saved to disk
+//   instead of dropped (it keeps its id, TTL and pinned flag; it no longer
+//   counts against the memory budget) and is loaded back, making room like a
+//   new one, the next time it is used; its file is removed then. A file that
+//   cannot be loaded ends the session (the error says why). SpillAll saves
+//   every idle session (at shutdown). The spill runs under the store's lock:
+//   other session calls wait for the disk.
 //
 // Thread-safe.
 #ifndef TVQ_SERVER_SESSIONS_SESSION_STORE_H_
@@ -65,13 +72,39 @@ struct NewSession {
   bool leased = false;
 };
 
+// A session as the disk tier stores it.
+struct SpilledSession {
+  std::string session_id;
+  // With its state when saved; without (metadata only) when listed.
+  SessionSnapshot snapshot;
+  absl::Duration ttl;
+  bool pinned = false;
+  absl::Time last_used;
+};
+
+// Where evicted sessions go (session_disk.h). Called under the store's lock.
+class SessionSpill {
+ public:
+  virtual ~SessionSpill() = default;
+  virtual absl::Status Save(const SpilledSession& session) = 0;
+  // The saved snapshot, every field checked; errors name the file.
+  virtual absl::StatusOr<SessionSnapshot> Load(
+      const std::string& session_id) = 0;
+  virtual void Remove(const std::string& session_id) = 0;
+};
+
 // Counters and gauges for metrics and GetModelInfo.
 struct SessionStoreStats {
   int sessions_host = 0;
   int sessions_slot = 0;
+  int sessions_disk = 0;
   int pinned = 0;
   int64_t state_bytes_host = 0;
   int64_t state_bytes_slot = 0;
+  int64_t state_bytes_disk = 0;
+  // Sessions written to disk (evicted or at shutdown), and loaded back.
+  uint64_t spills_total = 0;
+  uint64_t loads_total = 0;
   // Sessions the budget holds (memory_bytes / bytes_per_state).
   int64_t capacity = 0;
   uint64_t evictions_total = 0;
@@ -85,6 +118,15 @@ class SessionStore {
                         std::function<absl::Time()> now = &absl::Now);
 
   const SessionStoreOptions& options() const { return options_; }
+
+  // Turns the disk tier on (null: off). `spill` must outlive the store.
+  void SetSpill(SessionSpill* spill);
+  // A session found on disk at start-up (snapshot without its state).
+  // ALREADY_EXISTS, INVALID_ARGUMENT (id).
+  absl::Status AddSpilled(SpilledSession session);
+  // Saves every idle session held in memory to disk (at shutdown); returns
+  // the first error, after trying them all.
+  absl::Status SpillAll();
 
   // INVALID_ARGUMENT (bad id, ttl out of range), ALREADY_EXISTS (id taken),
   // RESOURCE_EXHAUSTED (budget full of pinned or busy sessions).
@@ -126,8 +168,11 @@ class SessionStore {
     bool pinned = false;
     bool leased = false;
     absl::Time last_used;
+    // On disk (snapshot.state is null then; disk_bytes is what it holds).
+    bool on_disk = false;
+    int64_t disk_bytes = 0;
   };
-  enum class GoneReason { kClosed, kExpired, kEvicted };
+  enum class GoneReason { kClosed, kExpired, kEvicted, kUnloadable };
 
   SessionInfo InfoLocked(const std::string& id, const Record& record) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
@@ -141,6 +186,13 @@ class SessionStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::StatusOr<Record*> FindLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Brings a disk session back into memory (making room first).
+  absl::Status LoadLocked(const std::string& id, Record& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Saves `record` to disk and drops its state from memory.
+  absl::Status SpillLocked(const std::string& id, Record& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  int64_t InMemoryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   const SessionStoreOptions options_;
   const std::function<absl::Time()> now_;
@@ -151,6 +203,9 @@ class SessionStore {
   std::deque<std::string> gone_order_ ABSL_GUARDED_BY(mutex_);
   uint64_t evictions_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t expiries_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t spills_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t loads_ ABSL_GUARDED_BY(mutex_) = 0;
+  SessionSpill* spill_ ABSL_GUARDED_BY(mutex_) = nullptr;
 };
 
 }  // namespace tvq::sessions

@@ -6,7 +6,12 @@
 // sessions kept, one request at a time per session, validation.
 #include <zlib.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <cmath>
 #include <memory>
 #include <thread>
@@ -606,6 +611,86 @@ TEST(SessionBudgetTest, LeastRecentlyUsedUnpinnedAreEvictedPinnedNever) {
   ASSERT_TRUE(server->stub().GetModelInfo(&context, info_request, &info).ok());
   EXPECT_EQ(info.limits().max_sessions(), 3);
   EXPECT_EQ(info.limits().session_memory_bytes(), 3 * state_bytes + 1);
+}
+
+// ------------------------------------------------------------ disk tier
+
+std::vector<std::string> ListIds(ServerProcess& server) {
+  v1::ListSessionsResponse listed;
+  grpc::ClientContext context;
+  EXPECT_TRUE(server.stub()
+                  .ListSessions(&context, v1::ListSessionsRequest(), &listed)
+                  .ok());
+  std::vector<std::string> ids;
+  for (const v1::Session& session : listed.sessions()) {
+    ids.push_back(session.session_id());
+  }
+  return ids;
+}
+
+// Evicted sessions spill to --session-dir and come back exactly; every
+// session is saved at shutdown and a restarted server continues them; a
+// corrupt file and another model's files are reported and skipped.
+TEST(SessionDiskTest, SpillRestartContinueAndSkipBadFiles) {
+  const std::string dir = ::testing::TempDir() + "/tvq-sessions-disk-" +
+                          std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  const std::vector<std::string> flags = {
+      "--session-dir=" + dir, "--session-memory-bytes=165200"};  // 2 states
+  const std::vector<Tokens> prompts = {
+      {1, 30, 31, 32, 33}, {1, 40, 41, 42, 43}, {1, 50, 51, 52, 53}};
+  std::vector<Tokens> first(3);
+  {
+    std::unique_ptr<ServerProcess> server =
+        StartServer(GoldenModel("tiny-byte"), flags);
+    ASSERT_NE(server, nullptr);
+    Client c(server->stub());
+    v1::Session session;
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(c.Create(absl::StrCat("d", i), prompts[i], &session).ok());
+    }
+    ASSERT_TRUE(c.Get("d0", &session).ok());  // evicted to disk by d2
+    EXPECT_EQ(session.tier(), v1::SESSION_TIER_DISK);
+    for (int i = 0; i < 3; ++i) {
+      first[i] = c.MustGenerate(absl::StrCat("d", i), {}, 4);
+      EXPECT_EQ(first[i], c.MustGenerate("", prompts[i], 4)) << i;
+    }
+    server->Signal(SIGTERM);  // drains, then saves every session
+    EXPECT_EQ(server->WaitForExit(absl::Seconds(30)), 0) << server->Output();
+  }
+  // A corrupt file and a stray temporary file.
+  {
+    std::ofstream corrupt(dir + "/00.tvqsession", std::ios::binary);
+    corrupt << "TVQSDISK this is not a session";
+    std::ofstream temporary(dir + "/6430.tvqsession.tmp-1234", std::ios::binary);
+    temporary << "half";
+  }
+  // Another model sees only foreign files: reported, skipped, kept.
+  {
+    std::unique_ptr<ServerProcess> other =
+        StartServer(GoldenModel("tiny-noagg"), flags);
+    ASSERT_NE(other, nullptr);
+    EXPECT_TRUE(ListIds(*other).empty());
+    EXPECT_NE(other->Output().find("FAILED_PRECONDITION"), std::string::npos)
+        << other->Output();
+  }
+  std::unique_ptr<ServerProcess> server =
+      StartServer(GoldenModel("tiny-byte"), flags);
+  ASSERT_NE(server, nullptr);
+  EXPECT_NE(server->Output().find("00.tvqsession"), std::string::npos)
+      << server->Output();
+  EXPECT_FALSE(std::filesystem::exists(dir + "/6430.tvqsession.tmp-1234"));
+  EXPECT_EQ(ListIds(*server), (std::vector<std::string>{"d0", "d1", "d2"}));
+  Client c(server->stub());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(c.MustGenerate(absl::StrCat("d", i), {60}, 5),
+              c.MustGenerate("", Concat({prompts[i], first[i], {60}}), 5))
+        << i;
+  }
+  v1::Session session;
+  ASSERT_TRUE(c.Close("d0").ok());
+  EXPECT_EQ(c.Get("d0", &session).error_code(), grpc::StatusCode::NOT_FOUND);
+  std::filesystem::remove_all(dir);
 }
 
 // ------------------------------------------------------------ metrics

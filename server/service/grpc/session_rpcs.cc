@@ -28,6 +28,8 @@ v1::SessionTier ToProto(sessions::SessionTier tier) {
       return v1::SESSION_TIER_HOST;
     case sessions::SessionTier::kSlot:
       return v1::SESSION_TIER_SLOT;
+    case sessions::SessionTier::kDisk:
+      return v1::SESSION_TIER_DISK;
   }
   return v1::SESSION_TIER_UNSPECIFIED;
 }
