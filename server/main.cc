@@ -94,6 +94,10 @@ ABSL_FLAG(absl::Duration, session_ttl, absl::Hours(1),
           "ttl_seconds (e.g. 1h, 30m)");
 ABSL_FLAG(absl::Duration, session_max_ttl, absl::Hours(24 * 30),
           "Longest ttl_seconds a session may ask for");
+ABSL_FLAG(bool, prefix_reuse, true,
+          "Automatic prefix reuse: a Generate without a session resumes from "
+          "the longest retained end-of-request state its prompt begins with "
+          "(within --session-memory-bytes); false turns it off");
 ABSL_FLAG(std::string, session_dir, "",
           "Disk tier of sessions: evicted sessions are saved here instead of "
           "dropped, every session is saved at shutdown, and a restarted "
@@ -222,6 +226,7 @@ tvq::core::EngineConfig EngineConfigFromFlags() {
   config.sessions.max_ttl_seconds =
       absl::ToInt64Seconds(absl::GetFlag(FLAGS_session_max_ttl));
   config.sessions.dir = absl::GetFlag(FLAGS_session_dir);
+  config.sessions.prefix_reuse = absl::GetFlag(FLAGS_prefix_reuse);
   return config;
 }
 
@@ -286,6 +291,11 @@ tvq::metrics::SessionSnapshotSource SessionSource(
     snapshot.imports_total = transfers.imports_total;
     snapshot.import_bytes_total = transfers.import_bytes_total;
     snapshot.import_failures_total = transfers.import_failures_total;
+    snapshot.prefix_entries = store.prefix_entries;
+    snapshot.prefix_bytes = store.prefix_bytes;
+    snapshot.prefix_queries_total = transfers.prefix_queries_total;
+    snapshot.prefix_hits_total = transfers.prefix_hits_total;
+    snapshot.prefix_cached_tokens_total = transfers.prefix_cached_tokens_total;
     return snapshot;
   };
 }

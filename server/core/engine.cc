@@ -42,6 +42,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   store.max_ttl = absl::Seconds(config.sessions.max_ttl_seconds);
   engine->sessions_ = std::make_unique<sessions::SessionManager>(
       *engine->scheduler_, pool, identity, model.eos_id, store);
+  engine->sessions_->SetPrefixReuse(config.sessions.prefix_reuse);
   if (!config.sessions.dir.empty()) {
     TVQ_ASSIGN_OR_RETURN(engine->session_dir_problems_,
                          engine->sessions_->OpenDisk(config.sessions.dir));

@@ -24,6 +24,8 @@ struct SessionConfig {
   int64_t max_ttl_seconds = 30 * 24 * 3600;
   // The disk tier's directory (--session-dir); empty = no disk tier.
   std::string dir;
+  // Automatic prefix reuse for requests without a session (--prefix-reuse).
+  bool prefix_reuse = true;
 };
 
 // At most this many slots are derived from state_memory_bytes.

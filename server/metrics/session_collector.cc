@@ -116,6 +116,26 @@ std::vector<MetricFamily> SessionCollector::Collect() const {
       "unknown version, invalid state, id taken, budget full).",
       s.import_failures_total));
 
+  families.push_back(Gauge(
+      "tvq_prefix_cache_entries",
+      "End-of-request states retained for automatic prefix reuse.",
+      s.prefix_entries));
+  families.push_back(Gauge("tvq_prefix_cache_bytes",
+                           "Bytes of the states retained for prefix reuse.",
+                           static_cast<double>(s.prefix_bytes)));
+  families.push_back(Counter(
+      "tvq_prefix_cache_queries_total",
+      "Requests without a session looked up for a retained prefix.",
+      s.prefix_queries_total));
+  families.push_back(Counter(
+      "tvq_prefix_cache_hits_total",
+      "Requests that resumed from a retained end-of-request state.",
+      s.prefix_hits_total));
+  families.push_back(Counter(
+      "tvq_prefix_cache_cached_tokens_total",
+      "Prompt tokens not recomputed thanks to prefix reuse.",
+      s.prefix_cached_tokens_total));
+
   MetricFamily cache = Family(
       "tvq_cache_config_info",
       "Reuse configuration for the inference gateway's prefix scorer: "

@@ -12,6 +12,9 @@
 //   tvq_session_exports_total, tvq_session_export_bytes_total
 //   tvq_session_imports_total, tvq_session_import_bytes_total
 //   tvq_session_import_failures_total  blobs refused
+//   tvq_prefix_cache_entries, tvq_prefix_cache_bytes   retained states
+//   tvq_prefix_cache_queries_total, tvq_prefix_cache_hits_total,
+//   tvq_prefix_cache_cached_tokens_total               automatic reuse
 //   tvq_cache_config_info{block_size, num_gpu_blocks}  value 1: the reuse
 //     granularity in tokens (1: a session continues at any token) and the
 //     number of retainable states (the session capacity), for the inference
@@ -49,6 +52,11 @@ struct SessionSnapshot {
   uint64_t imports_total = 0;
   uint64_t import_bytes_total = 0;
   uint64_t import_failures_total = 0;
+  int prefix_entries = 0;
+  int64_t prefix_bytes = 0;
+  uint64_t prefix_queries_total = 0;
+  uint64_t prefix_hits_total = 0;
+  uint64_t prefix_cached_tokens_total = 0;
   // Tokens at which a saved state can be resumed (1 = any token).
   int reuse_block_tokens = 1;
 };

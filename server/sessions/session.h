@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/time/time.h"
 
@@ -54,6 +55,9 @@ struct SessionSnapshot {
   int32_t pending_token = -1;
   // ExtendTokenHash over every token the session holds.
   uint64_t token_hash = 0;
+  // The tokens themselves: kept for prefix-reuse entries only (to verify a
+  // hash match); null for sessions.
+  std::shared_ptr<const std::vector<int32_t>> tokens;
 
   int64_t state_bytes() const {
     return state == nullptr ? 0 : static_cast<int64_t>(state->size());

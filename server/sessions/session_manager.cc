@@ -1,5 +1,6 @@
 #include "server/sessions/session_manager.h"
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 
@@ -9,6 +10,12 @@
 
 namespace tvq::sessions {
 namespace {
+
+// The store key of a prefix-reuse entry: starts with a byte no session id
+// may hold, so clients can never name it.
+std::string PrefixKey(uint64_t token_hash) {
+  return absl::StrFormat("\x01prefix-%016x", token_hash);
+}
 
 // Keeps the code, prefixes the message with the session.
 absl::Status InSession(const absl::Status& status, const std::string& id) {
@@ -224,6 +231,71 @@ class SessionManager::AppendTurn final : public scheduler::AppendSink,
   std::optional<absl::StatusOr<scheduler::SavedState>> saved_;
 };
 
+// A generation with automatic prefix reuse: retains its final state under
+// the hash of its tokens just before the success reaches the caller.
+class SessionManager::PrefixTurn final : public scheduler::TokenSink,
+                                         public scheduler::StateReceiver {
+ public:
+  PrefixTurn(SessionStore& store, std::vector<int32_t> prompt, int cached,
+             std::shared_ptr<scheduler::TokenSink> inner)
+      : store_(store),
+        tokens_(std::move(prompt)),
+        prompt_tokens_(static_cast<int>(tokens_.size())),
+        cached_(cached),
+        inner_(std::move(inner)) {}
+
+  void OnStateSaved(absl::StatusOr<scheduler::SavedState> state) override {
+    saved_ = std::move(state);
+  }
+  void OnTokens(scheduler::TokenUpdate update) override {
+    tokens_.insert(tokens_.end(), update.token_ids.begin(),
+                   update.token_ids.end());
+    inner_->OnTokens(std::move(update));
+  }
+  void OnFinished(scheduler::TokenUpdate update,
+                  const scheduler::Completion& completion) override {
+    tokens_.insert(tokens_.end(), update.token_ids.begin(),
+                   update.token_ids.end());
+    if (saved_.has_value() && saved_->ok()) Retain(**std::move(saved_));
+    scheduler::Completion reported = completion;
+    reported.usage.prompt_tokens = prompt_tokens_;
+    reported.usage.cached_tokens = cached_;
+    inner_->OnFinished(std::move(update), reported);
+  }
+  void OnFailed(const absl::Status& status) override {
+    inner_->OnFailed(status);
+  }
+
+ private:
+  // Best effort: a state that does not fit (budget full of pinned or busy
+  // sessions) is not retained.
+  void Retain(scheduler::SavedState saved) {
+    NewSession entry;
+    entry.hidden = true;
+    entry.snapshot.state =
+        std::make_shared<const std::string>(std::move(saved.bytes));
+    entry.snapshot.position = saved.position;
+    entry.snapshot.pending_token = saved.pending_token;
+    entry.snapshot.token_count = static_cast<int64_t>(tokens_.size());
+    if (entry.snapshot.token_count !=
+        entry.snapshot.position + (saved.pending_token >= 0 ? 1 : 0)) {
+      return;
+    }
+    entry.snapshot.token_hash = ExtendTokenHash(kEmptyTokenHash, tokens_);
+    entry.snapshot.tokens =
+        std::make_shared<const std::vector<int32_t>>(tokens_);
+    entry.session_id = PrefixKey(entry.snapshot.token_hash);
+    store_.Create(std::move(entry)).IgnoreError();
+  }
+
+  SessionStore& store_;
+  std::vector<int32_t> tokens_;
+  const int prompt_tokens_;
+  const int cached_;
+  const std::shared_ptr<scheduler::TokenSink> inner_;
+  std::optional<absl::StatusOr<scheduler::SavedState>> saved_;
+};
+
 // ---------------------------------------------------------------- manager
 
 SessionManager::SessionManager(scheduler::Scheduler& scheduler,
@@ -355,6 +427,46 @@ absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitGeneration(
   return handle;
 }
 
+absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitGenerationReusing(
+    scheduler::GenerationRequest request,
+    std::shared_ptr<scheduler::TokenSink> sink) {
+  if (!prefix_reuse_.load(std::memory_order_relaxed) ||
+      request.start_from.mode != scheduler::StartFrom::Mode::kEmpty ||
+      request.prompt.empty()) {
+    return scheduler_.SubmitGeneration(std::move(request), std::move(sink));
+  }
+  // Every prefix of 2 or more tokens, longest first.
+  const std::vector<int32_t>& prompt = request.prompt;
+  std::vector<std::pair<size_t, std::string>> candidates;
+  candidates.reserve(prompt.size());
+  uint64_t hash = kEmptyTokenHash;
+  for (size_t length = 1; length <= prompt.size(); ++length) {
+    hash = ExtendTokenHash(hash, std::span<const int32_t>(&prompt[length - 1], 1));
+    if (length >= 2) candidates.emplace_back(length, PrefixKey(hash));
+  }
+  std::reverse(candidates.begin(), candidates.end());
+  prefix_queries_.fetch_add(1, std::memory_order_relaxed);
+  const std::optional<SessionSnapshot> hit =
+      store_.FindPrefix(candidates, prompt);
+  int cached = 0;
+  std::vector<int32_t> full_prompt = prompt;
+  if (hit.has_value() && hit->pending_token >= 0 &&
+      hit->pending_token == prompt[hit->token_count - 1]) {
+    cached = static_cast<int>(hit->position);
+    prefix_hits_.fetch_add(1, std::memory_order_relaxed);
+    prefix_cached_tokens_.fetch_add(cached, std::memory_order_relaxed);
+    // Feed the entry's pending token and what follows it.
+    request.prompt.erase(request.prompt.begin(),
+                         request.prompt.begin() + hit->position);
+    request.start_from.mode = scheduler::StartFrom::Mode::kImport;
+    request.start_from.saved = hit->state;
+  }
+  auto turn = std::make_shared<PrefixTurn>(store_, std::move(full_prompt),
+                                           cached, std::move(sink));
+  request.keep.save_to = turn;
+  return scheduler_.SubmitGeneration(std::move(request), turn);
+}
+
 absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitScore(
     const std::string& session_id, bool no_eos_prefix,
     scheduler::ScoreRequest request,
@@ -482,6 +594,10 @@ SessionTransferStats SessionManager::TransferStats() const {
   stats.import_bytes_total = import_bytes_.load(std::memory_order_relaxed);
   stats.import_failures_total =
       import_failures_.load(std::memory_order_relaxed);
+  stats.prefix_queries_total = prefix_queries_.load(std::memory_order_relaxed);
+  stats.prefix_hits_total = prefix_hits_.load(std::memory_order_relaxed);
+  stats.prefix_cached_tokens_total =
+      prefix_cached_tokens_.load(std::memory_order_relaxed);
   return stats;
 }
 

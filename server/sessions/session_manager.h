@@ -53,6 +53,11 @@ struct SessionTransferStats {
   uint64_t import_bytes_total = 0;
   // Imports refused (any check of session_blob.h or of the state).
   uint64_t import_failures_total = 0;
+  // Automatic prefix reuse: requests looked up, requests that found a
+  // retained state, and the tokens those states had absorbed.
+  uint64_t prefix_queries_total = 0;
+  uint64_t prefix_hits_total = 0;
+  uint64_t prefix_cached_tokens_total = 0;
 };
 
 class SessionManager {
@@ -100,6 +105,19 @@ class SessionManager {
       const std::string& session_id, bool no_eos_prefix,
       scheduler::GenerationRequest request,
       std::shared_ptr<scheduler::TokenSink> sink);
+  // A generation without a session, with automatic prefix reuse when it is
+  // on (SetPrefixReuse): it resumes from the longest retained end-of-request
+  // state whose tokens begin `request.prompt` and prefills only the rest
+  // (usage.cached_tokens = the tokens that state absorbed); on success its own
+  // final state is retained for later requests (within the same budget,
+  // evicted before any session). The result equals a cold run. Off: the
+  // scheduler's SubmitGeneration as is.
+  absl::StatusOr<scheduler::RequestHandle> SubmitGenerationReusing(
+      scheduler::GenerationRequest request,
+      std::shared_ptr<scheduler::TokenSink> sink);
+  void SetPrefixReuse(bool enabled) { prefix_reuse_ = enabled; }
+  bool prefix_reuse() const { return prefix_reuse_; }
+
   // Score on a session: scores `request.tokens` (as given) after the
   // session's tokens; the result's first entry scores the first new token
   // given the whole session. The session then holds them too.
@@ -141,6 +159,7 @@ class SessionManager {
   class GenerationTurn;
   class ScoreTurn;
   class AppendTurn;
+  class PrefixTurn;
 
   // The input of a request on `base`: [pending] + eos prefix (an empty
   // session, unless no_eos_prefix) + tokens. `added` gets the tokens the
@@ -163,8 +182,10 @@ class SessionManager {
   // Before the store, which points to it.
   std::unique_ptr<SessionDisk> disk_;
   SessionStore store_;
+  std::atomic<bool> prefix_reuse_{false};
   std::atomic<uint64_t> exports_{0}, export_bytes_{0}, imports_{0},
-      import_bytes_{0}, import_failures_{0};
+      import_bytes_{0}, import_failures_{0}, prefix_queries_{0},
+      prefix_hits_{0}, prefix_cached_tokens_{0};
 };
 
 }  // namespace tvq::sessions

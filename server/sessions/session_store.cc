@@ -88,7 +88,9 @@ void SessionStore::RemoveLocked(const std::string& id, GoneReason reason) {
   if (it != sessions_.end() && it->second.on_disk && spill_ != nullptr) {
     spill_->Remove(id);
   }
+  const bool hidden = it != sessions_.end() && it->second.hidden;
   sessions_.erase(id);
+  if (hidden) return;
   if (gone_.insert_or_assign(id, reason).second) gone_order_.push_back(id);
   while (gone_order_.size() > kRememberedGoneIds) {
     gone_.erase(gone_order_.front());
@@ -193,7 +195,7 @@ absl::Status SessionStore::SpillAll() {
   if (spill_ == nullptr) return absl::OkStatus();
   absl::Status first;
   for (auto& [id, record] : sessions_) {
-    if (record.on_disk || record.leased) continue;
+    if (record.on_disk || record.leased || record.hidden) continue;
     first.Update(SpillLocked(id, record));
   }
   return first;
@@ -202,6 +204,21 @@ absl::Status SessionStore::SpillAll() {
 bool SessionStore::MakeRoomLocked() {
   const int64_t capacity = options_.memory_bytes / options_.bytes_per_state;
   while (InMemoryLocked() + 1 > capacity) {
+    // Prefix-reuse entries go first, least recently used first.
+    const std::string* oldest_entry = nullptr;
+    absl::Time entry_use = absl::InfiniteFuture();
+    for (const auto& [id, record] : sessions_) {
+      if (!record.hidden || record.leased) continue;
+      if (oldest_entry == nullptr || record.last_used < entry_use) {
+        oldest_entry = &id;
+        entry_use = record.last_used;
+      }
+    }
+    if (oldest_entry != nullptr) {
+      const std::string id = *oldest_entry;
+      RemoveLocked(id, GoneReason::kEvicted);
+      continue;
+    }
     const std::string* oldest = nullptr;
     absl::Time oldest_use = absl::InfiniteFuture();
     for (const auto& [id, record] : sessions_) {
@@ -225,12 +242,13 @@ bool SessionStore::MakeRoomLocked() {
 absl::StatusOr<SessionStore::Record*> SessionStore::FindLocked(
     const std::string& id) {
   const auto it = sessions_.find(id);
-  if (it == sessions_.end()) return NotFoundLocked(id);
+  // Prefix-reuse entries are not sessions.
+  if (it == sessions_.end() || it->second.hidden) return NotFoundLocked(id);
   return &it->second;
 }
 
 absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
-  if (!session.session_id.empty()) {
+  if (!session.session_id.empty() && !session.hidden) {
     if (absl::Status status = CheckId(session.session_id, "session_id");
         !status.ok()) {
       return status;
@@ -251,8 +269,11 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
       session.session_id = MakeId();
     } while (sessions_.contains(session.session_id));
   } else if (sessions_.contains(session.session_id)) {
-    return absl::AlreadyExistsError(absl::StrFormat(
-        "session \"%s\" already exists", session.session_id));
+    if (!session.hidden) {
+      return absl::AlreadyExistsError(absl::StrFormat(
+          "session \"%s\" already exists", session.session_id));
+    }
+    sessions_.erase(session.session_id);  // a newer state of the same tokens
   }
   if (!MakeRoomLocked()) {
     return absl::ResourceExhaustedError(absl::StrFormat(
@@ -266,6 +287,7 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
                                                   : session.ttl;
   record.pinned = session.pinned;
   record.leased = session.leased;
+  record.hidden = session.hidden;
   record.last_used = now;
   gone_.erase(session.session_id);
   auto [it, inserted] =
@@ -320,6 +342,27 @@ void SessionStore::Discard(const std::string& session_id) {
   sessions_.erase(session_id);
 }
 
+std::optional<SessionSnapshot> SessionStore::FindPrefix(
+    const std::vector<std::pair<size_t, std::string>>& candidates,
+    std::span<const int32_t> prompt) {
+  const absl::Time now = now_();
+  absl::MutexLock lock(&mutex_);
+  for (const auto& [length, key] : candidates) {
+    const auto it = sessions_.find(key);
+    if (it == sessions_.end() || !it->second.hidden) continue;
+    const SessionSnapshot& snapshot = it->second.snapshot;
+    if (snapshot.tokens == nullptr || snapshot.tokens->size() != length ||
+        length > prompt.size() ||
+        !std::equal(snapshot.tokens->begin(), snapshot.tokens->end(),
+                    prompt.begin())) {
+      continue;  // a hash collision
+    }
+    it->second.last_used = now;
+    return snapshot;
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<SessionSnapshot> SessionStore::Snapshot(
     const std::string& session_id) {
   const absl::Time now = now_();
@@ -358,7 +401,7 @@ std::vector<SessionInfo> SessionStore::List() {
   std::vector<SessionInfo> infos;
   infos.reserve(sessions_.size());
   for (const auto& [id, record] : sessions_) {
-    infos.push_back(InfoLocked(id, record));
+    if (!record.hidden) infos.push_back(InfoLocked(id, record));
   }
   std::sort(infos.begin(), infos.end(),
             [](const SessionInfo& a, const SessionInfo& b) {
@@ -389,7 +432,10 @@ SessionStoreStats SessionStore::Stats() {
   ExpireLocked(now);
   SessionStoreStats stats;
   for (const auto& [id, record] : sessions_) {
-    if (record.on_disk) {
+    if (record.hidden) {
+      ++stats.prefix_entries;
+      stats.prefix_bytes += record.snapshot.state_bytes();
+    } else if (record.on_disk) {
       ++stats.sessions_disk;
       stats.state_bytes_disk += record.disk_bytes;
     } else if (record.leased) {

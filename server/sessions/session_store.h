@@ -21,6 +21,11 @@
 //   Export see its last committed state) but not closed.
 // - A closed, expired or evicted session is gone: NOT_FOUND, and the message
 //   says which of the three happened to the last few thousand such ids.
+// - Prefix-reuse entries (NewSession::hidden): end-of-request states of
+//   requests without a session, under keys clients cannot name; never
+//   listed, never spilled, evicted before any session (least recently used
+//   first), replaced when created again under the same key. FindPrefix finds
+//   the longest one whose tokens begin a prompt.
 // - Disk tier (SetSpill, --session-dir): an evicted session is saved to disk
 //   instead of dropped (it keeps its id, TTL and pinned flag; it no longer
 //   counts against the memory budget) and is loaded back, making room like a
@@ -36,6 +41,9 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <optional>
+#include <span>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -70,6 +78,8 @@ struct NewSession {
   // Created already leased to a request (CreateSession with a prompt: the
   // session is visible, and busy, while its prompt is prefilled).
   bool leased = false;
+  // A prefix-reuse entry (above); session_id is its internal key.
+  bool hidden = false;
 };
 
 // A session as the disk tier stores it.
@@ -102,6 +112,9 @@ struct SessionStoreStats {
   int64_t state_bytes_host = 0;
   int64_t state_bytes_slot = 0;
   int64_t state_bytes_disk = 0;
+  // Prefix-reuse entries and their bytes (not counted above).
+  int prefix_entries = 0;
+  int64_t prefix_bytes = 0;
   // Sessions written to disk (evicted or at shutdown), and loaded back.
   uint64_t spills_total = 0;
   uint64_t loads_total = 0;
@@ -144,6 +157,13 @@ class SessionStore {
   // failed: it never existed).
   void Discard(const std::string& session_id);
 
+  // The longest prefix-reuse entry among `candidates` ((token count, key),
+  // longest first) whose tokens equal the first token-count tokens of
+  // `prompt`; counts as a use. nullopt when none.
+  std::optional<SessionSnapshot> FindPrefix(
+      const std::vector<std::pair<size_t, std::string>>& candidates,
+      std::span<const int32_t> prompt);
+
   // The last committed state (Fork, Export). Counts as a use.
   absl::StatusOr<SessionSnapshot> Snapshot(const std::string& session_id);
   // The TTL and pinned flag of a session (a fork takes its TTL).
@@ -171,6 +191,7 @@ class SessionStore {
     // On disk (snapshot.state is null then; disk_bytes is what it holds).
     bool on_disk = false;
     int64_t disk_bytes = 0;
+    bool hidden = false;
   };
   enum class GoneReason { kClosed, kExpired, kEvicted, kUnloadable };
 

@@ -613,8 +613,6 @@ TEST(SessionBudgetTest, LeastRecentlyUsedUnpinnedAreEvictedPinnedNever) {
   EXPECT_EQ(info.limits().session_memory_bytes(), 3 * state_bytes + 1);
 }
 
-// ------------------------------------------------------------ disk tier
-
 std::vector<std::string> ListIds(ServerProcess& server) {
   v1::ListSessionsResponse listed;
   grpc::ClientContext context;
@@ -627,6 +625,61 @@ std::vector<std::string> ListIds(ServerProcess& server) {
   }
   return ids;
 }
+
+// ------------------------------------------------------------ prefix reuse
+
+// A request that extends an earlier one (its prompt and generated tokens)
+// resumes from the earlier end-of-request state: cached_tokens = the tokens
+// that state absorbed (the earlier sequence less its last token, which is
+// fed again), and the tokens equal a server with reuse turned off.
+TEST(PrefixReuseTest, ExtendingAnEarlierRequestReusesItsStateExactly) {
+  std::unique_ptr<ServerProcess> reuse = StartServer(GoldenModel("tiny-byte"));
+  std::unique_ptr<ServerProcess> cold =
+      StartServer(GoldenModel("tiny-byte"), {"--prefix-reuse=false"});
+  ASSERT_NE(reuse, nullptr);
+  ASSERT_NE(cold, nullptr);
+  Client on(reuse->stub());
+  Client off(cold->stub());
+  const Tokens prompt = {1, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29};
+  v1::GenerateResponse first;
+  ASSERT_TRUE(on.Generate("", prompt, 8, &first).ok());
+  EXPECT_EQ(first.usage().cached_tokens(), 0);
+  const Tokens g1(first.token_ids().begin(), first.token_ids().end());
+  EXPECT_EQ(g1, off.MustGenerate("", prompt, 8));
+
+  const Tokens history = Concat({prompt, g1, {40, 41, 42}});
+  v1::GenerateResponse second;
+  ASSERT_TRUE(on.Generate("", history, 8, &second).ok());
+  EXPECT_EQ(second.usage().cached_tokens(),
+            static_cast<int>(prompt.size() + g1.size()) - 1);
+  EXPECT_EQ(second.usage().prompt_tokens(), static_cast<int>(history.size()));
+  const Tokens g2(second.token_ids().begin(), second.token_ids().end());
+  v1::GenerateResponse cold_second;
+  ASSERT_TRUE(off.Generate("", history, 8, &cold_second).ok());
+  EXPECT_EQ(cold_second.usage().cached_tokens(), 0);
+  EXPECT_EQ(g2, Tokens(cold_second.token_ids().begin(),
+                       cold_second.token_ids().end()));
+
+  // A third turn reuses the second; a prompt that diverges early reuses
+  // nothing longer than what it shares.
+  const Tokens third = Concat({history, g2, {50}});
+  v1::GenerateResponse third_response;
+  ASSERT_TRUE(on.Generate("", third, 5, &third_response).ok());
+  EXPECT_EQ(third_response.usage().cached_tokens(),
+            static_cast<int>(history.size() + g2.size()) - 1);
+  EXPECT_EQ(Tokens(third_response.token_ids().begin(),
+                   third_response.token_ids().end()),
+            off.MustGenerate("", third, 5));
+  v1::GenerateResponse diverged;
+  ASSERT_TRUE(on.Generate("", {1, 20, 21, 99, 98}, 5, &diverged).ok());
+  EXPECT_EQ(diverged.usage().cached_tokens(), 0);
+  EXPECT_EQ(Tokens(diverged.token_ids().begin(), diverged.token_ids().end()),
+            off.MustGenerate("", {1, 20, 21, 99, 98}, 5));
+  // Retained states are not sessions.
+  EXPECT_TRUE(ListIds(*reuse).empty());
+}
+
+// ------------------------------------------------------------ disk tier
 
 // Evicted sessions spill to --session-dir and come back exactly; every
 // session is saved at shutdown and a restarted server continues them; a

@@ -79,11 +79,14 @@ struct SessionTarget {
   sessions::SessionManager* manager = nullptr;
   std::string session_id;
   bool no_eos_prefix = false;
+  // Without a session: where automatic prefix reuse happens (when on).
+  sessions::SessionManager* reuse = nullptr;
 };
 
 template <typename Request>
 SessionTarget TargetOf(const Request& request, core::Engine& engine) {
   SessionTarget target;
+  target.reuse = &engine.sessions();
   if (request.session_id().empty()) return target;
   target.manager = &engine.sessions();
   target.session_id = request.session_id();
@@ -96,6 +99,10 @@ absl::StatusOr<scheduler::RequestHandle> SubmitGeneration(
     scheduler::GenerationRequest request,
     std::shared_ptr<scheduler::TokenSink> sink) {
   if (target.manager == nullptr) {
+    if (target.reuse != nullptr) {
+      return target.reuse->SubmitGenerationReusing(std::move(request),
+                                                   std::move(sink));
+    }
     return scheduler.SubmitGeneration(std::move(request), std::move(sink));
   }
   return target.manager->SubmitGeneration(target.session_id,
