@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Multi-turn chat benchmark: time to first token per turn when every turn
 resends the whole history (automatic prefix reuse on vs off) and when the
 conversation lives in a session (each turn sends only its new tokens).
