@@ -3,6 +3,7 @@
 #include <memory>
 #include <utility>
 
+#include "absl/strings/str_format.h"
 #include "server/base/status_macros.h"
 
 namespace tvq::core {
@@ -35,6 +36,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   identity.d_v = static_cast<uint32_t>(model.d_v);
   identity.n_vocab = static_cast<uint32_t>(model.n_vocab);
   identity.state_bytes = pool.ExportBytes();
+  if (config.sessions.memory_bytes < static_cast<int64_t>(pool.ExportBytes())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--session-memory-bytes=%d holds no session: one saved state of this "
+        "model takes %d bytes",
+        config.sessions.memory_bytes, pool.ExportBytes()));
+  }
   sessions::SessionStoreOptions store;
   store.memory_bytes = config.sessions.memory_bytes;
   store.bytes_per_state = static_cast<int64_t>(pool.ExportBytes());

@@ -435,14 +435,19 @@ absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitGenerationReusing
       request.prompt.empty()) {
     return scheduler_.SubmitGeneration(std::move(request), std::move(sink));
   }
-  // Every prefix of 2 or more tokens, longest first.
+  // The prefixes as long as a retained entry (2 tokens or more), longest
+  // first: one pass of the hash, one key per entry length.
   const std::vector<int32_t>& prompt = request.prompt;
+  const std::vector<size_t> lengths = store_.PrefixLengths();  // descending
   std::vector<std::pair<size_t, std::string>> candidates;
-  candidates.reserve(prompt.size());
   uint64_t hash = kEmptyTokenHash;
-  for (size_t length = 1; length <= prompt.size(); ++length) {
-    hash = ExtendTokenHash(hash, std::span<const int32_t>(&prompt[length - 1], 1));
-    if (length >= 2) candidates.emplace_back(length, PrefixKey(hash));
+  size_t hashed = 0;
+  for (auto length = lengths.rbegin(); length != lengths.rend(); ++length) {
+    if (*length < 2 || *length > prompt.size()) continue;
+    hash = ExtendTokenHash(
+        hash, std::span<const int32_t>(prompt).subspan(hashed, *length - hashed));
+    hashed = *length;
+    candidates.emplace_back(*length, PrefixKey(hash));
   }
   std::reverse(candidates.begin(), candidates.end());
   prefix_queries_.fetch_add(1, std::memory_order_relaxed);

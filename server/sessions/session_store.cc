@@ -89,8 +89,13 @@ void SessionStore::RemoveLocked(const std::string& id, GoneReason reason) {
     spill_->Remove(id);
   }
   const bool hidden = it != sessions_.end() && it->second.hidden;
+  if (hidden) {
+    const size_t length = static_cast<size_t>(it->second.snapshot.token_count);
+    if (--prefix_lengths_[length] <= 0) prefix_lengths_.erase(length);
+    sessions_.erase(it);
+    return;
+  }
   sessions_.erase(id);
-  if (hidden) return;
   if (gone_.insert_or_assign(id, reason).second) gone_order_.push_back(id);
   while (gone_order_.size() > kRememberedGoneIds) {
     gone_.erase(gone_order_.front());
@@ -273,7 +278,8 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
       return absl::AlreadyExistsError(absl::StrFormat(
           "session \"%s\" already exists", session.session_id));
     }
-    sessions_.erase(session.session_id);  // a newer state of the same tokens
+    // A newer state of the same tokens replaces it.
+    RemoveLocked(session.session_id, GoneReason::kEvicted);
   }
   if (!MakeRoomLocked()) {
     return absl::ResourceExhaustedError(absl::StrFormat(
@@ -289,6 +295,9 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
   record.leased = session.leased;
   record.hidden = session.hidden;
   record.last_used = now;
+  if (record.hidden) {
+    ++prefix_lengths_[static_cast<size_t>(record.snapshot.token_count)];
+  }
   gone_.erase(session.session_id);
   auto [it, inserted] =
       sessions_.emplace(session.session_id, std::move(record));
@@ -340,6 +349,15 @@ void SessionStore::Abort(const std::string& session_id) {
 void SessionStore::Discard(const std::string& session_id) {
   absl::MutexLock lock(&mutex_);
   sessions_.erase(session_id);
+}
+
+std::vector<size_t> SessionStore::PrefixLengths() {
+  absl::MutexLock lock(&mutex_);
+  std::vector<size_t> lengths;
+  lengths.reserve(prefix_lengths_.size());
+  for (const auto& [length, count] : prefix_lengths_) lengths.push_back(length);
+  std::sort(lengths.rbegin(), lengths.rend());
+  return lengths;
 }
 
 std::optional<SessionSnapshot> SessionStore::FindPrefix(

@@ -164,6 +164,10 @@ class SessionStore {
       const std::vector<std::pair<size_t, std::string>>& candidates,
       std::span<const int32_t> prompt);
 
+  // The token counts of the prefix-reuse entries, longest first (so that a
+  // lookup hashes only the prefixes that could match).
+  std::vector<size_t> PrefixLengths();
+
   // The last committed state (Fork, Export). Counts as a use.
   absl::StatusOr<SessionSnapshot> Snapshot(const std::string& session_id);
   // The TTL and pinned flag of a session (a fork takes its TTL).
@@ -224,6 +228,8 @@ class SessionStore {
   std::deque<std::string> gone_order_ ABSL_GUARDED_BY(mutex_);
   uint64_t evictions_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t expiries_ ABSL_GUARDED_BY(mutex_) = 0;
+  // Token count -> prefix-reuse entries of that length.
+  absl::flat_hash_map<size_t, int> prefix_lengths_ ABSL_GUARDED_BY(mutex_);
   uint64_t spills_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t loads_ ABSL_GUARDED_BY(mutex_) = 0;
   SessionSpill* spill_ ABSL_GUARDED_BY(mutex_) = nullptr;

@@ -746,6 +746,27 @@ TEST(SessionDiskTest, SpillRestartContinueAndSkipBadFiles) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(SessionFlagsTest, BadSessionFlagsStopTheServerNamingThem) {
+  ServerProcess::Exit exit = ServerProcess::RunToExit(
+      {"--model=" + GoldenModel("tiny-byte"), "--listen=127.0.0.1:0",
+       "--metrics-address=", "--session-memory-bytes=1000"});
+  EXPECT_NE(exit.exit_code, 0);
+  EXPECT_NE(exit.output.find("--session-memory-bytes=1000 holds no session"),
+            std::string::npos)
+      << exit.output;
+  exit = ServerProcess::RunToExit({"--model=" + GoldenModel("tiny-byte"),
+                                   "--session-ttl=0s"});
+  EXPECT_NE(exit.exit_code, 0);
+  EXPECT_NE(exit.output.find("--session-ttl"), std::string::npos)
+      << exit.output;
+  exit = ServerProcess::RunToExit(
+      {"--model=" + GoldenModel("tiny-byte"), "--listen=127.0.0.1:0",
+       "--metrics-address=", "--session-dir=/proc/no-such-dir"});
+  EXPECT_NE(exit.exit_code, 0);
+  EXPECT_NE(exit.output.find("--session-dir"), std::string::npos)
+      << exit.output;
+}
+
 // ------------------------------------------------------------ metrics
 
 std::string MetricsUrl(const std::string& output) {
