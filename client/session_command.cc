@@ -118,7 +118,8 @@ class SessionCommand final : public Command {
   absl::Status SetPrompt(const std::vector<std::string>& args, bool optional,
                          Request& request) const {
     if (!token_ids_.empty()) {
-      if (!args.empty()) return UsageError("give TEXT or --token-ids, not both");
+      if (!args.empty())
+        return UsageError("give TEXT or --token-ids, not both");
       request.mutable_token_ids()->mutable_ids()->Add(token_ids_.begin(),
                                                       token_ids_.end());
       return absl::OkStatus();
@@ -193,7 +194,8 @@ class SessionCommand final : public Command {
     }
     request.set_session_id(id_);
     request.set_no_eos_prefix(no_eos_prefix_);
-    if (max_new_tokens_.has_value()) request.set_max_new_tokens(*max_new_tokens_);
+    if (max_new_tokens_.has_value())
+      request.set_max_new_tokens(*max_new_tokens_);
     if (temperature_.has_value()) request.set_temperature(*temperature_);
     if (seed_.has_value()) request.set_seed(*seed_);
     v1::GenerateResponse response;
@@ -223,7 +225,8 @@ class SessionCommand final : public Command {
 
   absl::Status Export(const std::vector<std::string>& args) {
     if (absl::Status status = NeedId(); !status.ok()) return status;
-    if (args.size() != 1) return UsageError("export needs one FILE (\"-\" = stdout)");
+    if (args.size() != 1)
+      return UsageError("export needs one FILE (\"-\" = stdout)");
     v1::ExportSessionRequest request;
     request.set_session_id(id_);
     grpc::ClientContext context;
@@ -262,7 +265,8 @@ class SessionCommand final : public Command {
   }
 
   absl::Status Import(const std::vector<std::string>& args) {
-    if (args.size() != 1) return UsageError("import needs one FILE (\"-\" = stdin)");
+    if (args.size() != 1)
+      return UsageError("import needs one FILE (\"-\" = stdin)");
     absl::StatusOr<std::string> blob = ReadFileOrStdin(args[0]);
     if (!blob.ok()) return blob.status();
     v1::Session session;
@@ -319,10 +323,13 @@ class SessionCommand final : public Command {
     v1::CloseSessionResponse response;
     grpc::ClientContext context;
     ApplyTimeout(*global_, context);
-    const grpc::Status status = stub_->CloseSession(&context, request, &response);
+    const grpc::Status status =
+        stub_->CloseSession(&context, request, &response);
     if (!status.ok()) return FromGrpcStatus(status);
-    if (!global_->json) absl::PrintF("closed %s\n", id_);
-    else absl::PrintF("{}\n");
+    if (!global_->json)
+      absl::PrintF("closed %s\n", id_);
+    else
+      absl::PrintF("{}\n");
     return absl::OkStatus();
   }
 

@@ -27,7 +27,8 @@ void AddGauge(MetricFamily& family, std::vector<ClientMetric::Label> labels,
 }
 
 MetricFamily Gauge(std::string name, std::string help, double value) {
-  MetricFamily family = Family(std::move(name), std::move(help), MetricType::Gauge);
+  MetricFamily family =
+      Family(std::move(name), std::move(help), MetricType::Gauge);
   AddGauge(family, {}, value);
   return family;
 }
@@ -56,19 +57,19 @@ std::vector<MetricFamily> SessionCollector::Collect() const {
     s = source_();
   }
   std::vector<MetricFamily> families;
-  MetricFamily sessions = Family(
-      "tvq_sessions",
-      "Sessions by tier: host (saved between requests), slot (a request "
-      "runs on it) or disk (--session-dir).",
-      MetricType::Gauge);
+  MetricFamily sessions =
+      Family("tvq_sessions",
+             "Sessions by tier: host (saved between requests), slot (a request "
+             "runs on it) or disk (--session-dir).",
+             MetricType::Gauge);
   AddGauge(sessions, {{"tier", "host"}}, s.sessions_host);
   AddGauge(sessions, {{"tier", "slot"}}, s.sessions_slot);
   AddGauge(sessions, {{"tier", "disk"}}, s.sessions_disk);
   families.push_back(std::move(sessions));
 
-  MetricFamily bytes = Family("tvq_session_state_bytes",
-                              "Bytes of the sessions' saved states by tier.",
-                              MetricType::Gauge);
+  MetricFamily bytes =
+      Family("tvq_session_state_bytes",
+             "Bytes of the sessions' saved states by tier.", MetricType::Gauge);
   AddGauge(bytes, {{"tier", "host"}}, static_cast<double>(s.state_bytes_host));
   AddGauge(bytes, {{"tier", "slot"}}, static_cast<double>(s.state_bytes_slot));
   AddGauge(bytes, {{"tier", "disk"}}, static_cast<double>(s.state_bytes_disk));
@@ -90,11 +91,11 @@ std::vector<MetricFamily> SessionCollector::Collect() const {
   families.push_back(Counter("tvq_session_expiries_total",
                              "Sessions closed after idling past their TTL.",
                              s.expiries_total));
-  families.push_back(Counter(
-      "tvq_session_spills_total",
-      "Sessions written to --session-dir (evicted from memory, or at "
-      "shutdown).",
-      s.spills_total));
+  families.push_back(
+      Counter("tvq_session_spills_total",
+              "Sessions written to --session-dir (evicted from memory, or at "
+              "shutdown).",
+              s.spills_total));
   families.push_back(Counter("tvq_session_loads_total",
                              "Sessions read back from --session-dir.",
                              s.loads_total));
@@ -116,25 +117,25 @@ std::vector<MetricFamily> SessionCollector::Collect() const {
       "unknown version, invalid state, id taken, budget full).",
       s.import_failures_total));
 
-  families.push_back(Gauge(
-      "tvq_prefix_cache_entries",
-      "End-of-request states retained for automatic prefix reuse.",
-      s.prefix_entries));
+  families.push_back(
+      Gauge("tvq_prefix_cache_entries",
+            "End-of-request states retained for automatic prefix reuse.",
+            s.prefix_entries));
   families.push_back(Gauge("tvq_prefix_cache_bytes",
                            "Bytes of the states retained for prefix reuse.",
                            static_cast<double>(s.prefix_bytes)));
-  families.push_back(Counter(
-      "tvq_prefix_cache_queries_total",
-      "Requests without a session looked up for a retained prefix.",
-      s.prefix_queries_total));
-  families.push_back(Counter(
-      "tvq_prefix_cache_hits_total",
-      "Requests that resumed from a retained end-of-request state.",
-      s.prefix_hits_total));
-  families.push_back(Counter(
-      "tvq_prefix_cache_cached_tokens_total",
-      "Prompt tokens not recomputed thanks to prefix reuse.",
-      s.prefix_cached_tokens_total));
+  families.push_back(
+      Counter("tvq_prefix_cache_queries_total",
+              "Requests without a session looked up for a retained prefix.",
+              s.prefix_queries_total));
+  families.push_back(
+      Counter("tvq_prefix_cache_hits_total",
+              "Requests that resumed from a retained end-of-request state.",
+              s.prefix_hits_total));
+  families.push_back(
+      Counter("tvq_prefix_cache_cached_tokens_total",
+              "Prompt tokens not recomputed thanks to prefix reuse.",
+              s.prefix_cached_tokens_total));
 
   MetricFamily cache = Family(
       "tvq_cache_config_info",

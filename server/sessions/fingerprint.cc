@@ -43,7 +43,8 @@ uint64_t MergeRound(uint64_t acc, uint64_t value) {
 }
 
 void AppendU64(std::string& out, uint64_t value) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(value >> (8 * i)));
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>(value >> (8 * i)));
 }
 
 }  // namespace
@@ -53,8 +54,7 @@ uint64_t Xxh64(std::string_view bytes, uint64_t seed) {
   const unsigned char* const end = p + bytes.size();
   uint64_t h;
   if (bytes.size() >= 32) {
-    uint64_t v1 = seed + kP1 + kP2, v2 = seed + kP2, v3 = seed,
-             v4 = seed - kP1;
+    uint64_t v1 = seed + kP1 + kP2, v2 = seed + kP2, v3 = seed, v4 = seed - kP1;
     const unsigned char* const limit = end - 32;
     do {
       v1 = Round(v1, Read64(p));

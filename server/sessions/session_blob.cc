@@ -12,10 +12,12 @@ namespace tvq::sessions {
 namespace {
 
 void PutU32(std::string& out, uint32_t value) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(value >> (8 * i)));
+  for (int i = 0; i < 4; ++i)
+    out.push_back(static_cast<char>(value >> (8 * i)));
 }
 void PutU64(std::string& out, uint64_t value) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(value >> (8 * i)));
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>(value >> (8 * i)));
 }
 uint32_t GetU32(std::string_view in, size_t offset) {
   uint32_t value = 0;
@@ -119,9 +121,9 @@ absl::StatusOr<SessionSnapshot> DecodeSessionBlob(
   }
   const uint32_t header_length = GetU32(blob, 12);
   if (header_length != kBlobHeaderBytes) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "session blob: header length %d, version %d has %d", header_length,
-        kBlobVersion, kBlobHeaderBytes));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("session blob: header length %d, version %d has %d",
+                        header_length, kBlobVersion, kBlobHeaderBytes));
   }
   const uint64_t model = GetU64(blob, 16);
   if (model != identity.model_fingerprint) {
@@ -178,14 +180,14 @@ absl::StatusOr<SessionSnapshot> DecodeSessionBlob(
   }
   if (snapshot.pending_token < -1 ||
       snapshot.pending_token >= static_cast<int64_t>(identity.n_vocab)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "session blob: pending token %d outside [-1, %d)",
-        snapshot.pending_token, identity.n_vocab));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("session blob: pending token %d outside [-1, %d)",
+                        snapshot.pending_token, identity.n_vocab));
   }
   if (snapshot.position < 0 || (state_length == 0 && snapshot.position != 0)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "session blob: position %d with a state of %d bytes",
-        snapshot.position, state_length));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("session blob: position %d with a state of %d bytes",
+                        snapshot.position, state_length));
   }
   if (snapshot.token_count !=
       snapshot.position + (snapshot.pending_token >= 0 ? 1 : 0)) {

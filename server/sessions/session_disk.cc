@@ -27,10 +27,12 @@ constexpr char kSuffix[] = ".tvqsession";
 constexpr char kTemporary[] = ".tmp-";
 
 void PutU32(std::string& out, uint32_t value) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(value >> (8 * i)));
+  for (int i = 0; i < 4; ++i)
+    out.push_back(static_cast<char>(value >> (8 * i)));
 }
 void PutU64(std::string& out, uint64_t value) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(value >> (8 * i)));
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>(value >> (8 * i)));
 }
 uint64_t Get(const std::string& in, size_t offset, int width) {
   uint64_t value = 0;
@@ -61,7 +63,8 @@ absl::Status WriteAtomically(const std::string& directory,
   if (fd < 0) return Errno("cannot create", temporary);
   size_t written = 0;
   while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    const ssize_t n =
+        ::write(fd, bytes.data() + written, bytes.size() - written);
     if (n < 0) {
       if (errno == EINTR) continue;
       const absl::Status status = Errno("cannot write", temporary);
@@ -158,16 +161,16 @@ absl::StatusOr<SpilledSession> SessionDisk::Parse(
   }
   const size_t id_length = static_cast<size_t>(Get(bytes, 12, 4));
   if (id_length < 1 || id_length > 128 || kFixed + id_length > body) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: session id length %d is invalid", path, id_length));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: session id length %d is invalid", path, id_length));
   }
   SpilledSession session;
   session.session_id = bytes.substr(kFixed, id_length);
   TVQ_RETURN_IF_ERROR(SessionStore::CheckId(session.session_id, "session id"));
   if (PathOf(session.session_id) != path) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: holds session \"%s\", whose file has another name", path,
-        session.session_id));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: holds session \"%s\", whose file has another name",
+                        path, session.session_id));
   }
   const int64_t ttl_ms = static_cast<int64_t>(Get(bytes, 16, 8));
   if (ttl_ms <= 0) {
@@ -178,12 +181,13 @@ absl::StatusOr<SpilledSession> SessionDisk::Parse(
   session.last_used =
       absl::FromUnixMillis(static_cast<int64_t>(Get(bytes, 24, 8)));
   session.pinned = (Get(bytes, 32, 4) & 1) != 0;
-  const std::string_view blob =
-      std::string_view(bytes).substr(kFixed + id_length, body - kFixed - id_length);
+  const std::string_view blob = std::string_view(bytes).substr(
+      kFixed + id_length, body - kFixed - id_length);
   absl::StatusOr<SessionSnapshot> snapshot = DecodeSessionBlob(blob, identity_);
   if (!snapshot.ok()) {
-    return absl::Status(snapshot.status().code(),
-                        absl::StrFormat("%s: %s", path, snapshot.status().message()));
+    return absl::Status(
+        snapshot.status().code(),
+        absl::StrFormat("%s: %s", path, snapshot.status().message()));
   }
   if (snapshot->state != nullptr) {
     if (absl::Status status = pool_.ValidateExport(*snapshot->state);
@@ -253,8 +257,8 @@ SessionDisk::ScanResult SessionDisk::Scan() const {
     result.sessions.push_back(*std::move(session));
   }
   if (error) {
-    result.problems.push_back(absl::StrFormat("listing %s: %s", directory_,
-                                              error.message()));
+    result.problems.push_back(
+        absl::StrFormat("listing %s: %s", directory_, error.message()));
   }
   return result;
 }

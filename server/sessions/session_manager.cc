@@ -36,8 +36,8 @@ absl::StatusOr<SessionSnapshot> Advance(const std::string& id,
   next.pending_token = saved.pending_token;
   next.token_count = base.token_count + static_cast<int64_t>(added.size()) +
                      static_cast<int64_t>(generated.size());
-  next.token_hash = ExtendTokenHash(ExtendTokenHash(base.token_hash, added),
-                                    generated);
+  next.token_hash =
+      ExtendTokenHash(ExtendTokenHash(base.token_hash, added), generated);
   if (next.token_count != next.position + (next.pending_token >= 0 ? 1 : 0)) {
     return absl::InternalError(absl::StrFormat(
         "session \"%s\": the saved state absorbed %d tokens, expected %d; the "
@@ -376,9 +376,9 @@ void SessionManager::RunAppend(const std::string& session_id,
     done(store_.Commit(session_id, std::move(next)));
     return;
   }
-  auto turn = std::make_shared<AppendTurn>(store_, session_id, base,
-                                           std::move(added), std::move(done),
-                                           discard_on_failure);
+  auto turn =
+      std::make_shared<AppendTurn>(store_, session_id, base, std::move(added),
+                                   std::move(done), discard_on_failure);
   scheduler::AppendRequest request;
   request.request_id = request_id.empty()
                            ? absl::StrFormat("append-%s", session_id)
@@ -410,9 +410,8 @@ absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitGeneration(
         "nothing to generate from (set text or token_ids)",
         session_id));
   }
-  auto turn = std::make_shared<GenerationTurn>(store_, session_id, *base,
-                                               std::move(added),
-                                               std::move(sink));
+  auto turn = std::make_shared<GenerationTurn>(
+      store_, session_id, *base, std::move(added), std::move(sink));
   request.start_from = scheduler::StartFrom{};
   request.start_from.mode = scheduler::StartFrom::Mode::kImport;
   request.start_from.saved = base->state;
@@ -427,7 +426,8 @@ absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitGeneration(
   return handle;
 }
 
-absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitGenerationReusing(
+absl::StatusOr<scheduler::RequestHandle>
+SessionManager::SubmitGenerationReusing(
     scheduler::GenerationRequest request,
     std::shared_ptr<scheduler::TokenSink> sink) {
   if (!prefix_reuse_.load(std::memory_order_relaxed) ||
@@ -444,8 +444,8 @@ absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitGenerationReusing
   size_t hashed = 0;
   for (auto length = lengths.rbegin(); length != lengths.rend(); ++length) {
     if (*length < 2 || *length > prompt.size()) continue;
-    hash = ExtendTokenHash(
-        hash, std::span<const int32_t>(prompt).subspan(hashed, *length - hashed));
+    hash = ExtendTokenHash(hash, std::span<const int32_t>(prompt).subspan(
+                                     hashed, *length - hashed));
     hashed = *length;
     candidates.emplace_back(*length, PrefixKey(hash));
   }
@@ -529,8 +529,7 @@ absl::StatusOr<std::string> SessionManager::Export(
 
 absl::StatusOr<SessionInfo> SessionManager::Import(
     std::string_view blob, const std::string& session_id) {
-  absl::StatusOr<SessionSnapshot> snapshot =
-      DecodeSessionBlob(blob, identity_);
+  absl::StatusOr<SessionSnapshot> snapshot = DecodeSessionBlob(blob, identity_);
   if (snapshot.ok() && snapshot->state != nullptr) {
     if (absl::Status status = pool_.ValidateExport(*snapshot->state);
         !status.ok()) {

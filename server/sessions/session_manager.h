@@ -172,8 +172,8 @@ class SessionManager {
   // session `session_id` whose state is `base`, then commits.
   void RunAppend(const std::string& session_id, const SessionSnapshot& base,
                  std::vector<int32_t> feed, std::vector<int32_t> added,
-                 std::string request_id, absl::Time deadline,
-                 InfoCallback done, bool discard_on_failure);
+                 std::string request_id, absl::Time deadline, InfoCallback done,
+                 bool discard_on_failure);
 
   scheduler::Scheduler& scheduler_;
   const runtime::StatePool& pool_;

@@ -33,8 +33,8 @@ absl::Status SessionStore::CheckId(const std::string& session_id,
   for (char c : session_id) {
     if (c <= 0x20 || c > 0x7E) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s must be printable ASCII without spaces, got a byte 0x%02x",
-          field, static_cast<unsigned char>(c)));
+          "%s must be printable ASCII without spaces, got a byte 0x%02x", field,
+          static_cast<unsigned char>(c)));
     }
   }
   return absl::OkStatus();
@@ -106,7 +106,8 @@ void SessionStore::RemoveLocked(const std::string& id, GoneReason reason) {
 void SessionStore::ExpireLocked(absl::Time now) {
   std::vector<std::string> expired;
   for (const auto& [id, record] : sessions_) {
-    if (!record.pinned && !record.leased && record.last_used + record.ttl <= now) {
+    if (!record.pinned && !record.leased &&
+        record.last_used + record.ttl <= now) {
       expired.push_back(id);
     }
   }
@@ -143,13 +144,13 @@ absl::Status SessionStore::LoadLocked(const std::string& id, Record& record) {
   if (!record.on_disk) return absl::OkStatus();
   absl::StatusOr<SessionSnapshot> loaded =
       spill_ != nullptr ? spill_->Load(id)
-                        : absl::StatusOr<SessionSnapshot>(absl::InternalError(
-                              "the disk tier is off"));
+                        : absl::StatusOr<SessionSnapshot>(
+                              absl::InternalError("the disk tier is off"));
   if (!loaded.ok()) {
     const absl::Status status(
         loaded.status().code(),
-        absl::StrFormat("session \"%s\": loading it from disk failed: %s",
-                        id, loaded.status().message()));
+        absl::StrFormat("session \"%s\": loading it from disk failed: %s", id,
+                        loaded.status().message()));
     RemoveLocked(id, GoneReason::kUnloadable);
     return status;
   }
@@ -180,8 +181,8 @@ absl::Status SessionStore::AddSpilled(SpilledSession session) {
   }
   absl::MutexLock lock(&mutex_);
   if (sessions_.contains(session.session_id)) {
-    return absl::AlreadyExistsError(absl::StrFormat(
-        "session \"%s\" already exists", session.session_id));
+    return absl::AlreadyExistsError(
+        absl::StrFormat("session \"%s\" already exists", session.session_id));
   }
   Record record;
   record.disk_bytes = session.snapshot.state_bytes();
@@ -275,8 +276,8 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
     } while (sessions_.contains(session.session_id));
   } else if (sessions_.contains(session.session_id)) {
     if (!session.hidden) {
-      return absl::AlreadyExistsError(absl::StrFormat(
-          "session \"%s\" already exists", session.session_id));
+      return absl::AlreadyExistsError(
+          absl::StrFormat("session \"%s\" already exists", session.session_id));
     }
     // A newer state of the same tokens replaces it.
     RemoveLocked(session.session_id, GoneReason::kEvicted);
@@ -289,8 +290,8 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
   }
   Record record;
   record.snapshot = std::move(session.snapshot);
-  record.ttl = session.ttl == absl::ZeroDuration() ? options_.default_ttl
-                                                  : session.ttl;
+  record.ttl =
+      session.ttl == absl::ZeroDuration() ? options_.default_ttl : session.ttl;
   record.pinned = session.pinned;
   record.leased = session.leased;
   record.hidden = session.hidden;

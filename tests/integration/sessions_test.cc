@@ -4,18 +4,17 @@
 // restart -> import, corrupted / truncated / foreign / future blobs, many
 // more sessions than slots, LRU eviction under a small budget with pinned
 // sessions kept, one request at a time per session, validation.
-#include <zlib.h>
-
 #include <signal.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <cmath>
 #include <memory>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -179,7 +178,8 @@ class Client {
 
 Tokens Concat(std::initializer_list<Tokens> parts) {
   Tokens all;
-  for (const Tokens& part : parts) all.insert(all.end(), part.begin(), part.end());
+  for (const Tokens& part : parts)
+    all.insert(all.end(), part.begin(), part.end());
   return all;
 }
 
@@ -252,9 +252,11 @@ TEST_P(SessionExactnessTest, ScoreInSessionEqualsWholeSequence) {
   v1::ScoreResponse in_session;
   ASSERT_TRUE(client.Score("scored", scored, &in_session).ok());
   v1::ScoreResponse whole;
-  ASSERT_TRUE(client.Score("", Concat({prefix, appended, scored}), &whole).ok());
+  ASSERT_TRUE(
+      client.Score("", Concat({prefix, appended, scored}), &whole).ok());
   ASSERT_EQ(in_session.token_logprobs_size(), static_cast<int>(scored.size()));
-  const int offset = whole.token_logprobs_size() - in_session.token_logprobs_size();
+  const int offset =
+      whole.token_logprobs_size() - in_session.token_logprobs_size();
   for (int i = 0; i < in_session.token_logprobs_size(); ++i) {
     EXPECT_EQ(in_session.token_logprobs(i).token_id(),
               whole.token_logprobs(offset + i).token_id());
@@ -303,7 +305,8 @@ TEST_F(SessionTest, ForksWithTheSameSeedAgreeAndStayIndependent) {
   const Tokens left = c.MustGenerate("left", {70}, 16, 1.0f, 1234);
   std::string right_after;
   ASSERT_TRUE(c.Export("right", &right_after).ok());
-  EXPECT_EQ(right_before, right_after) << "generating on a fork changed another";
+  EXPECT_EQ(right_before, right_after)
+      << "generating on a fork changed another";
   EXPECT_EQ(left, c.MustGenerate("right", {70}, 16, 1.0f, 1234));
   std::string root_blob;
   ASSERT_TRUE(c.Export("root", &root_blob).ok());
@@ -449,10 +452,10 @@ TEST_F(SessionTest, EmptySessionGetsTheEosPrefix) {
     grpc::ClientContext context;
     ASSERT_TRUE(server_->stub().Generate(&context, request, &plain).ok());
   }
-  EXPECT_EQ(std::vector<int32_t>(in_session.token_ids().begin(),
-                                 in_session.token_ids().end()),
-            std::vector<int32_t>(plain.token_ids().begin(),
-                                 plain.token_ids().end()));
+  EXPECT_EQ(
+      std::vector<int32_t>(in_session.token_ids().begin(),
+                           in_session.token_ids().end()),
+      std::vector<int32_t>(plain.token_ids().begin(), plain.token_ids().end()));
   ASSERT_TRUE(c.Get("fresh", &session).ok());
   EXPECT_EQ(session.position(), 1 + 5 + 5);  // eos + "hello" + 5 generated
 }
@@ -464,7 +467,8 @@ TEST(SessionBlobTest, ExportRestartImportContinuesExactly) {
   std::string blob;
   Tokens uninterrupted;
   {
-    std::unique_ptr<ServerProcess> server = StartServer(GoldenModel("tiny-byte"));
+    std::unique_ptr<ServerProcess> server =
+        StartServer(GoldenModel("tiny-byte"));
     ASSERT_NE(server, nullptr);
     Client c(server->stub());
     v1::Session session;
@@ -491,7 +495,8 @@ TEST(SessionBlobTest, ExportRestartImportContinuesExactly) {
 TEST(SessionBlobTest, BadBlobsFailWithTheirOwnStatusAndTheServerServes) {
   std::string foreign;
   {
-    std::unique_ptr<ServerProcess> other = StartServer(GoldenModel("tiny-noagg"));
+    std::unique_ptr<ServerProcess> other =
+        StartServer(GoldenModel("tiny-noagg"));
     ASSERT_NE(other, nullptr);
     Client c(other->stub());
     v1::Session session;
@@ -502,7 +507,8 @@ TEST(SessionBlobTest, BadBlobsFailWithTheirOwnStatusAndTheServerServes) {
   ASSERT_NE(server, nullptr);
   Client c(server->stub());
   v1::Session session;
-  ASSERT_TRUE(c.Create("good", {1, 5, 6, 7, 8, 9, 10, 11, 12, 13}, &session).ok());
+  ASSERT_TRUE(
+      c.Create("good", {1, 5, 6, 7, 8, 9, 10, 11, 12, 13}, &session).ok());
   std::string blob;
   ASSERT_TRUE(c.Export("good", &blob).ok());
 
@@ -562,7 +568,8 @@ TEST(SessionBlobTest, BadBlobsFailWithTheirOwnStatusAndTheServerServes) {
 TEST(SessionBudgetTest, LeastRecentlyUsedUnpinnedAreEvictedPinnedNever) {
   int64_t state_bytes = 0;
   {
-    std::unique_ptr<ServerProcess> probe = StartServer(GoldenModel("tiny-byte"));
+    std::unique_ptr<ServerProcess> probe =
+        StartServer(GoldenModel("tiny-byte"));
     ASSERT_NE(probe, nullptr);
     Client c(probe->stub());
     v1::Session session;
@@ -571,9 +578,9 @@ TEST(SessionBudgetTest, LeastRecentlyUsedUnpinnedAreEvictedPinnedNever) {
     ASSERT_GT(state_bytes, 0);
   }
   // Room for exactly 3 sessions.
-  std::unique_ptr<ServerProcess> server =
-      StartServer(GoldenModel("tiny-byte"),
-                  {absl::StrCat("--session-memory-bytes=", 3 * state_bytes + 1)});
+  std::unique_ptr<ServerProcess> server = StartServer(
+      GoldenModel("tiny-byte"),
+      {absl::StrCat("--session-memory-bytes=", 3 * state_bytes + 1)});
   ASSERT_NE(server, nullptr);
   Client c(server->stub());
   v1::Session session;
@@ -685,8 +692,8 @@ TEST(PrefixReuseTest, ExtendingAnEarlierRequestReusesItsStateExactly) {
 // session is saved at shutdown and a restarted server continues them; a
 // corrupt file and another model's files are reported and skipped.
 TEST(SessionDiskTest, SpillRestartContinueAndSkipBadFiles) {
-  const std::string dir = ::testing::TempDir() + "/tvq-sessions-disk-" +
-                          std::to_string(::getpid());
+  const std::string dir =
+      ::testing::TempDir() + "/tvq-sessions-disk-" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
   const std::vector<std::string> flags = {
       "--session-dir=" + dir, "--session-memory-bytes=165200"};  // 2 states
@@ -715,7 +722,8 @@ TEST(SessionDiskTest, SpillRestartContinueAndSkipBadFiles) {
   {
     std::ofstream corrupt(dir + "/00.tvqsession", std::ios::binary);
     corrupt << "TVQSDISK this is not a session";
-    std::ofstream temporary(dir + "/6430.tvqsession.tmp-1234", std::ios::binary);
+    std::ofstream temporary(dir + "/6430.tvqsession.tmp-1234",
+                            std::ios::binary);
     temporary << "half";
   }
   // Another model sees only foreign files: reported, skipped, kept.
@@ -754,8 +762,8 @@ TEST(SessionFlagsTest, BadSessionFlagsStopTheServerNamingThem) {
   EXPECT_NE(exit.output.find("--session-memory-bytes=1000 holds no session"),
             std::string::npos)
       << exit.output;
-  exit = ServerProcess::RunToExit({"--model=" + GoldenModel("tiny-byte"),
-                                   "--session-ttl=0s"});
+  exit = ServerProcess::RunToExit(
+      {"--model=" + GoldenModel("tiny-byte"), "--session-ttl=0s"});
   EXPECT_NE(exit.exit_code, 0);
   EXPECT_NE(exit.output.find("--session-ttl"), std::string::npos)
       << exit.output;
@@ -789,10 +797,10 @@ Scrape ScrapeNow(const std::string& url) {
 TEST(SessionMetricsTest, TiersEvictionsTransfersAndCacheConfig) {
   // Room for 2 sessions (the tiny models' saved state is 82,600 bytes).
   constexpr int64_t kStateBytes = 82600;
-  std::unique_ptr<ServerProcess> server = StartServer(
-      GoldenModel("tiny-byte"),
-      {"--metrics-address=127.0.0.1:0",
-       absl::StrCat("--session-memory-bytes=", 2 * kStateBytes)});
+  std::unique_ptr<ServerProcess> server =
+      StartServer(GoldenModel("tiny-byte"),
+                  {"--metrics-address=127.0.0.1:0",
+                   absl::StrCat("--session-memory-bytes=", 2 * kStateBytes)});
   ASSERT_NE(server, nullptr);
   const std::string url = MetricsUrl(server->Output());
   ASSERT_FALSE(url.empty()) << server->Output();

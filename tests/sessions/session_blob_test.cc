@@ -41,10 +41,12 @@ SessionSnapshot Snapshot() {
 }
 
 void PutU32(std::string& blob, size_t offset, uint32_t value) {
-  for (int i = 0; i < 4; ++i) blob[offset + i] = static_cast<char>(value >> (8 * i));
+  for (int i = 0; i < 4; ++i)
+    blob[offset + i] = static_cast<char>(value >> (8 * i));
 }
 void PutU64(std::string& blob, size_t offset, uint64_t value) {
-  for (int i = 0; i < 8; ++i) blob[offset + i] = static_cast<char>(value >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    blob[offset + i] = static_cast<char>(value >> (8 * i));
 }
 // Recomputes the trailing CRC (a crafted, consistent-looking blob).
 void Reseal(std::string& blob) {
@@ -128,7 +130,8 @@ TEST(SessionBlobTest, RandomGarbageIsRefused) {
       garbage.replace(0, 12, blob.substr(0, 12));  // a valid magic + version
     }
     if (trial % 4 == 3 && length >= 4) Reseal(garbage);  // and a valid CRC
-    absl::StatusOr<SessionSnapshot> decoded = DecodeSessionBlob(garbage, Identity());
+    absl::StatusOr<SessionSnapshot> decoded =
+        DecodeSessionBlob(garbage, Identity());
     EXPECT_FALSE(decoded.ok()) << "trial " << trial;
   }
 }
@@ -182,7 +185,8 @@ TEST(SessionBlobTest, EachFieldHasItsOwnStatus) {
       PutU64(changed, crafted.offset, crafted.value);
     }
     Reseal(changed);
-    absl::StatusOr<SessionSnapshot> decoded = DecodeSessionBlob(changed, Identity());
+    absl::StatusOr<SessionSnapshot> decoded =
+        DecodeSessionBlob(changed, Identity());
     ASSERT_FALSE(decoded.ok()) << crafted.what;
     EXPECT_EQ(decoded.status().code(), crafted.code)
         << crafted.what << ": " << decoded.status();

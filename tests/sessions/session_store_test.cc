@@ -20,8 +20,9 @@ class SessionStoreTest : public ::testing::Test {
     options_.max_ttl = absl::Hours(1);
     store_ = std::make_unique<SessionStore>(options_, [this] { return now_; });
   }
-  absl::StatusOr<SessionInfo> Create(const std::string& id, bool pinned = false,
-                                     absl::Duration ttl = absl::ZeroDuration()) {
+  absl::StatusOr<SessionInfo> Create(
+      const std::string& id, bool pinned = false,
+      absl::Duration ttl = absl::ZeroDuration()) {
     NewSession session;
     session.session_id = id;
     session.pinned = pinned;
@@ -58,7 +59,8 @@ TEST_F(SessionStoreTest, EvictsLeastRecentlyUsedUnpinnedIdleSessions) {
   ASSERT_TRUE(store_->Begin("d").ok());
   const absl::Status full = Create("e").status();
   EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_NE(full.message().find("--session-memory-bytes=300"), std::string::npos);
+  EXPECT_NE(full.message().find("--session-memory-bytes=300"),
+            std::string::npos);
   EXPECT_EQ(store_->Stats().evictions_total, 2u);
   EXPECT_EQ(store_->Stats().capacity, 3);
 }
@@ -121,7 +123,8 @@ TEST_F(SessionStoreTest, IdsAndTtlsAreChecked) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Create(std::string(129, 'x')).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(Create("tab\t").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Create("tab\t").status().code(),
+            absl::StatusCode::kInvalidArgument);
   absl::StatusOr<SessionInfo> made = Create("");
   ASSERT_TRUE(made.ok());
   EXPECT_EQ(made->session_id.rfind("sess-", 0), 0u);

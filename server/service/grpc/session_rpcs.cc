@@ -165,9 +165,9 @@ class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
       return;
     }
     if (chunk_.data().size() > kChunkBytes) {
-      Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrFormat(
-          "data: a chunk has %d bytes, at most %d allowed",
-          chunk_.data().size(), kChunkBytes))));
+      Finish(ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrFormat("data: a chunk has %d bytes, at most %d allowed",
+                          chunk_.data().size(), kChunkBytes))));
       return;
     }
     if (blob_.size() + chunk_.data().size() > max_bytes_) {
@@ -319,8 +319,7 @@ grpc::ServerUnaryReactor* GenerationService::CloseSession(
       !status.ok()) {
     return FinishNow(context, status);
   }
-  return FinishNow(context,
-                   (*model)->sessions().Close(request->session_id()));
+  return FinishNow(context, (*model)->sessions().Close(request->session_id()));
 }
 
 }  // namespace tvq::service
