@@ -207,7 +207,7 @@ absl::Status SessionStore::SpillAll() {
   return first;
 }
 
-bool SessionStore::MakeRoomLocked() {
+bool SessionStore::MakeRoomLocked(bool entries_only) {
   const int64_t capacity = options_.memory_bytes / options_.bytes_per_state;
   while (InMemoryLocked() + 1 > capacity) {
     // Prefix-reuse entries go first, least recently used first.
@@ -225,6 +225,7 @@ bool SessionStore::MakeRoomLocked() {
       RemoveLocked(id, GoneReason::kEvicted);
       continue;
     }
+    if (entries_only) return false;  // an entry never evicts a session
     const std::string* oldest = nullptr;
     absl::Time oldest_use = absl::InfiniteFuture();
     for (const auto& [id, record] : sessions_) {
@@ -282,7 +283,7 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
     // A newer state of the same tokens replaces it.
     RemoveLocked(session.session_id, GoneReason::kEvicted);
   }
-  if (!MakeRoomLocked()) {
+  if (!MakeRoomLocked(/*entries_only=*/session.hidden)) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "the session memory budget is full: %d sessions of %d bytes each, "
         "all pinned or busy (--session-memory-bytes=%d); close some",

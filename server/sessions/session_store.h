@@ -24,8 +24,9 @@
 // - Prefix-reuse entries (NewSession::hidden): end-of-request states of
 //   requests without a session, under keys clients cannot name; never
 //   listed, never spilled, evicted before any session (least recently used
-//   first), replaced when created again under the same key. FindPrefix finds
-//   the longest one whose tokens begin a prompt.
+//   first), replaced when created again under the same key; an entry never
+//   evicts a session to make room for itself (it is then not kept). FindPrefix
+//   finds the longest one whose tokens begin a prompt.
 // - Disk tier (SetSpill, --session-dir): an evicted session is saved to disk
 //   instead of dropped (it keeps its id, TTL and pinned flag; it no longer
 //   counts against the memory budget) and is loaded back, making room like a
@@ -204,9 +205,10 @@ class SessionStore {
   absl::Status NotFoundLocked(const std::string& id) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
-  // Evicts LRU idle unpinned sessions until one more fits; false if it
-  // cannot.
-  bool MakeRoomLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Evicts prefix-reuse entries, then (unless `entries_only`) LRU idle
+  // unpinned sessions, until one more fits; false if it cannot.
+  bool MakeRoomLocked(bool entries_only = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void RemoveLocked(const std::string& id, GoneReason reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::StatusOr<Record*> FindLocked(const std::string& id)

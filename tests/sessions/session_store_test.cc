@@ -4,7 +4,9 @@
 #include "server/sessions/session_store.h"
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -135,6 +137,70 @@ TEST_F(SessionStoreTest, IdsAndTtlsAreChecked) {
   EXPECT_EQ(long_ttl.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(long_ttl.message().find("ttl_seconds"), std::string::npos);
   EXPECT_EQ(store_->List().size(), 2u);
+}
+
+TEST_F(SessionStoreTest, PrefixEntriesGoFirstAndNeverEvictSessions) {
+  auto entry = [this](const std::string& key, std::vector<int32_t> tokens) {
+    NewSession session;
+    session.session_id = key;
+    session.hidden = true;
+    session.snapshot.token_count = static_cast<int64_t>(tokens.size());
+    session.snapshot.tokens =
+        std::make_shared<const std::vector<int32_t>>(std::move(tokens));
+    return store_->Create(std::move(session));
+  };
+  ASSERT_TRUE(Create("s1").ok());
+  Tick();
+  ASSERT_TRUE(entry("\x01"
+                    "e1",
+                    {1, 2, 3})
+                  .ok());
+  Tick();
+  ASSERT_TRUE(entry("\x01"
+                    "e2",
+                    {1, 2, 3, 4, 5})
+                  .ok());
+  EXPECT_EQ(store_->List().size(), 1u);  // entries are not listed
+  EXPECT_EQ(store_
+                ->Get("\x01"
+                      "e1")
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->PrefixLengths(), (std::vector<size_t>{5, 3}));
+  const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6};
+  std::optional<SessionSnapshot> hit = store_->FindPrefix({{5,
+                                                            "\x01"
+                                                            "e2"},
+                                                           {3,
+                                                            "\x01"
+                                                            "e1"}},
+                                                          prompt);
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_EQ(hit->token_count, 5);
+  // A key whose tokens differ (a hash collision) never matches.
+  EXPECT_FALSE(store_
+                   ->FindPrefix({{3,
+                                  "\x01"
+                                  "e1"}},
+                                std::vector<int32_t>{1, 2, 9})
+                   .has_value());
+  // The budget (3) is full: a new session evicts the least recently used
+  // entry (e1; e2 was just used), not the session.
+  Tick();
+  ASSERT_TRUE(Create("s2").ok());
+  EXPECT_EQ(store_->PrefixLengths(), (std::vector<size_t>{5}));
+  ASSERT_TRUE(Create("s3").ok());  // evicts e2
+  EXPECT_TRUE(store_->PrefixLengths().empty());
+  // Full of sessions: an entry is not kept, and no session goes.
+  EXPECT_EQ(entry("\x01"
+                  "e3",
+                  {1, 2})
+                .status()
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(store_->List().size(), 3u);
+  EXPECT_EQ(store_->Stats().evictions_total, 0u);  // entries do not count
 }
 
 }  // namespace
