@@ -2,6 +2,9 @@
 
 #include <utility>
 
+#include "absl/strings/str_format.h"
+#include "server/text/utf8.h"
+
 namespace tvq::service::http {
 
 std::string_view OpenAiFinishReason(scheduler::FinishReason reason) {
@@ -67,10 +70,22 @@ ResponseShaper::ResponseShaper(ApiKind kind, std::string id, int64_t created,
       tokenizer_(tokenizer),
       logprobs_(logprobs) {}
 
-std::string ResponseShaper::TokenText(int32_t id) const {
+std::string ResponseShaper::TokenBytes(int32_t id) const {
   const int32_t ids[] = {id};
   absl::StatusOr<std::string> text = tokenizer_->Decode(ids);
   return text.ok() ? *std::move(text) : std::string();
+}
+
+std::string ResponseShaper::TokenText(int32_t id) const {
+  std::string bytes = TokenBytes(id);
+  if (runtime::IsValidUtf8(bytes)) return bytes;
+  // Part of a character (byte tokens): OpenAI's "bytes:\xNN" spelling,
+  // distinct for every token.
+  std::string text = "bytes:";
+  for (char c : bytes) {
+    text += absl::StrFormat("\\x%02x", static_cast<unsigned char>(c));
+  }
+  return text;
 }
 
 Json ResponseShaper::Envelope(bool chunk) const {
@@ -103,7 +118,7 @@ Json ResponseShaper::CompletionLogprobs(
     }
     top_logprobs.push_back(std::move(top));
     offsets.push_back(*text_offset);
-    *text_offset += CountCharacters(text);
+    *text_offset += CountCharacters(TokenBytes(entry.token_id));
   }
   return Json{{"tokens", std::move(tokens)},
               {"token_logprobs", std::move(token_logprobs)},
@@ -114,10 +129,12 @@ Json ResponseShaper::CompletionLogprobs(
 Json ResponseShaper::ChatLogprobs(
     const std::vector<scheduler::TokenLogprob>& entries) const {
   auto token_entry = [this](int32_t id, float logprob) {
-    const std::string text = TokenText(id);
     Json bytes = Json::array();
-    for (char c : text) bytes.push_back(static_cast<unsigned char>(c));
-    return Json{{"token", text}, {"logprob", logprob}, {"bytes", bytes}};
+    for (char c : TokenBytes(id)) {
+      bytes.push_back(static_cast<unsigned char>(c));
+    }
+    return Json{
+        {"token", TokenText(id)}, {"logprob", logprob}, {"bytes", bytes}};
   };
   Json content = Json::array();
   for (const scheduler::TokenLogprob& entry : entries) {

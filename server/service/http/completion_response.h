@@ -61,6 +61,10 @@ class ResponseShaper {
   Json CompletionLogprobs(const std::vector<scheduler::TokenLogprob>& entries,
                           int64_t* text_offset) const;
   Json ChatLogprobs(const std::vector<scheduler::TokenLogprob>& entries) const;
+  // The token's bytes as the tokenizer decodes it alone.
+  std::string TokenBytes(int32_t id) const;
+  // Its text for logprobs: the bytes when they are valid UTF-8, else
+  // "bytes:\xNN..." (as OpenAI spells partial characters).
   std::string TokenText(int32_t id) const;
 
   const ApiKind kind_;
