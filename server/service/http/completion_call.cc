@@ -27,8 +27,11 @@ class CompletionCall final
                 absl::ToUnixSeconds(absl::Now()), std::move(model_name),
                 &engine->tokenizer(), plan_.logprobs),
         choices_(plan_.choices.size()) {
+    // Logprob offsets count from the start of the echoed prompt, whose
+    // tokens come first when it is scored.
     for (Choice& choice : choices_) {
-      choice.text_offset = CountCharacters(plan_.echo_text);
+      choice.text_offset =
+          plan_.score_prompt ? 0 : CountCharacters(plan_.echo_text);
     }
     prompt_tokens_ = static_cast<int>(plan_.choices.front().prompt.size());
   }
@@ -40,6 +43,8 @@ class CompletionCall final
   void OnFinished(int index, scheduler::TokenUpdate update,
                   const scheduler::Completion& completion);
   void OnFailed(int index, const absl::Status& status);
+  void OnPromptScored(scheduler::ScoreResult result);
+  void OnPromptScoreFailed(const absl::Status& status);
 
   HttpExchange& exchange() { return *exchange_; }
 
@@ -56,6 +61,11 @@ class CompletionCall final
     scheduler::Completion completion;
   };
 
+  // Queues one generation per choice (none for max_tokens 0); on an error
+  // withdraws those already queued.
+  absl::Status SubmitGenerations();
+  // max_tokens 0: every choice ends at once with the echoed prompt.
+  void FinishWithoutGenerating();
   void CancelAll();
   void OnClientGone();
   // Ends the exchange with `status` (an error): a reply, or an error event.
@@ -72,6 +82,10 @@ class CompletionCall final
   std::vector<Choice> choices_;
   int prompt_tokens_ = 0;
   int finished_ = 0;
+  // echo + logprobs: the prompt's score, running or done.
+  bool scoring_ = false;
+  scheduler::RequestHandle score_handle_ = 0;
+  std::optional<PromptLogprobs> prompt_logprobs_;
   // The exchange has been answered (or abandoned); later events are dropped.
   bool ended_ = false;
 };
@@ -105,7 +119,70 @@ class ChoiceSink final : public scheduler::TokenSink {
   const int index_;
 };
 
+class PromptScoreSink final : public scheduler::ScoreSink {
+ public:
+  explicit PromptScoreSink(std::shared_ptr<CompletionCall> call)
+      : call_(std::move(call)) {}
+  void OnScored(scheduler::ScoreResult result) override {
+    call_->exchange().Post(
+        [call = call_, result = std::move(result)]() mutable {
+          call->OnPromptScored(std::move(result));
+        });
+  }
+  void OnFailed(const absl::Status& status) override {
+    call_->exchange().Post(
+        [call = call_, status] { call->OnPromptScoreFailed(status); });
+  }
+
+ private:
+  const std::shared_ptr<CompletionCall> call_;
+};
+
 void CompletionCall::Start() {
+  const std::vector<int32_t>& prompt = plan_.choices.front().prompt;
+  bool score_first = false;
+  if (plan_.score_prompt) {
+    prompt_logprobs_.emplace();
+    prompt_logprobs_->first_token = prompt.front();
+    score_first = prompt.size() >= 2;
+  }
+  absl::Status submitted = absl::OkStatus();
+  if (score_first) {
+    // The prompt's logprobs first (a score of the prompt); the generations
+    // start once it is done, so that each choice's first chunk has them.
+    scheduler::ScoreRequest score;
+    score.request_id = shaper_.id() + "-prompt";
+    score.tokens = prompt;
+    score.top_logprobs = plan_.top_logprobs;
+    absl::StatusOr<scheduler::RequestHandle> handle =
+        engine_->scheduler().SubmitScore(
+            std::move(score),
+            std::make_shared<PromptScoreSink>(shared_from_this()));
+    if (handle.ok()) {
+      score_handle_ = *handle;
+      scoring_ = true;
+    } else {
+      submitted = handle.status();
+    }
+  } else {
+    submitted = SubmitGenerations();
+  }
+  if (!submitted.ok()) {
+    // Nothing is answered yet: the whole request fails (429 queue full,
+    // 503 draining).
+    ended_ = true;
+    const ApiError error = ErrorFromStatus(submitted);
+    exchange_->Reply(error.http_status, ErrorBody(error));
+    return;
+  }
+  exchange_->OnClientGone(
+      [self = shared_from_this()] { self->OnClientGone(); });
+  if (plan_.stream) exchange_->StartEventStream();
+  if (!score_first && !plan_.generate) FinishWithoutGenerating();
+}
+
+absl::Status CompletionCall::SubmitGenerations() {
+  if (!plan_.generate) return absl::OkStatus();
   scheduler::Scheduler& scheduler = engine_->scheduler();
   for (size_t i = 0; i < plan_.choices.size(); ++i) {
     absl::StatusOr<scheduler::RequestHandle> handle =
@@ -113,23 +190,43 @@ void CompletionCall::Start() {
             plan_.choices[i], std::make_shared<ChoiceSink>(
                                   shared_from_this(), static_cast<int>(i)));
     if (!handle.ok()) {
-      // Nothing is answered yet: the whole request fails (429 queue full,
-      // 503 draining), and the choices already queued are withdrawn.
       CancelAll();
-      ended_ = true;
-      const ApiError error = ErrorFromStatus(handle.status());
-      exchange_->Reply(error.http_status, ErrorBody(error));
-      return;
+      return handle.status();
     }
     choices_[i].handle = *handle;
     choices_[i].submitted = true;
   }
-  exchange_->OnClientGone(
-      [self = shared_from_this()] { self->OnClientGone(); });
-  if (plan_.stream) exchange_->StartEventStream();
+  return absl::OkStatus();
+}
+
+void CompletionCall::FinishWithoutGenerating() {
+  scheduler::Completion completion;
+  completion.finish_reason = scheduler::FinishReason::kLength;
+  completion.usage.prompt_tokens = prompt_tokens_;
+  for (size_t i = 0; i < choices_.size() && !ended_; ++i) {
+    OnFinished(static_cast<int>(i), {}, completion);
+  }
+}
+
+void CompletionCall::OnPromptScored(scheduler::ScoreResult result) {
+  scoring_ = false;
+  if (ended_) return;
+  prompt_logprobs_->rest = std::move(result.token_logprobs);
+  if (absl::Status submitted = SubmitGenerations(); !submitted.ok()) {
+    Fail(submitted);
+    return;
+  }
+  if (!plan_.generate) FinishWithoutGenerating();
+}
+
+void CompletionCall::OnPromptScoreFailed(const absl::Status& status) {
+  scoring_ = false;
+  if (ended_) return;
+  Fail(status);
 }
 
 void CompletionCall::CancelAll() {
+  if (scoring_) engine_->scheduler().Cancel(score_handle_);
   for (Choice& choice : choices_) {
     if (choice.submitted && !choice.done) {
       engine_->scheduler().Cancel(choice.handle);
@@ -168,9 +265,10 @@ void CompletionCall::SendChunk(int index, ChoiceDelta delta,
   Choice& choice = choices_[index];
   const bool first = !choice.started;
   if (first && plan_.echo) delta.text = plan_.echo_text + delta.text;
+  if (first && prompt_logprobs_.has_value()) delta.prompt = &*prompt_logprobs_;
   // Nothing to say yet (text held back, e.g. a possible stop sequence).
-  if (delta.text.empty() && delta.logprobs.empty() && finish == nullptr &&
-      !(first && plan_.kind == ApiKind::kChat)) {
+  if (delta.text.empty() && delta.logprobs.empty() && delta.prompt == nullptr &&
+      finish == nullptr && !(first && plan_.kind == ApiKind::kChat)) {
     return;
   }
   choice.started = true;
@@ -244,8 +342,10 @@ void CompletionCall::FinishIfDone() {
     completions.push_back(choice.completion);
   }
   exchange_->Reply(
-      200, DumpJson(shaper_.Response(outputs, completions, plan_.echo_text,
-                                     prompt_tokens)));
+      200, DumpJson(shaper_.Response(
+               outputs, completions, plan_.echo_text,
+               prompt_logprobs_.has_value() ? &*prompt_logprobs_ : nullptr,
+               prompt_tokens)));
 }
 
 }  // namespace

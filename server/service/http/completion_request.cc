@@ -216,7 +216,8 @@ absl::Status ParseCommon(JsonFields& fields, const RequestContext& context,
 
 absl::StatusOr<int> ParseMaxTokens(JsonFields& fields, std::string_view primary,
                                    std::string_view alias,
-                                   const core::RequestLimits& limits) {
+                                   const core::RequestLimits& limits,
+                                   int minimum = 1) {
   const int limit = limits.max_new_tokens_limit;
   TVQ_ASSIGN_OR_RETURN(std::optional<int64_t> value,
                        fields.Int(primary, INT32_MIN, INT32_MAX));
@@ -232,11 +233,13 @@ absl::StatusOr<int> ParseMaxTokens(JsonFields& fields, std::string_view primary,
   if (!value.has_value()) {
     return std::min(limits.default_max_new_tokens, limit);
   }
-  if (*value < 1 || *value > limit) {
+  if (*value < minimum || *value > limit) {
     return InvalidField(
-        name, absl::StrFormat("%s must be in [1, %d] (--max-new-tokens-limit), "
-                              "got %d",
-                              name, limit, *value));
+        name,
+        absl::StrFormat("%s must be in [%d, %d] (--max-new-tokens-limit%s), "
+                        "got %d",
+                        name, minimum, limit,
+                        minimum == 0 ? "; 0 only with echo" : "", *value));
   }
   return static_cast<int>(*value);
 }
@@ -380,8 +383,13 @@ absl::StatusOr<CompletionPlan> ParseCompletionRequest(
   plan.include_usage = common.include_usage;
   scheduler::GenerationRequest& base = common.base;
   base.request_id = StrCat("cmpl-", RandomHex());
-  TVQ_ASSIGN_OR_RETURN(base.max_new_tokens, ParseMaxTokens(fields, "max_tokens",
-                                                           "", context.limits));
+  TVQ_ASSIGN_OR_RETURN(std::optional<bool> echo, fields.Bool("echo"));
+  plan.echo = echo.value_or(false);
+  // With echo, max_tokens may be 0: the prompt alone (scoring).
+  TVQ_ASSIGN_OR_RETURN(base.max_new_tokens,
+                       ParseMaxTokens(fields, "max_tokens", "", context.limits,
+                                      plan.echo ? 0 : 1));
+  plan.generate = base.max_new_tokens > 0;
 
   TVQ_ASSIGN_OR_RETURN(
       std::optional<int64_t> logprobs,
@@ -390,13 +398,7 @@ absl::StatusOr<CompletionPlan> ParseCompletionRequest(
   plan.top_logprobs = static_cast<int>(logprobs.value_or(0));
   base.logprobs = plan.logprobs;
   base.top_logprobs = plan.top_logprobs;
-  TVQ_ASSIGN_OR_RETURN(std::optional<bool> echo, fields.Bool("echo"));
-  plan.echo = echo.value_or(false);
-  if (plan.echo && plan.logprobs) {
-    return Unsupported("echo",
-                       "echo together with logprobs (the prompt's logprobs) "
-                       "is not implemented yet; use echo or logprobs");
-  }
+  plan.score_prompt = plan.echo && plan.logprobs;
   TVQ_ASSIGN_OR_RETURN(std::optional<std::string> suffix,
                        fields.String("suffix"));
   if (suffix.has_value() && !suffix->empty()) {

@@ -50,6 +50,11 @@ struct CompletionPlan {
   // Completions: the prompt's text goes before each choice's text.
   bool echo = false;
   std::string echo_text;
+  // Completions with echo and logprobs: the prompt's own logprobs come
+  // first (a score of the prompt, before the generations start).
+  bool score_prompt = false;
+  // False for max_tokens 0 (echo only): nothing is generated.
+  bool generate = true;
   // Completions: logprobs = N (>= 0); chat: logprobs = true, top_logprobs.
   bool logprobs = false;
   int top_logprobs = 0;

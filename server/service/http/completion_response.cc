@@ -101,12 +101,26 @@ Json ResponseShaper::Envelope(bool chunk) const {
 
 Json ResponseShaper::CompletionLogprobs(
     const std::vector<scheduler::TokenLogprob>& entries,
-    int64_t* text_offset) const {
+    const PromptLogprobs* prompt, int64_t* text_offset) const {
   Json tokens = Json::array();
   Json token_logprobs = Json::array();
   Json top_logprobs = Json::array();
   Json offsets = Json::array();
-  for (const scheduler::TokenLogprob& entry : entries) {
+  std::vector<const scheduler::TokenLogprob*> scored;
+  if (prompt != nullptr) {
+    // The first prompt token has no logprob (nothing comes before it).
+    tokens.push_back(TokenText(prompt->first_token));
+    token_logprobs.push_back(nullptr);
+    top_logprobs.push_back(nullptr);
+    offsets.push_back(*text_offset);
+    *text_offset += CountCharacters(TokenBytes(prompt->first_token));
+    for (const scheduler::TokenLogprob& entry : prompt->rest) {
+      scored.push_back(&entry);
+    }
+  }
+  for (const scheduler::TokenLogprob& entry : entries) scored.push_back(&entry);
+  for (const scheduler::TokenLogprob* pointer : scored) {
+    const scheduler::TokenLogprob& entry = *pointer;
     const std::string text = TokenText(entry.token_id);
     tokens.push_back(text);
     token_logprobs.push_back(entry.logprob);
@@ -153,7 +167,8 @@ Json ResponseShaper::ChatLogprobs(
 Json ResponseShaper::Response(
     const std::vector<ChoiceDelta>& outputs,
     const std::vector<scheduler::Completion>& completions,
-    const std::string& echo_text, int prompt_tokens) const {
+    const std::string& echo_text, const PromptLogprobs* prompt,
+    int prompt_tokens) const {
   Json response = Envelope(false);
   Json choices = Json::array();
   int completion_tokens = 0;
@@ -167,9 +182,11 @@ Json ResponseShaper::Response(
           logprobs_ ? ChatLogprobs(outputs[i].logprobs) : Json(nullptr);
     } else {
       choice["text"] = echo_text + outputs[i].text;
-      int64_t offset = CountCharacters(echo_text);
+      // Offsets count from the start of the echoed prompt, whose tokens come
+      // first when it is scored.
+      int64_t offset = prompt != nullptr ? 0 : CountCharacters(echo_text);
       choice["logprobs"] =
-          logprobs_ ? CompletionLogprobs(outputs[i].logprobs, &offset)
+          logprobs_ ? CompletionLogprobs(outputs[i].logprobs, prompt, &offset)
                     : Json(nullptr);
     }
     choice["finish_reason"] = OpenAiFinishReason(completion.finish_reason);
@@ -197,9 +214,10 @@ Json ResponseShaper::Chunk(int index, const ChoiceDelta& delta,
                              : Json(nullptr);
   } else {
     choice["text"] = delta.text;
-    choice["logprobs"] = logprobs_ && !delta.logprobs.empty()
-                             ? CompletionLogprobs(delta.logprobs, text_offset)
-                             : Json(nullptr);
+    choice["logprobs"] =
+        logprobs_ && (!delta.logprobs.empty() || delta.prompt != nullptr)
+            ? CompletionLogprobs(delta.logprobs, delta.prompt, text_offset)
+            : Json(nullptr);
   }
   if (finish != nullptr) {
     choice["finish_reason"] = OpenAiFinishReason(finish->finish_reason);

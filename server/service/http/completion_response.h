@@ -25,10 +25,20 @@ using Json = nlohmann::ordered_json;
 // by the server at shutdown, as vLLM names it).
 std::string_view OpenAiFinishReason(scheduler::FinishReason reason);
 
+// The prompt's logprobs (completions with echo and logprobs): its first
+// token has none (null in the response), every other one is scored given
+// the tokens before it.
+struct PromptLogprobs {
+  int32_t first_token = 0;
+  std::vector<scheduler::TokenLogprob> rest;
+};
+
 // What one choice produced (a whole response, or one stream delta).
 struct ChoiceDelta {
   std::string text;
   std::vector<scheduler::TokenLogprob> logprobs;
+  // Set on the delta that carries the echoed prompt, when it is scored.
+  const PromptLogprobs* prompt = nullptr;
 };
 
 // Shapes the responses of one request.
@@ -41,10 +51,12 @@ class ResponseShaper {
   const std::string& id() const { return id_; }
 
   // The whole response of a unary request: `outputs[i]` and `completions[i]`
-  // are choice i's; `echo_text` goes before each choice's text.
+  // are choice i's; `echo_text` goes before each choice's text, `prompt`
+  // (may be null) before its logprobs.
   Json Response(const std::vector<ChoiceDelta>& outputs,
                 const std::vector<scheduler::Completion>& completions,
-                const std::string& echo_text, int prompt_tokens) const;
+                const std::string& echo_text, const PromptLogprobs* prompt,
+                int prompt_tokens) const;
 
   // One stream chunk of choice `index`. `text_offset` (completions
   // logprobs) is where the delta starts in the choice's text, in
@@ -59,6 +71,7 @@ class ResponseShaper {
  private:
   Json Envelope(bool chunk) const;
   Json CompletionLogprobs(const std::vector<scheduler::TokenLogprob>& entries,
+                          const PromptLogprobs* prompt,
                           int64_t* text_offset) const;
   Json ChatLogprobs(const std::vector<scheduler::TokenLogprob>& entries) const;
   // The token's bytes as the tokenizer decodes it alone.

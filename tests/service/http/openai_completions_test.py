@@ -217,6 +217,38 @@ class CompletionsTest(unittest.TestCase):
         self.assertEqual(echoed.choices[0].text,
                          PROMPT + plain.choices[0].text)
 
+    def test_echo_with_logprobs_scores_the_prompt(self):
+        # max_tokens 0 + echo + logprobs: the Score of the prompt.
+        scored = self.grpc.score(PROMPT, top_logprobs=2)
+        http = self.openai.completions.create(
+            model=MODEL, prompt=PROMPT, max_tokens=0, echo=True, logprobs=2)
+        choice = http.choices[0]
+        self.assertEqual(choice.text, PROMPT)
+        self.assertEqual(choice.finish_reason, "length")
+        self.assertEqual(http.usage.completion_tokens, 0)
+        logprobs = choice.logprobs
+        # The eos prefix first, with no logprob, then every prompt byte.
+        self.assertEqual(logprobs.tokens, [""] + list(PROMPT))
+        self.assertIsNone(logprobs.token_logprobs[0])
+        self.assertIsNone(logprobs.top_logprobs[0])
+        self.assertEqual(logprobs.text_offset, [0, 0, 1, 2, 3, 4])
+        for ours, theirs in zip(logprobs.token_logprobs[1:],
+                                scored.token_logprobs):
+            self.assertAlmostEqual(ours, theirs.logprob, places=5)
+        # With generated tokens after it, whole and streamed.
+        both = self.greedy(echo=True, logprobs=1)
+        plain = self.greedy(logprobs=1)
+        self.assertEqual(both.choices[0].text,
+                         PROMPT + plain.choices[0].text)
+        self.assertEqual(both.choices[0].logprobs.token_logprobs[6:],
+                         plain.choices[0].logprobs.token_logprobs)
+        chunks = list(self.greedy(echo=True, logprobs=1, stream=True))
+        self.assertEqual("".join(c.choices[0].text for c in chunks),
+                         both.choices[0].text)
+        self.assertEqual([lp for c in chunks if c.choices[0].logprobs
+                          for lp in c.choices[0].logprobs.token_logprobs],
+                         both.choices[0].logprobs.token_logprobs)
+
     def test_models(self):
         models = self.openai.models.list()
         self.assertEqual([m.id for m in models.data], [MODEL])
