@@ -292,8 +292,12 @@ void Session::Dispatch() {
   auto exchange = std::make_shared<Exchange>(shared_from_this(), sequence_,
                                              std::move(request));
   shared_->handler->Handle(std::move(exchange));
-  // Still waiting (for the scheduler): notice the client leaving.
-  if (exchange_active_ && !gone_ && !watch_pending_) StartWatch();
+  // Waiting for the scheduler (no answer yet, or a stream): notice the
+  // client leaving. A whole answer being written needs no watch.
+  if (exchange_active_ && !gone_ && !watch_pending_ &&
+      (!responding_ || streaming_)) {
+    StartWatch();
+  }
 }
 
 void Session::StartWatch() {
