@@ -3,12 +3,16 @@ SDK: a model directory with a chat template (a temporary copy of a golden
 model plus chat_template.json) and one without (400). Ctest label http."""
 
 import json
+import os
+import subprocess
 import unittest
 
 import openai
 
-from http_test_support import (MODEL, HttpServer, curl, model_dir_with_chat_template,
-                               read_sse, render_chat)
+from client_test_support import SERVER
+from http_test_support import (MODEL, HttpServer, curl,
+                               model_dir_with_chat_template, read_sse,
+                               render_chat)
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
@@ -154,6 +158,45 @@ class ChatWithoutTemplateTest(unittest.TestCase):
         completion = self.openai.completions.create(
             model=MODEL, prompt="Hello", max_tokens=3)
         self.assertEqual(completion.object, "text_completion")
+
+class BadStartTest(unittest.TestCase):
+    """A malformed chat template or HTTP address stops the server at start,
+    naming the problem."""
+
+    def run_server(self, model_dir, http_listen="127.0.0.1:0"):
+        return subprocess.run(
+            [SERVER, f"--model={model_dir}", "--listen=127.0.0.1:0",
+             "--metrics-address=", "--threads=1",
+             f"--http-listen={http_listen}"],
+            capture_output=True, text=True, timeout=60, check=False)
+
+    def test_malformed_chat_template(self):
+        holder, model_dir = model_dir_with_chat_template()
+        with holder:
+            path = os.path.join(model_dir, "chat_template.json")
+            for content, message in [
+                    ("{", "not valid JSON"),
+                    ('{"roles": {}}', "\"roles\" must be a non-empty object"),
+                    ('{"roles": {"user": {"prefix": 1}}}',
+                     "roles.user.prefix must be a string"),
+                    ('{"roles": {"user": {}}, "extra": 1}',
+                     "unknown key \"extra\"")]:
+                with self.subTest(content=content):
+                    with open(path, "w") as file:
+                        file.write(content)
+                    result = self.run_server(model_dir)
+                    self.assertEqual(result.returncode, 1, result.stderr)
+                    self.assertIn("chat_template.json", result.stderr)
+                    self.assertIn(message, result.stderr)
+
+    def test_bad_http_address(self):
+        holder, model_dir = model_dir_with_chat_template()
+        with holder:
+            result = self.run_server(model_dir, http_listen="no-port")
+            self.assertEqual(result.returncode, 1, result.stderr)
+            self.assertIn("--http-listen", result.stderr)
+            self.assertIn("HOST:PORT", result.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
