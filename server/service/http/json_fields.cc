@@ -1,5 +1,6 @@
 #include "server/service/http/json_fields.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -11,7 +12,45 @@ namespace tvq::service::http {
 
 using ::tvq::runtime::StrCat;
 
+namespace {
+
+// Arrays and objects nested deeper than this are refused before parsing:
+// no request needs more, and deep values would make the recursive parts
+// of nlohmann (dump, comparisons) overflow the stack.
+constexpr int kMaxJsonDepth = 64;
+
+// The deepest nesting of arrays and objects in `text` (strings skipped).
+int JsonDepth(std::string_view text) {
+  int depth = 0;
+  int deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+}  // namespace
+
 absl::StatusOr<nlohmann::json> ParseRequestBody(std::string_view body) {
+  if (JsonDepth(body) > kMaxJsonDepth) {
+    return absl::InvalidArgumentError(
+        StrCat("the request body nests arrays and objects deeper than ",
+               kMaxJsonDepth, " levels"));
+  }
   absl::StatusOr<nlohmann::json> parsed = runtime::ParseStrictJson(
       body, absl::StatusCode::kInvalidArgument, "the request body");
   if (!parsed.ok()) return parsed.status();

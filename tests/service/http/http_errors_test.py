@@ -150,9 +150,15 @@ class InvalidRequestTest(unittest.TestCase):
         for body, message in [("{", "not valid JSON"),
                               ("[1, 2]", "must be a JSON object"),
                               ('{"prompt": "a", "prompt": "b"}',
-                               "more than once")]:
-            with self.subTest(body=body):
-                result = curl(["-w", "\n%{http_code}", "--data-binary", body,
+                               "more than once"),
+                              ('{"temperature": ' + "[" * 100000 +
+                               "]" * 100000 + "}", "deeper than 64")]:
+            with self.subTest(body=body[:40]), \
+                    tempfile.NamedTemporaryFile("w") as file:
+                file.write(body)
+                file.flush()
+                result = curl(["-w", "\n%{http_code}", "--data-binary",
+                               "@" + file.name,
                                self.server.base_url + "/v1/completions"])
                 text, _, code = result.stdout.rpartition("\n")
                 self.assertEqual(code, "400")
