@@ -129,9 +129,14 @@ absl::Status StatePool::CheckSlot(int slot, const char* what) const {
 }
 
 SublayerState StatePool::Sublayer(int sublayer) const {
-  return SublayerState{counts_[sublayer].as<float>(), means_[sublayer].as<float>(),
-                       window_codes_[sublayer].as<int32_t>(),
-                       window_values_[sublayer].as<float>()};
+  SublayerState state;
+  state.counts = counts_[sublayer].as<float>();
+  state.means = means_[sublayer].as<float>();
+  state.window_codes = window_codes_[sublayer].as<int32_t>();
+  state.window_values = window_values_[sublayer].as<float>();
+  state.dtype = DType::kF32;
+  state.num_slots = num_slots();
+  return state;
 }
 
 std::vector<StatePool::SlotArray> StatePool::SlotArrays(int slot) const {
