@@ -3,13 +3,19 @@ BUILD_DIR ?= build/release
 MODEL ?= models/demo
 LISTEN ?= 127.0.0.1:50051
 METRICS ?= 127.0.0.1:9464
+# The OpenAI-compatible HTTP API (docs/http.md); empty = off.
+HTTP ?= 127.0.0.1:8000
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: serve test build deps configure clean container-smoke
+.PHONY: serve test build deps test-venv configure clean container-smoke
 
 deps:
 	bash scripts/install-deps.sh
+
+# The tests' virtual environment with the openai SDK (.venv/).
+test-venv: deps
+	bash scripts/install-test-venv.sh
 
 configure: deps
 	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
@@ -18,9 +24,9 @@ build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 serve: build
-	$(BUILD_DIR)/server/tvq-server --model=$(MODEL) --listen=$(LISTEN) --metrics-address=$(METRICS)
+	$(BUILD_DIR)/server/tvq-server --model=$(MODEL) --listen=$(LISTEN) --metrics-address=$(METRICS) --http-listen=$(HTTP)
 
-test: build
+test: build test-venv
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
 
 clean:

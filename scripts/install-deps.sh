@@ -12,10 +12,15 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libsentencepiece-dev libopenblas-dev
   nlohmann-json3-dev zlib1g-dev
+  # HTTP front end (server/service/http): Boost.Beast + Asio, header-only
+  libboost-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-sentencepiece python3-grpcio python3-protobuf
   python3-msgpack prometheus curl ccache
+  # the HTTP tests' virtual environment with the openai SDK
+  # (scripts/install-test-venv.sh)
+  python3-venv
   # deploy tests (tests/deploy)
   python3-yaml
   # tools/train and its parity test (tests/tools)

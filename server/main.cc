@@ -1,5 +1,6 @@
 // tvq-server: serves one Transformer-VQ model over gRPC (tvq.v1.TextGeneration,
-// grpc.health.v1.Health, server reflection).
+// grpc.health.v1.Health, server reflection) and, with --http-listen, over
+// the OpenAI-compatible HTTP API (server/service/http, docs/http.md).
 //
 // Start-up: parse and check flags, turn them into a core::EngineConfig
 // (no flag is read anywhere else), start listening (health NOT_SERVING,
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,12 +35,16 @@
 #include "server/core/engine_config.h"
 #include "server/core/model_info.h"
 #include "server/core/readiness.h"
+#include "server/metrics/http_metrics.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_exposer.h"
 #include "server/metrics/scheduler_metrics_observer.h"
 #include "server/scheduler/scheduler.h"
 #include "server/service/grpc/generation_service.h"
 #include "server/service/grpc/rpc_metrics_interceptor.h"
+#include "server/service/http/chat_template.h"
+#include "server/service/http/http_server.h"
+#include "server/service/http/openai_routes.h"
 
 #ifndef TVQ_VERSION
 #define TVQ_VERSION "0.0.0"
@@ -102,6 +108,17 @@ ABSL_FLAG(std::string, session_dir, "",
           "Disk tier of sessions: evicted sessions are saved here instead of "
           "dropped, every session is saved at shutdown, and a restarted "
           "server with the same model lists and continues them (empty = off)");
+
+// ---- HTTP front end (OpenAI-compatible API, docs/http.md)
+ABSL_FLAG(
+    std::string, http_listen, "",
+    "OpenAI-compatible HTTP API listen address HOST:PORT (/v1/completions, "
+    "/v1/chat/completions, /v1/models, /tokenize, /detokenize, /health); "
+    "port 0 = pick a free port; empty = no HTTP API");
+ABSL_FLAG(std::string, served_model_name, "",
+          "The model name of the HTTP API (requests' \"model\", /v1/models); "
+          "empty = the model directory's name");
+// ---- end HTTP front end
 
 namespace {
 
@@ -342,6 +359,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   tvq::metrics::ServerMetrics& metrics = **created_metrics;
+  absl::StatusOr<std::unique_ptr<tvq::metrics::HttpMetrics>>
+      created_http_metrics = tvq::metrics::HttpMetrics::Create();
+  if (!created_http_metrics.ok()) {
+    Log("%s", created_http_metrics.status().ToString());
+    return 1;
+  }
+  std::unique_ptr<tvq::metrics::HttpMetrics> http_metrics =
+      *std::move(created_http_metrics);
   tvq::metrics::SchedulerMetricsObserver scheduler_observer(metrics);
 
   const tvq::core::EngineConfig engine_config = EngineConfigFromFlags();
@@ -356,9 +381,11 @@ int main(int argc, char** argv) {
   // Declared after `engine`: destroyed first, so no scrape outlives it.
   std::unique_ptr<tvq::metrics::MetricsExposer> metrics_exposer;
   if (!metrics_address.empty()) {
+    std::vector<std::weak_ptr<prometheus::Collectable>> collectables =
+        metrics.Collectables();
+    collectables.push_back(http_metrics->Collectable());  // HTTP front end
     absl::StatusOr<std::unique_ptr<tvq::metrics::MetricsExposer>> exposer =
-        tvq::metrics::MetricsExposer::Start(metrics_address,
-                                            metrics.Collectables());
+        tvq::metrics::MetricsExposer::Start(metrics_address, collectables);
     if (!exposer.ok()) {
       Log("--metrics-address: %s", exposer.status().message());
       return 1;
@@ -395,6 +422,45 @@ int main(int argc, char** argv) {
   if (metrics_exposer != nullptr) {
     Log("metrics on %s", metrics_exposer->url());
   }
+
+  // ---- HTTP front end: listens while the model loads (503 until serving).
+  std::unique_ptr<tvq::service::http::OpenAiRoutes> http_routes;
+  std::unique_ptr<tvq::service::http::HttpServer> http_server;
+  if (const std::string http_listen = absl::GetFlag(FLAGS_http_listen);
+      !http_listen.empty()) {
+    absl::StatusOr<std::optional<tvq::service::http::ChatTemplate>>
+        chat_template =
+            tvq::service::http::LoadChatTemplate(engine_config.model_dir);
+    if (!chat_template.ok()) {
+      Log("%s", chat_template.status().message());
+      server->Shutdown(absl::ToChronoTime(absl::Now()));
+      return 1;
+    }
+    tvq::service::http::OpenAiOptions http_options;
+    http_options.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+    if (http_options.served_model_name.empty()) {
+      http_options.served_model_name =
+          tvq::core::ModelName(engine_config.model_dir);
+    }
+    http_options.chat_template = *std::move(chat_template);
+    const bool has_chat = http_options.chat_template.has_value();
+    http_routes = std::make_unique<tvq::service::http::OpenAiRoutes>(
+        &readiness, std::move(http_options));
+    tvq::service::http::HttpServerOptions server_options;
+    server_options.address = http_listen;
+    absl::StatusOr<std::unique_ptr<tvq::service::http::HttpServer>> started =
+        tvq::service::http::HttpServer::Start(server_options, http_routes.get(),
+                                              http_metrics.get());
+    if (!started.ok()) {
+      Log("--http-listen: %s", started.status().message());
+      server->Shutdown(absl::ToChronoTime(absl::Now()));
+      return 1;
+    }
+    http_server = *std::move(started);
+    Log("HTTP API on http://%s (chat template: %s)", http_server->address(),
+        has_chat ? "yes" : "none");
+  }
+  // ---- end HTTP front end
 
   const absl::Time load_start = absl::Now();
   absl::StatusOr<std::unique_ptr<tvq::core::Engine>> created =
@@ -453,6 +519,13 @@ int main(int argc, char** argv) {
           std::max(drain_deadline, absl::Now() + absl::Seconds(2)))) {
     Log("some clients did not read their last messages in time");
   }
+  // HTTP front end: the same for its responses, then close the listener.
+  if (http_server != nullptr &&
+      !http_server->WaitForIdle(
+          std::max(drain_deadline, absl::Now() + absl::Seconds(2)))) {
+    Log("some HTTP clients did not read their last bytes in time");
+  }
+  if (http_server != nullptr) http_server->Stop();
   server->Shutdown(absl::ToChronoTime(absl::Now()));
   engine->Stop();
   metrics.SetEngineSource(nullptr);

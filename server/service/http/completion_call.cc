@@ -1,0 +1,361 @@
+#include "server/service/http/completion_call.h"
+
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/service/http/completion_response.h"
+#include "server/service/http/http_errors.h"
+
+namespace tvq::service::http {
+namespace {
+
+class CompletionCall final
+    : public std::enable_shared_from_this<CompletionCall> {
+ public:
+  CompletionCall(std::shared_ptr<HttpExchange> exchange, core::Engine* engine,
+                 CompletionPlan plan, std::string model_name)
+      : exchange_(std::move(exchange)),
+        engine_(engine),
+        plan_(std::move(plan)),
+        shaper_(plan_.kind,
+                plan_.choices.front().request_id.substr(
+                    0, plan_.choices.front().request_id.rfind('-')),
+                absl::ToUnixSeconds(absl::Now()), std::move(model_name),
+                &engine->tokenizer(), plan_.logprobs),
+        choices_(plan_.choices.size()) {
+    // Logprob offsets count from the start of the echoed prompt, whose
+    // tokens come first when it is scored.
+    for (Choice& choice : choices_) {
+      choice.text_offset =
+          plan_.score_prompt ? 0 : CountCharacters(plan_.echo_text);
+    }
+    prompt_tokens_ = static_cast<int>(plan_.choices.front().prompt.size());
+  }
+
+  void Start();
+
+  // ---- on the strand (posted by the sinks)
+  void OnTokens(int index, scheduler::TokenUpdate update);
+  void OnFinished(int index, scheduler::TokenUpdate update,
+                  const scheduler::Completion& completion);
+  void OnFailed(int index, const absl::Status& status);
+  void OnPromptScored(scheduler::ScoreResult result);
+  void OnPromptScoreFailed(const absl::Status& status);
+
+  HttpExchange& exchange() { return *exchange_; }
+
+ private:
+  struct Choice {
+    scheduler::RequestHandle handle = 0;
+    bool submitted = false;
+    bool done = false;
+    // Stream: whether a chunk of this choice went out already.
+    bool started = false;
+    int64_t text_offset = 0;
+    // Unary: everything so far.
+    ChoiceDelta output;
+    scheduler::Completion completion;
+  };
+
+  // Queues one generation per choice (none for max_tokens 0); on an error
+  // withdraws those already queued.
+  absl::Status SubmitGenerations();
+  // max_tokens 0: every choice ends at once with the echoed prompt.
+  void FinishWithoutGenerating();
+  void CancelAll();
+  void OnClientGone();
+  // Ends the exchange with `status` (an error): a reply, or an error event.
+  void Fail(const absl::Status& status);
+  // Stream: sends one chunk of choice `index`.
+  void SendChunk(int index, ChoiceDelta delta,
+                 const scheduler::Completion* finish);
+  void FinishIfDone();
+
+  const std::shared_ptr<HttpExchange> exchange_;
+  core::Engine* const engine_;
+  const CompletionPlan plan_;
+  const ResponseShaper shaper_;
+  std::vector<Choice> choices_;
+  int prompt_tokens_ = 0;
+  int finished_ = 0;
+  // echo + logprobs: the prompt's score, running or done.
+  bool scoring_ = false;
+  scheduler::RequestHandle score_handle_ = 0;
+  std::optional<PromptLogprobs> prompt_logprobs_;
+  // The exchange has been answered (or abandoned); later events are dropped.
+  bool ended_ = false;
+};
+
+class ChoiceSink final : public scheduler::TokenSink {
+ public:
+  ChoiceSink(std::shared_ptr<CompletionCall> call, int index)
+      : call_(std::move(call)), index_(index) {}
+
+  void OnTokens(scheduler::TokenUpdate update) override {
+    call_->exchange().Post(
+        [call = call_, index = index_, update = std::move(update)]() mutable {
+          call->OnTokens(index, std::move(update));
+        });
+  }
+  void OnFinished(scheduler::TokenUpdate update,
+                  const scheduler::Completion& completion) override {
+    call_->exchange().Post([call = call_, index = index_,
+                            update = std::move(update), completion]() mutable {
+      call->OnFinished(index, std::move(update), completion);
+    });
+  }
+  void OnFailed(const absl::Status& status) override {
+    call_->exchange().Post([call = call_, index = index_, status] {
+      call->OnFailed(index, status);
+    });
+  }
+
+ private:
+  const std::shared_ptr<CompletionCall> call_;
+  const int index_;
+};
+
+class PromptScoreSink final : public scheduler::ScoreSink {
+ public:
+  explicit PromptScoreSink(std::shared_ptr<CompletionCall> call)
+      : call_(std::move(call)) {}
+  void OnScored(scheduler::ScoreResult result) override {
+    call_->exchange().Post(
+        [call = call_, result = std::move(result)]() mutable {
+          call->OnPromptScored(std::move(result));
+        });
+  }
+  void OnFailed(const absl::Status& status) override {
+    call_->exchange().Post(
+        [call = call_, status] { call->OnPromptScoreFailed(status); });
+  }
+
+ private:
+  const std::shared_ptr<CompletionCall> call_;
+};
+
+void CompletionCall::Start() {
+  const std::vector<int32_t>& prompt = plan_.choices.front().prompt;
+  bool score_first = false;
+  if (plan_.score_prompt) {
+    prompt_logprobs_.emplace();
+    prompt_logprobs_->first_token = prompt.front();
+    score_first = prompt.size() >= 2;
+  }
+  absl::Status submitted = absl::OkStatus();
+  if (score_first) {
+    // The prompt's logprobs first (a score of the prompt); the generations
+    // start once it is done, so that each choice's first chunk has them.
+    scheduler::ScoreRequest score;
+    score.request_id = shaper_.id() + "-prompt";
+    score.tokens = prompt;
+    score.top_logprobs = plan_.top_logprobs;
+    absl::StatusOr<scheduler::RequestHandle> handle =
+        engine_->scheduler().SubmitScore(
+            std::move(score),
+            std::make_shared<PromptScoreSink>(shared_from_this()));
+    if (handle.ok()) {
+      score_handle_ = *handle;
+      scoring_ = true;
+    } else {
+      submitted = handle.status();
+    }
+  } else {
+    submitted = SubmitGenerations();
+  }
+  if (!submitted.ok()) {
+    // Nothing is answered yet: the whole request fails (429 queue full,
+    // 503 draining).
+    ended_ = true;
+    const ApiError error = ErrorFromStatus(submitted);
+    exchange_->Reply(error.http_status, ErrorBody(error));
+    return;
+  }
+  exchange_->OnClientGone(
+      [self = shared_from_this()] { self->OnClientGone(); });
+  if (plan_.stream) exchange_->StartEventStream();
+  if (!score_first && !plan_.generate) FinishWithoutGenerating();
+}
+
+absl::Status CompletionCall::SubmitGenerations() {
+  if (!plan_.generate) return absl::OkStatus();
+  scheduler::Scheduler& scheduler = engine_->scheduler();
+  for (size_t i = 0; i < plan_.choices.size(); ++i) {
+    absl::StatusOr<scheduler::RequestHandle> handle =
+        scheduler.SubmitGeneration(
+            plan_.choices[i], std::make_shared<ChoiceSink>(
+                                  shared_from_this(), static_cast<int>(i)));
+    if (!handle.ok()) {
+      CancelAll();
+      return handle.status();
+    }
+    choices_[i].handle = *handle;
+    choices_[i].submitted = true;
+  }
+  return absl::OkStatus();
+}
+
+void CompletionCall::FinishWithoutGenerating() {
+  scheduler::Completion completion;
+  completion.finish_reason = scheduler::FinishReason::kLength;
+  completion.usage.prompt_tokens = prompt_tokens_;
+  for (size_t i = 0; i < choices_.size() && !ended_; ++i) {
+    OnFinished(static_cast<int>(i), {}, completion);
+  }
+}
+
+void CompletionCall::OnPromptScored(scheduler::ScoreResult result) {
+  scoring_ = false;
+  if (ended_) return;
+  prompt_logprobs_->rest = std::move(result.token_logprobs);
+  if (absl::Status submitted = SubmitGenerations(); !submitted.ok()) {
+    Fail(submitted);
+    return;
+  }
+  if (!plan_.generate) FinishWithoutGenerating();
+}
+
+void CompletionCall::OnPromptScoreFailed(const absl::Status& status) {
+  scoring_ = false;
+  if (ended_) return;
+  Fail(status);
+}
+
+void CompletionCall::CancelAll() {
+  if (scoring_) engine_->scheduler().Cancel(score_handle_);
+  for (Choice& choice : choices_) {
+    if (choice.submitted && !choice.done) {
+      engine_->scheduler().Cancel(choice.handle);
+    }
+  }
+}
+
+void CompletionCall::OnClientGone() {
+  if (ended_) return;
+  CancelAll();
+  ended_ = true;
+  // The exchange ends now (the transport records it as 499); the
+  // cancelled choices' last reports are dropped.
+  if (plan_.stream) {
+    exchange_->EndEventStream();
+  } else {
+    exchange_->Reply(499, "");
+  }
+}
+
+void CompletionCall::Fail(const absl::Status& status) {
+  ended_ = true;
+  CancelAll();
+  const ApiError error = ErrorFromStatus(status);
+  if (!plan_.stream) {
+    exchange_->Reply(error.http_status, ErrorBody(error));
+    return;
+  }
+  exchange_->SendEvent(ErrorBody(error));
+  exchange_->SendEvent("[DONE]");
+  exchange_->EndEventStream();
+}
+
+void CompletionCall::SendChunk(int index, ChoiceDelta delta,
+                               const scheduler::Completion* finish) {
+  Choice& choice = choices_[index];
+  const bool first = !choice.started;
+  if (first && plan_.echo) delta.text = plan_.echo_text + delta.text;
+  if (first && prompt_logprobs_.has_value()) delta.prompt = &*prompt_logprobs_;
+  // Nothing to say yet (text held back, e.g. a possible stop sequence).
+  if (delta.text.empty() && delta.logprobs.empty() && delta.prompt == nullptr &&
+      finish == nullptr && !(first && plan_.kind == ApiKind::kChat)) {
+    return;
+  }
+  choice.started = true;
+  exchange_->SendEvent(DumpJson(shaper_.Chunk(
+      index, delta, &choice.text_offset, finish, first, plan_.include_usage)));
+}
+
+void CompletionCall::OnTokens(int index, scheduler::TokenUpdate update) {
+  if (ended_) return;
+  Choice& choice = choices_[index];
+  if (plan_.stream) {
+    SendChunk(index, {std::move(update.text), std::move(update.logprobs)},
+              nullptr);
+    return;
+  }
+  choice.output.text += update.text;
+  for (scheduler::TokenLogprob& entry : update.logprobs) {
+    choice.output.logprobs.push_back(std::move(entry));
+  }
+}
+
+void CompletionCall::OnFinished(int index, scheduler::TokenUpdate update,
+                                const scheduler::Completion& completion) {
+  Choice& choice = choices_[index];
+  choice.done = true;
+  if (ended_) return;
+  choice.completion = completion;
+  ++finished_;
+  if (plan_.stream) {
+    SendChunk(index, {std::move(update.text), std::move(update.logprobs)},
+              &completion);
+  } else {
+    choice.output.text += update.text;
+    for (scheduler::TokenLogprob& entry : update.logprobs) {
+      choice.output.logprobs.push_back(std::move(entry));
+    }
+  }
+  FinishIfDone();
+}
+
+void CompletionCall::OnFailed(int index, const absl::Status& status) {
+  choices_[index].done = true;
+  if (ended_) return;
+  Fail(status);
+}
+
+void CompletionCall::FinishIfDone() {
+  if (finished_ < static_cast<int>(choices_.size())) return;
+  ended_ = true;
+  int completion_tokens = 0;
+  for (const Choice& choice : choices_) {
+    completion_tokens += choice.completion.usage.generated_tokens;
+  }
+  const int prompt_tokens =
+      choices_.front().completion.usage.prompt_tokens > 0
+          ? choices_.front().completion.usage.prompt_tokens
+          : prompt_tokens_;
+  if (plan_.stream) {
+    if (plan_.include_usage) {
+      exchange_->SendEvent(
+          DumpJson(shaper_.UsageChunk(prompt_tokens, completion_tokens)));
+    }
+    exchange_->SendEvent("[DONE]");
+    exchange_->EndEventStream();
+    return;
+  }
+  std::vector<ChoiceDelta> outputs;
+  std::vector<scheduler::Completion> completions;
+  for (Choice& choice : choices_) {
+    outputs.push_back(std::move(choice.output));
+    completions.push_back(choice.completion);
+  }
+  exchange_->Reply(
+      200, DumpJson(shaper_.Response(
+               outputs, completions, plan_.echo_text,
+               prompt_logprobs_.has_value() ? &*prompt_logprobs_ : nullptr,
+               prompt_tokens)));
+}
+
+}  // namespace
+
+void StartCompletionCall(std::shared_ptr<HttpExchange> exchange,
+                         core::Engine* engine, CompletionPlan plan,
+                         std::string model_name) {
+  std::make_shared<CompletionCall>(std::move(exchange), engine, std::move(plan),
+                                   std::move(model_name))
+      ->Start();
+}
+
+}  // namespace tvq::service::http
