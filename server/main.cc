@@ -6,8 +6,8 @@
 // calls UNAVAILABLE while loading), load the model, build the scheduler, go
 // SERVING. SIGTERM/SIGINT: NOT_SERVING, new requests UNAVAILABLE, in-flight
 // requests finish for up to --drain-timeout, exit 0.
-#include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -36,6 +36,7 @@
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_exposer.h"
 #include "server/metrics/scheduler_metrics_observer.h"
+#include "server/process/stop_signals.h"
 #include "server/scheduler/scheduler.h"
 #include "server/service/grpc/generation_service.h"
 #include "server/service/grpc/rpc_metrics_interceptor.h"
@@ -260,13 +261,21 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // Signals are taken by sigwait in this thread only: block them before any
-  // other thread exists so that every thread inherits the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGTERM/SIGINT: handled before any thread of ours exists (see
+  // stop_signals.h for why blocking them is not enough). Until the model is
+  // loaded, a signal ends the process at once with exit status 0.
+  absl::StatusOr<std::unique_ptr<tvq::process::StopSignals>> installed_signals =
+      tvq::process::StopSignals::Install();
+  if (!installed_signals.ok()) {
+    Log("%s", installed_signals.status().ToString());
+    return 1;
+  }
+  tvq::process::StopSignals& stop_signals = **installed_signals;
+  stop_signals.SetCallback([](int signal_number, int /*count*/) {
+    Log("%s before the model was loaded: exiting without serving",
+        tvq::process::StopSignalName(signal_number));
+    ::_exit(0);
+  });
 
   absl::StatusOr<std::unique_ptr<tvq::metrics::ServerMetrics>> created_metrics =
       tvq::metrics::ServerMetrics::Create();
@@ -338,6 +347,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   engine = *std::move(created);
+  // From here a signal is counted (WaitForCount below), no longer an exit.
+  stop_signals.SetCallback(nullptr);
   if (absl::Status info = metrics.SetBuildInfo(
           {TVQ_VERSION, engine->backend_name(), engine->device_name()});
       !info.ok()) {
@@ -358,11 +369,22 @@ int main(int argc, char** argv) {
       config.n_vocab, engine->num_slots(), engine->state_bytes_per_sequence(),
       engine->device_name(), engine_config.max_queue, address);
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
-  Log("%s: draining (up to %s)",
-      signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
+  // Serving until the first signal; a second one cuts the drain short (the
+  // requests still running end as --drain-timeout would end them); later
+  // ones are logged and change nothing.
+  const int signal_number = stop_signals.WaitForCount(1);
+  Log("%s: draining (up to %s; a second signal cuts it short)",
+      tvq::process::StopSignalName(signal_number),
       absl::FormatDuration(drain_timeout));
+  stop_signals.SetCallback([&engine](int number, int count) {
+    if (count == 2) {
+      Log("second stop signal (%s): cutting the drain short",
+          tvq::process::StopSignalName(number));
+      engine->Drain(absl::ZeroDuration());
+    } else {
+      Log("%s: already stopping", tvq::process::StopSignalName(number));
+    }
+  });
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
   readiness.SetDraining();
@@ -373,11 +395,19 @@ int main(int argc, char** argv) {
   }
   // Every request has ended; let their last messages reach the clients (a
   // slow reader may still be catching up), then close the connections:
-  // waiting for clients to hang up could take forever.
-  if (!service.WaitForActiveCalls(
-          std::max(drain_deadline, absl::Now() + absl::Seconds(2)))) {
+  // waiting for clients to hang up could take forever. After a second
+  // signal only the short grace is left.
+  const absl::Time delivery_grace = absl::Now() + absl::Seconds(2);
+  if (!service.WaitForActiveCalls(stop_signals.count() >= 2
+                                      ? delivery_grace
+                                      : std::max(drain_deadline,
+                                                 delivery_grace))) {
     Log("some clients did not read their last messages in time");
   }
+  // A signal from now on is only logged; the engine may go.
+  stop_signals.SetCallback([](int number, int /*count*/) {
+    Log("%s: already stopping", tvq::process::StopSignalName(number));
+  });
   server->Shutdown(absl::ToChronoTime(absl::Now()));
   engine->Stop();
   metrics.SetEngineSource(nullptr);
