@@ -3,6 +3,7 @@
 // did, then checks that the server answers as documented
 // (docs/security.md).
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
@@ -155,6 +156,26 @@ TEST(SignalsTest, SigtermDuringTheModelLoadExitsZeroWithALogLine) {
                 "SIGTERM before the model was loaded: exiting without serving"),
             std::string::npos)
       << process.Output();
+}
+
+// A FIFO in place of config.json or model.safetensors used to hang the load
+// forever (open() waited for a writer): it is refused at once as not a
+// regular file.
+TEST(ModelFilesTest, AFifoInPlaceOfAModelFileIsRefusedAtOnce) {
+  for (const std::string file : {"config.json", "model.safetensors"}) {
+    EditedModel model("tiny-byte", nlohmann::json::object());
+    const std::string path = absl::StrCat(model.path(), "/", file);
+    std::filesystem::remove(path);
+    ASSERT_EQ(::mkfifo(path.c_str(), 0644), 0);
+    const auto exit = ServerProcess::RunToExit(
+        {absl::StrCat("--model=", model.path()), "--listen=127.0.0.1:0",
+         "--metrics-address="},
+        absl::Seconds(10));
+    EXPECT_EQ(exit.exit_code, 1) << file << ": " << exit.output;
+    EXPECT_NE(exit.output.find(absl::StrCat(file, ": is not a regular file")),
+              std::string::npos)
+        << exit.output;
+  }
 }
 
 }  // namespace
