@@ -39,7 +39,9 @@
 #include "server/process/stop_signals.h"
 #include "server/scheduler/scheduler.h"
 #include "server/service/grpc/generation_service.h"
+#include "server/process/resource_limits.h"
 #include "server/service/grpc/rpc_metrics_interceptor.h"
+#include "server/service/grpc/server_options.h"
 
 #ifndef TVQ_VERSION
 #define TVQ_VERSION "0.0.0"
@@ -88,6 +90,27 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
 ABSL_FLAG(int, block_len, 0,
           "Prefill block length in tokens (0 = the model's block_len)");
 
+// ---- Connections and request size (issue 15, docs/security.md).
+ABSL_FLAG(int, max_connections, 1024,
+          "gRPC connections open at once; more are closed as they arrive "
+          "(0 = no cap)");
+ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
+          "A gRPC connection that has not completed the HTTP/2 handshake "
+          "(preface + SETTINGS) within this is closed");
+ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(5),
+          "A gRPC connection with no call for this long gets GOAWAY and is "
+          "closed (inf = never)");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Minutes(2),
+          "The server pings a gRPC connection quiet for this long (and closes "
+          "it when the ping is not answered within --keepalive-timeout)");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
+          "How long a keepalive ping may go unanswered before the connection "
+          "is closed");
+ABSL_FLAG(int64_t, max_request_bytes, int64_t{64} << 20,
+          "Largest request message in bytes (gRPC max receive message size; "
+          "the HTTP front end's body limit too)");
+// ---- end of the connection flags.
+
 namespace {
 
 constexpr char kServiceName[] = "tvq.v1.TextGeneration";
@@ -121,6 +144,48 @@ std::vector<char*> NormalizeFlagNames(int argc, char** argv,
   for (std::string& arg : storage) pointers.push_back(arg.data());
   pointers.push_back(nullptr);
   return pointers;
+}
+
+// The connection flags' ranges (the first problem, naming the flag).
+absl::Status CheckConnectionFlags() {
+  absl::Status status;
+  if (absl::GetFlag(FLAGS_max_connections) < 0) {
+    status.Update(absl::InvalidArgumentError(
+        absl::StrFormat("--max-connections must be >= 0 (0 = no cap), got %d",
+                        absl::GetFlag(FLAGS_max_connections))));
+  }
+  const std::pair<const char*, absl::Duration> durations[] = {
+      {"handshake-timeout", absl::GetFlag(FLAGS_handshake_timeout)},
+      {"max-connection-idle", absl::GetFlag(FLAGS_max_connection_idle)},
+      {"keepalive-time", absl::GetFlag(FLAGS_keepalive_time)},
+      {"keepalive-timeout", absl::GetFlag(FLAGS_keepalive_timeout)},
+  };
+  for (const auto& [flag, value] : durations) {
+    if (value < absl::Milliseconds(1)) {
+      status.Update(absl::InvalidArgumentError(
+          absl::StrFormat("--%s must be at least 1ms, got %s", flag,
+                          absl::FormatDuration(value))));
+    }
+  }
+  const int64_t request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  if (request_bytes < 1024 || request_bytes > (int64_t{1} << 30)) {
+    status.Update(absl::InvalidArgumentError(absl::StrFormat(
+        "--max-request-bytes must be in [1024, 1073741824], got %d",
+        request_bytes)));
+  }
+  return status;
+}
+
+// The connection flags, once.
+tvq::service::ConnectionOptions ConnectionOptionsFromFlags() {
+  tvq::service::ConnectionOptions options;
+  options.max_connections = absl::GetFlag(FLAGS_max_connections);
+  options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
+  options.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
+  options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  return options;
 }
 
 // Checks the flags that have a range; returns the first problem, naming the
@@ -163,6 +228,7 @@ absl::Status CheckFlags() {
     status.Update(absl::InvalidArgumentError(
         "--listen must be HOST:PORT, got an empty string"));
   }
+  status.Update(CheckConnectionFlags());
   if (const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
       !metrics_address.empty()) {
     absl::StatusOr<tvq::metrics::HostPort> parsed =
@@ -308,13 +374,33 @@ int main(int argc, char** argv) {
     metrics_exposer = *std::move(exposer);
   }
 
+  if (const tvq::process::FileDescriptorLimit fds =
+          tvq::process::RaiseFileDescriptorLimit();
+      !fds.error.empty()) {
+    Log("file descriptors: soft limit %d (hard %d); cannot raise it: %s",
+        fds.before, fds.hard, fds.error);
+  } else if (fds.after != fds.before) {
+    Log("file descriptors: soft limit raised from %d to %d", fds.before,
+        fds.after);
+  }
+  const tvq::service::ConnectionOptions connection_options =
+      ConnectionOptionsFromFlags();
+  absl::StatusOr<std::unique_ptr<tvq::service::GrpcListener>> bound =
+      tvq::service::GrpcListener::Bind(
+          listen, connection_options.max_connections,
+          [](const std::string& line) { Log("%s", line); });
+  if (!bound.ok()) {
+    Log("%s", bound.status().message());
+    return 1;
+  }
+  tvq::service::GrpcListener& listener = **bound;
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  listener.AttachTo(builder);
+  tvq::service::ApplyConnectionOptions(connection_options, builder);
   builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(64 << 20);
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
@@ -322,16 +408,15 @@ int main(int argc, char** argv) {
       std::make_unique<tvq::service::RpcMetricsInterceptorFactory>(&metrics));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    Log("cannot listen on --listen=%s (address in use, or not HOST:PORT)",
-        listen);
+  if (server == nullptr) {
+    Log("cannot start the gRPC server on --listen=%s", listen);
     return 1;
   }
+  listener.Start();
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
-  const std::string address =
-      absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+  const std::string& address = listener.address();
   Log("listening on %s (version %s); loading %s", address, TVQ_VERSION,
       engine_config.model_dir);
   if (metrics_exposer != nullptr) {
@@ -343,6 +428,7 @@ int main(int argc, char** argv) {
       tvq::core::Engine::Create(engine_config, &scheduler_observer);
   if (!created.ok()) {
     Log("cannot load the model: %s", created.status().ToString());
+    listener.Stop();
     server->Shutdown(absl::ToChronoTime(absl::Now()));
     return 1;
   }
@@ -408,6 +494,7 @@ int main(int argc, char** argv) {
   stop_signals.SetCallback([](int number, int /*count*/) {
     Log("%s: already stopping", tvq::process::StopSignalName(number));
   });
+  listener.Stop();
   server->Shutdown(absl::ToChronoTime(absl::Now()));
   engine->Stop();
   metrics.SetEngineSource(nullptr);

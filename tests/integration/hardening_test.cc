@@ -2,9 +2,15 @@
 // each runs the real tvq-server and does what a hostile client or operator
 // did, then checks that the server answers as documented
 // (docs/security.md).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -176,6 +182,149 @@ TEST(ModelFilesTest, AFifoInPlaceOfAModelFileIsRefusedAtOnce) {
               std::string::npos)
         << exit.output;
   }
+}
+
+// ------------------------------------------------------ file descriptors
+
+// A TCP connection to "HOST:PORT" that sends nothing; -1 on failure.
+int RawConnect(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  sockaddr_in peer{};
+  peer.sin_family = AF_INET;
+  peer.sin_port = htons(static_cast<uint16_t>(
+      std::stoi(address.substr(colon + 1))));
+  ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &peer.sin_addr);
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)) !=
+      0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Whether the peer closed `fd` (EOF or an error, whatever it sent before)
+// within `timeout`.
+bool ClosedByPeer(int fd, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    pollfd entry{fd, POLLIN, 0};
+    const int left = static_cast<int>(
+        absl::ToInt64Milliseconds(deadline - absl::Now()));
+    if (::poll(&entry, 1, std::max(left, 1)) <= 0) continue;
+    char buffer[4096];
+    if (::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT) <= 0) return true;
+  }
+  return false;
+}
+
+v1::GetModelInfoResponse InfoWithin(ServerProcess& server,
+                                    absl::Duration timeout,
+                                    grpc::Status* status) {
+  // A fresh channel: the test's own connection must be a new one.
+  auto channel = grpc::CreateChannel(server.address(),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = v1::TextGeneration::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  context.set_wait_for_ready(true);
+  v1::GetModelInfoResponse info;
+  *status = stub->GetModelInfo(&context, {}, &info);
+  return info;
+}
+
+// With a low descriptor limit, 80 plain TCP connections opened and closed
+// used to leave "Failed accept4: Too many open files" in the log and no
+// connection accepted for 90 s (gRPC 1.51 gives up on the listener). Now
+// the server's own accept loop sheds what it cannot take and keeps going: a
+// normal call succeeds within seconds.
+TEST(ConnectionsTest, TheListenerRecoversAfterTheDescriptorsRunOut) {
+  auto server = ServerProcess::Start(GoldenModel("tiny-byte"), {},
+                                     absl::Seconds(20),
+                                     {{RLIMIT_NOFILE, 64, 64}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& process = **server;
+  std::vector<int> connections;
+  for (int i = 0; i < 80; ++i) {
+    const int fd = RawConnect(process.address());
+    if (fd >= 0) connections.push_back(fd);
+  }
+  // Held past gRPC's accept retry.
+  absl::SleepFor(absl::Seconds(2));
+  for (int fd : connections) ::close(fd);
+  grpc::Status status;
+  InfoWithin(process, absl::Seconds(10), &status);
+  EXPECT_TRUE(status.ok()) << status.error_code() << " "
+                           << status.error_message() << "\n"
+                           << process.Output();
+}
+
+// Connections that never send the HTTP/2 preface are closed after
+// --handshake-timeout (they were held ~120 s).
+TEST(ConnectionsTest, ConnectionsWithoutAPrefaceAreClosedAfterTheTimeout) {
+  auto server = ServerProcess::Start(GoldenModel("tiny-byte"),
+                                     {"--handshake-timeout=1s"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int fd = RawConnect((*server)->address());
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(ClosedByPeer(fd, absl::Seconds(15)));
+  ::close(fd);
+}
+
+// A connection that sends the HTTP/2 client preface and an empty SETTINGS
+// frame, then nothing: what a client holding connections open does.
+int PrefaceConnect(const std::string& address) {
+  const int fd = RawConnect(address);
+  if (fd < 0) return fd;
+  static constexpr char kPreface[] =
+      "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+  if (::send(fd, kPreface, sizeof(kPreface) - 1, MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(sizeof(kPreface) - 1)) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Connections that sent the preface and then idled were held forever (20
+// held 248 s): --max-connection-idle closes them.
+TEST(ConnectionsTest, IdleConnectionsAreClosedAfterMaxConnectionIdle) {
+  auto server = ServerProcess::Start(GoldenModel("tiny-byte"),
+                                     {"--max-connection-idle=1s"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int fd = PrefaceConnect((*server)->address());
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(ClosedByPeer(fd, absl::Seconds(15)));
+  ::close(fd);
+}
+
+// --max-connections caps the connections open at once: the ones above it
+// are closed as they arrive, the ones below it are served, and once they
+// go a new client is served again.
+TEST(ConnectionsTest, ConnectionsAboveMaxConnectionsAreClosedAtOnce) {
+  auto server = ServerProcess::Start(GoldenModel("tiny-byte"),
+                                     {"--max-connections=4"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& process = **server;
+  std::vector<int> connections;
+  for (int i = 0; i < 10; ++i) {
+    const int fd = PrefaceConnect(process.address());
+    ASSERT_GE(fd, 0);
+    connections.push_back(fd);
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  int closed = 0;
+  for (int fd : connections) closed += ClosedByPeer(fd, absl::Seconds(1));
+  // The test's own stub connection counts too.
+  EXPECT_GE(closed, 6);
+  EXPECT_LE(closed, 7);
+  EXPECT_NE(process.Output().find("--max-connections=4"), std::string::npos)
+      << process.Output();
+  for (int fd : connections) ::close(fd);
+  grpc::Status status;
+  InfoWithin(process, absl::Seconds(10), &status);
+  EXPECT_TRUE(status.ok()) << status.error_message();
 }
 
 }  // namespace
