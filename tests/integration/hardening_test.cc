@@ -222,9 +222,12 @@ bool ClosedByPeer(int fd, absl::Duration timeout) {
 v1::GetModelInfoResponse InfoWithin(ServerProcess& server,
                                     absl::Duration timeout,
                                     grpc::Status* status) {
-  // A fresh channel: the test's own connection must be a new one.
-  auto channel = grpc::CreateChannel(server.address(),
-                                     grpc::InsecureChannelCredentials());
+  // A fresh channel on a new connection (channels share connections unless
+  // told otherwise).
+  grpc::ChannelArguments arguments;
+  arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto channel = grpc::CreateCustomChannel(
+      server.address(), grpc::InsecureChannelCredentials(), arguments);
   auto stub = v1::TextGeneration::NewStub(channel);
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
