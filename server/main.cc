@@ -109,6 +109,9 @@ ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
 ABSL_FLAG(int64_t, max_request_bytes, int64_t{64} << 20,
           "Largest request message in bytes (gRPC max receive message size; "
           "the HTTP front end's body limit too)");
+ABSL_FLAG(int64_t, max_pending_output_bytes, int64_t{4} << 20,
+          "Output one stream may hold unsent because its client does not "
+          "read; past it the stream ends with RESOURCE_EXHAUSTED");
 // ---- end of the connection flags.
 
 namespace {
@@ -166,6 +169,12 @@ absl::Status CheckConnectionFlags() {
           absl::StrFormat("--%s must be at least 1ms, got %s", flag,
                           absl::FormatDuration(value))));
     }
+  }
+  if (const int64_t pending = absl::GetFlag(FLAGS_max_pending_output_bytes);
+      pending < 4096 || pending > (int64_t{1} << 32)) {
+    status.Update(absl::InvalidArgumentError(absl::StrFormat(
+        "--max-pending-output-bytes must be in [4096, 4294967296], got %d",
+        pending)));
   }
   const int64_t request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   if (request_bytes < 1024 || request_bytes > (int64_t{1} << 30)) {
@@ -262,6 +271,9 @@ tvq::core::EngineConfig EngineConfigFromFlags() {
   config.limits.default_max_new_tokens =
       absl::GetFlag(FLAGS_default_max_new_tokens);
   config.limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  config.limits.max_pending_output_bytes =
+      absl::GetFlag(FLAGS_max_pending_output_bytes);
+  config.limits.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   return config;
 }
 

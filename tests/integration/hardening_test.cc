@@ -330,5 +330,44 @@ TEST(ConnectionsTest, ConnectionsAboveMaxConnectionsAreClosedAtOnce) {
   EXPECT_TRUE(status.ok()) << status.error_message();
 }
 
+// ---------------------------------------------------------- unread streams
+
+// A stream whose client never read used to hold its output without limit
+// (+87 MB per 32 streams). Past --max-pending-output-bytes the request is
+// stopped (its slot freed: nothing more is produced) and the stream ends
+// with RESOURCE_EXHAUSTED naming the flag.
+TEST(UnreadStreamsTest, AStreamNeverReadIsStoppedWithResourceExhausted) {
+  auto server = ServerProcess::Start(
+      GoldenModel("tiny-byte"),
+      {"--num-slots=2", "--max-pending-output-bytes=65536", kLongLimit});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& process = **server;
+  grpc::ClientContext context;
+  v1::GenerateRequest request = LongRequest();
+  request.set_top_logprobs(20);  // about 250 bytes a token
+  auto reader = process.stub().GenerateStream(&context, request);
+  // Not read: the flow-control windows fill, then the server's queue.
+  const absl::Time deadline = absl::Now() + absl::Seconds(25);
+  bool freed = false;
+  absl::SleepFor(absl::Milliseconds(200));
+  while (!freed && absl::Now() < deadline) {
+    v1::GetModelInfoResponse info;
+    grpc::ClientContext info_context;
+    ASSERT_TRUE(process.stub().GetModelInfo(&info_context, {}, &info).ok());
+    freed = info.busy_slots() == 0;
+    if (!freed) absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(freed) << "the unread stream still generates";
+  v1::GenerateStreamResponse message;
+  while (reader->Read(&message)) {
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << status.error_message();
+  EXPECT_NE(status.error_message().find("--max-pending-output-bytes"),
+            std::string::npos)
+      << status.error_message();
+}
+
 }  // namespace
 }  // namespace tvq::testing
