@@ -369,5 +369,54 @@ TEST(UnreadStreamsTest, AStreamNeverReadIsStoppedWithResourceExhausted) {
       << status.error_message();
 }
 
+// ------------------------------------------------------- model limits
+
+// mem_len = 2^24 used to be accepted and 25.8 GB of position tables built
+// before anything checked (std::bad_alloc, exit 134 under a 4 GB cap). Every
+// size key is bounded, and what a model needs as a whole is checked against
+// what the process may allocate before anything big is allocated.
+TEST(ModelLimitsTest, AModelTooBigForTheProcessFailsAtLoadNamingTheLimit) {
+  {
+    EditedModel model("tiny-byte", {{"mem_len", 1 << 24}});
+    const auto exit = ServerProcess::RunToExit(
+        {absl::StrCat("--model=", model.path()), "--listen=127.0.0.1:0",
+         "--metrics-address="});
+    EXPECT_EQ(exit.exit_code, 1) << exit.output;
+    EXPECT_NE(exit.output.find("\"mem_len\" must be at most 1048576"),
+              std::string::npos)
+        << exit.output;
+  }
+  {
+    // Allowed by the bounds, but two slots of it take 4.3 GB.
+    EditedModel model("tiny-byte", {{"mem_len", 1 << 20}});
+    const auto exit = ServerProcess::RunToExit(
+        {absl::StrCat("--model=", model.path()), "--listen=127.0.0.1:0",
+         "--metrics-address=", "--threads=1", "--num-slots=2"},
+        absl::Seconds(20), {{RLIMIT_AS, rlim_t{3} << 30, rlim_t{3} << 30}});
+    EXPECT_EQ(exit.exit_code, 1) << exit.output;
+    EXPECT_NE(exit.output.find("the model needs about"), std::string::npos)
+        << exit.output;
+    EXPECT_NE(exit.output.find("RLIMIT_AS"), std::string::npos)
+        << exit.output;
+    EXPECT_NE(exit.output.find("mem_len = 1048576"), std::string::npos)
+        << exit.output;
+  }
+}
+
+// e_scale = ±1e308 passed validation (Generate then failed INTERNAL, Score
+// gave a NaN total).
+TEST(ModelLimitsTest, AnOutOfRangeEScaleIsRefusedAtLoad) {
+  for (const double scale : {1e308, -1e308}) {
+    EditedModel model("tiny-byte", {{"e_scale", scale}});
+    const auto exit = ServerProcess::RunToExit(
+        {absl::StrCat("--model=", model.path()), "--listen=127.0.0.1:0",
+         "--metrics-address="});
+    EXPECT_EQ(exit.exit_code, 1) << exit.output;
+    EXPECT_NE(exit.output.find("\"e_scale\" must be a finite number in"),
+              std::string::npos)
+        << exit.output;
+  }
+}
+
 }  // namespace
 }  // namespace tvq::testing
