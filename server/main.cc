@@ -106,6 +106,9 @@ ABSL_FLAG(absl::Duration, keepalive_time, absl::Minutes(2),
 ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
           "How long a keepalive ping may go unanswered before the connection "
           "is closed");
+ABSL_FLAG(int, max_concurrent_streams, 1024,
+          "Calls one gRPC connection may have open at once (more wait on the "
+          "client side)");
 ABSL_FLAG(int64_t, max_request_bytes, int64_t{64} << 20,
           "Largest request message in bytes (gRPC max receive message size; "
           "the HTTP front end's body limit too)");
@@ -157,6 +160,11 @@ absl::Status CheckConnectionFlags() {
         absl::StrFormat("--max-connections must be >= 0 (0 = no cap), got %d",
                         absl::GetFlag(FLAGS_max_connections))));
   }
+  if (const int streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+      streams < 1) {
+    status.Update(absl::InvalidArgumentError(absl::StrFormat(
+        "--max-concurrent-streams must be >= 1, got %d", streams)));
+  }
   const std::pair<const char*, absl::Duration> durations[] = {
       {"handshake-timeout", absl::GetFlag(FLAGS_handshake_timeout)},
       {"max-connection-idle", absl::GetFlag(FLAGS_max_connection_idle)},
@@ -194,6 +202,7 @@ tvq::service::ConnectionOptions ConnectionOptionsFromFlags() {
   options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
   options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
   options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   return options;
 }
 
@@ -274,6 +283,9 @@ tvq::core::EngineConfig EngineConfigFromFlags() {
   config.limits.max_pending_output_bytes =
       absl::GetFlag(FLAGS_max_pending_output_bytes);
   config.limits.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  config.limits.max_connections = absl::GetFlag(FLAGS_max_connections);
+  config.limits.max_concurrent_streams =
+      absl::GetFlag(FLAGS_max_concurrent_streams);
   return config;
 }
 

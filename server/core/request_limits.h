@@ -23,6 +23,15 @@ struct RequestLimits {
   // Largest request message (--max-request-bytes): gRPC's max receive
   // message size, the HTTP front end's body limit.
   int64_t max_request_bytes = int64_t{64} << 20;
+  // Transport limits, reported with the others (GetModelInfo): connections
+  // open at once (0 = no cap) and calls per connection.
+  int max_connections = 1024;
+  int max_concurrent_streams = 1024;
+
+  // Largest Detokenize input: a whole sequence, prompt and generation.
+  int64_t max_detokenize_tokens() const {
+    return int64_t{max_prompt_tokens} + max_new_tokens_limit;
+  }
 };
 
 }  // namespace tvq::core

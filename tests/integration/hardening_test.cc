@@ -418,5 +418,71 @@ TEST(ModelLimitsTest, AnOutOfRangeEScaleIsRefusedAtLoad) {
   }
 }
 
+// ----------------------------------------------------- request limits
+
+// Tokenize and Detokenize had no size limit (60 MB of text: +570 MB; 60 M
+// ids: 30 s of CPU). They apply the prompt limits, every method has
+// --max-request-bytes, and GetModelInfo reports all of them.
+TEST(RequestLimitsTest, TokenizeDetokenizeAndMessageSizeAreBounded) {
+  auto server = ServerProcess::Start(
+      GoldenModel("tiny-byte"),
+      {"--max-prompt-tokens=16", "--max-new-tokens-limit=16",
+       "--max-request-bytes=4096", "--max-pending-output-bytes=65536",
+       "--max-connections=50", "--max-concurrent-streams=7"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& process = **server;
+  {
+    v1::TokenizeRequest request;
+    request.set_text(std::string(100, 'a'));
+    v1::TokenizeResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status =
+        process.stub().Tokenize(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("--max-prompt-tokens"),
+              std::string::npos)
+        << status.error_message();
+  }
+  {
+    v1::TokenizeRequest request;
+    request.set_text(std::string(15, 'a'));  // 16 with the eos prefix
+    v1::TokenizeResponse response;
+    grpc::ClientContext context;
+    EXPECT_TRUE(process.stub().Tokenize(&context, request, &response).ok());
+    EXPECT_EQ(response.token_ids_size(), 16);
+  }
+  {
+    v1::DetokenizeRequest request;
+    for (int i = 0; i < 33; ++i) request.add_token_ids(100);
+    v1::DetokenizeResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status =
+        process.stub().Detokenize(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("token_ids has 33 ids"),
+              std::string::npos)
+        << status.error_message();
+  }
+  {
+    v1::TokenizeRequest request;
+    request.set_text(std::string(5000, 'a'));  // over --max-request-bytes
+    v1::TokenizeResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status =
+        process.stub().Tokenize(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << status.error_message();
+  }
+  v1::GetModelInfoResponse info;
+  grpc::ClientContext context;
+  ASSERT_TRUE(process.stub().GetModelInfo(&context, {}, &info).ok());
+  EXPECT_EQ(info.limits().max_request_bytes(), 4096);
+  EXPECT_EQ(info.limits().max_pending_output_bytes(), 65536);
+  EXPECT_EQ(info.limits().max_connections(), 50);
+  EXPECT_EQ(info.limits().max_concurrent_streams(), 7);
+  EXPECT_EQ(info.limits().max_detokenize_tokens(), 32);
+  EXPECT_EQ(info.limits().max_prompt_tokens(), 16);
+}
+
 }  // namespace
 }  // namespace tvq::testing

@@ -594,6 +594,11 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
   limits->set_max_stop_sequence_bytes(request_limits.max_stop_sequence_bytes);
   limits->set_max_stop_token_ids(request_limits.max_stop_token_ids);
   limits->set_max_top_logprobs(request_limits.max_top_logprobs);
+  limits->set_max_request_bytes(request_limits.max_request_bytes);
+  limits->set_max_pending_output_bytes(request_limits.max_pending_output_bytes);
+  limits->set_max_connections(request_limits.max_connections);
+  limits->set_max_concurrent_streams(request_limits.max_concurrent_streams);
+  limits->set_max_detokenize_tokens(request_limits.max_detokenize_tokens());
   return FinishNow(context, grpc::Status::OK);
 }
 

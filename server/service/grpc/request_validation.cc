@@ -251,9 +251,18 @@ absl::StatusOr<scheduler::ScoreRequest> ToScoreRequest(
 
 absl::StatusOr<std::vector<int32_t>> TokenizeText(
     const v1::TokenizeRequest& request, const ValidationContext& context) {
+  const int max_tokens = context.limits.max_prompt_tokens;
   std::vector<int32_t> tokens;
   if (!request.no_eos_prefix()) tokens.push_back(context.config->eos_id);
   if (request.text().empty()) return tokens;
+  // The prompt limit, as for Generate and Score: bound the work before
+  // tokenizing (no tokenizer makes fewer tokens than bytes / 64).
+  if (request.text().size() / 64 > static_cast<size_t>(max_tokens)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "text has %d bytes, far more than the prompt limit of %d tokens "
+        "(--max-prompt-tokens)",
+        request.text().size(), max_tokens));
+  }
   absl::StatusOr<std::vector<int32_t>> encoded =
       context.tokenizer->Encode(request.text());
   if (!encoded.ok()) {
@@ -261,11 +270,24 @@ absl::StatusOr<std::vector<int32_t>> TokenizeText(
         "text could not be tokenized: %s", encoded.status().message()));
   }
   tokens.insert(tokens.end(), encoded->begin(), encoded->end());
+  if (tokens.size() > static_cast<size_t>(max_tokens)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "text has %d tokens (eos prefix included), more than the prompt limit "
+        "of %d (--max-prompt-tokens)",
+        tokens.size(), max_tokens));
+  }
   return tokens;
 }
 
 absl::Status ValidateDetokenizeRequest(const v1::DetokenizeRequest& request,
                                        const ValidationContext& context) {
+  const int64_t max_ids = context.limits.max_detokenize_tokens();
+  if (request.token_ids_size() > max_ids) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "token_ids has %d ids, more than %d (--max-prompt-tokens + "
+        "--max-new-tokens-limit)",
+        request.token_ids_size(), max_ids));
+  }
   return CheckTokenIds("token_ids", request.token_ids(),
                        context.config->n_vocab);
 }

@@ -51,6 +51,8 @@ void ApplyConnectionOptions(const ConnectionOptions& options,
   // without closing is found and closed.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             options.max_concurrent_streams);
   builder.SetMaxReceiveMessageSize(static_cast<int>(
       std::clamp<int64_t>(options.max_request_bytes, 1, INT_MAX)));
 }

@@ -40,6 +40,8 @@ struct ConnectionOptions {
   // answer within keepalive_timeout is closed.
   absl::Duration keepalive_time = absl::Minutes(2);
   absl::Duration keepalive_timeout = absl::Seconds(20);
+  // Calls one connection may have open at once.
+  int max_concurrent_streams = 1024;
   // Largest request message (gRPC max receive message size).
   int64_t max_request_bytes = int64_t{64} << 20;
 };
