@@ -419,6 +419,7 @@ int main(int argc, char** argv) {
   }
   tvq::service::GrpcListener& listener = **bound;
 
+  tvq::service::InstallProtobufLogFilter();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

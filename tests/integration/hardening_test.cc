@@ -484,5 +484,151 @@ TEST(RequestLimitsTest, TokenizeDetokenizeAndMessageSizeAreBounded) {
   EXPECT_EQ(info.limits().max_prompt_tokens(), 16);
 }
 
+// ------------------------------------------------------- malformed input
+
+// Invalid UTF-8 in a proto3 string field used to fail with UNIMPLEMENTED ""
+// (the callback API's answer to any parse failure) and a 218-byte protobuf
+// error in the log per request. Now: INVALID_ARGUMENT naming the field,
+// and the log line at most once per interval.
+TEST(MalformedRequestsTest, InvalidUtf8InAStringFieldIsInvalidArgumentNamingIt) {
+  auto server = ServerProcess::Start(GoldenModel("tiny-byte"), {});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& process = **server;
+  const std::string bad = "ab\xff\xfe";
+  for (int i = 0; i < 50; ++i) {
+    v1::GenerateRequest request;
+    request.set_text(bad);
+    request.set_max_new_tokens(2);
+    v1::GenerateResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status =
+        process.stub().Generate(&context, request, &response);
+    ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << status.error_message();
+    EXPECT_NE(status.error_message().find("tvq.v1.GenerateRequest.text"),
+              std::string::npos)
+        << status.error_message();
+    EXPECT_NE(status.error_message().find("UTF-8"), std::string::npos)
+        << status.error_message();
+  }
+  {
+    v1::ScoreRequest request;
+    request.set_request_id(bad);
+    request.set_text("hello");
+    v1::ScoreResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status =
+        process.stub().Score(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("tvq.v1.ScoreRequest.request_id"),
+              std::string::npos)
+        << status.error_message();
+  }
+  {
+    v1::TokenizeRequest request;
+    request.set_text(bad);
+    v1::TokenizeResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status =
+        process.stub().Tokenize(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext context;
+    v1::GenerateRequest request;
+    request.add_stop(bad);
+    request.set_text("x");
+    auto reader = process.stub().GenerateStream(&context, request);
+    v1::GenerateStreamResponse message;
+    while (reader->Read(&message)) {
+    }
+    const grpc::Status status = reader->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("tvq.v1.GenerateRequest.stop"),
+              std::string::npos)
+        << status.error_message();
+  }
+  // The server still answers, and logged the protobuf error at most a few
+  // times for 53 bad requests.
+  v1::GetModelInfoResponse info;
+  grpc::ClientContext context;
+  EXPECT_TRUE(process.stub().GetModelInfo(&context, {}, &info).ok());
+  const std::string output = process.Output();
+  size_t lines = 0;
+  for (size_t at = output.find("invalid UTF-8"); at != std::string::npos;
+       at = output.find("invalid UTF-8", at + 1)) {
+    ++lines;
+  }
+  EXPECT_LE(lines, 2u) << output;
+}
+
+// ------------------------------------------------------------- metrics
+
+// A GET of `path` on "HOST:PORT"; the whole response ("" on failure).
+std::string HttpGet(const std::string& address, const std::string& path) {
+  const int fd = RawConnect(address);
+  if (fd < 0) return "";
+  const std::string request =
+      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", address, "\r\n\r\n");
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    ::close(fd);
+    return "";
+  }
+  std::string response;
+  char buffer[8192];
+  while (true) {
+    pollfd entry{fd, POLLIN, 0};
+    if (::poll(&entry, 1, 10000) <= 0) break;
+    const ssize_t count = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (count <= 0) break;
+    response.append(buffer, static_cast<size_t>(count));
+  }
+  ::close(fd);
+  return response;
+}
+
+// "HOST:PORT" of the metrics endpoint from the log ("metrics on
+// http://HOST:PORT/metrics").
+std::string MetricsAddress(ServerProcess& server) {
+  const std::string output = server.Output();
+  constexpr char kMarker[] = "metrics on http://";
+  const size_t at = output.find(kMarker);
+  if (at == std::string::npos) return "";
+  const size_t begin = at + sizeof(kMarker) - 1;
+  return output.substr(begin, output.find('/', begin) - begin);
+}
+
+// Expired deadlines used to be counted as code="UNIMPLEMENTED" in
+// tvq_requests_total (the callback API's status for a call whose request
+// never reached the handler); they are counted as what the client was
+// told, DEADLINE_EXCEEDED.
+TEST(MetricsCountingTest, ExpiredDeadlinesAreCountedAsDeadlineExceeded) {
+  auto server = ServerProcess::Start(
+      GoldenModel("tiny-byte"),
+      {"--metrics-address=127.0.0.1:0", "--num-slots=1", kLongLimit});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& process = **server;
+  int deadline_exceeded = 0;
+  for (int i = 0; i < 60; ++i) {
+    v1::GenerateResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::microseconds(100 * (i % 20)));
+    const grpc::Status status =
+        process.stub().Generate(&context, LongRequest(), &response);
+    deadline_exceeded +=
+        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+  }
+  EXPECT_GT(deadline_exceeded, 0);
+  absl::SleepFor(absl::Milliseconds(300));
+  const std::string metrics = HttpGet(MetricsAddress(process), "/metrics");
+  ASSERT_NE(metrics.find("tvq_requests_total"), std::string::npos) << metrics;
+  EXPECT_EQ(metrics.find("code=\"UNIMPLEMENTED\""), std::string::npos)
+      << metrics;
+  // Nor was any call cancelled by its client.
+  EXPECT_EQ(metrics.find("code=\"CANCELLED\""), std::string::npos) << metrics;
+}
+
 }  // namespace
 }  // namespace tvq::testing
