@@ -12,11 +12,15 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <iostream>
+#include <system_error>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/internal/parse.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
@@ -121,6 +125,7 @@ namespace {
 
 constexpr char kServiceName[] = "tvq.v1.TextGeneration";
 constexpr int kMaxSlots = 65536;
+constexpr int kMaxThreads = 1024;
 
 template <typename... Args>
 void Log(const absl::FormatSpec<Args...>& format, const Args&... args) {
@@ -217,6 +222,11 @@ absl::Status CheckFlags() {
   };
   absl::Status status;
   status.Update(at_least("threads", absl::GetFlag(FLAGS_threads), 0));
+  if (absl::GetFlag(FLAGS_threads) > kMaxThreads) {
+    status.Update(absl::InvalidArgumentError(
+        absl::StrFormat("--threads must be <= %d, got %d", kMaxThreads,
+                        absl::GetFlag(FLAGS_threads))));
+  }
   status.Update(at_least("num-slots", absl::GetFlag(FLAGS_num_slots), 0));
   if (absl::GetFlag(FLAGS_num_slots) > kMaxSlots) {
     status.Update(absl::InvalidArgumentError(
@@ -345,7 +355,25 @@ int main(int argc, char** argv) {
   std::vector<std::string> argument_storage;
   std::vector<char*> arguments =
       NormalizeFlagNames(argc, argv, argument_storage);
-  absl::ParseCommandLine(argc, arguments.data());
+  // Parsed without absl's usage handling, which exits 1 after --help: help
+  // and --version exit 0 here.
+  const std::vector<char*> positional = absl::flags_internal::ParseCommandLineImpl(
+      argc, arguments.data(),
+      absl::flags_internal::ArgvListAction::kRemoveParsedArgs,
+      absl::flags_internal::UsageFlagsAction::kIgnoreUsage,
+      absl::flags_internal::OnUndefinedFlag::kAbortIfUndefined);
+  if (const int usage = absl::flags_internal::HandleUsageFlags(
+          std::cout, absl::ProgramUsageMessage());
+      usage != -1) {
+    std::cout.flush();
+    return 0;
+  }
+  if (positional.size() > 1) {
+    Log("unexpected argument \"%s\": tvq-server takes flags only "
+        "(--model=DIR, --listen=HOST:PORT, ...; see --help)",
+        positional[1]);
+    return 2;
+  }
   if (absl::Status flags = CheckFlags(); !flags.ok()) {
     Log("%s", flags.message());
     return 2;
@@ -450,7 +478,19 @@ int main(int argc, char** argv) {
 
   const absl::Time load_start = absl::Now();
   absl::StatusOr<std::unique_ptr<tvq::core::Engine>> created =
-      tvq::core::Engine::Create(engine_config, &scheduler_observer);
+      absl::InternalError("not created");
+  try {
+    created = tvq::core::Engine::Create(engine_config, &scheduler_observer);
+  } catch (const std::system_error& error) {
+    // Threads (the CPU backend's pool) the system refused to start.
+    created = absl::ResourceExhaustedError(absl::StrFormat(
+        "cannot start the backend's threads (--threads=%d): %s",
+        engine_config.threads, error.what()));
+  } catch (const std::bad_alloc&) {
+    created = absl::ResourceExhaustedError(
+        "out of memory while loading the model (see the memory check in "
+        "docs/configuration.md; lower --num-slots or --state-memory-bytes)");
+  }
   if (!created.ok()) {
     Log("cannot load the model: %s", created.status().ToString());
     listener.Stop();

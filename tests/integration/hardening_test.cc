@@ -630,5 +630,110 @@ TEST(MetricsCountingTest, ExpiredDeadlinesAreCountedAsDeadlineExceeded) {
   EXPECT_EQ(metrics.find("code=\"CANCELLED\""), std::string::npos) << metrics;
 }
 
+// ------------------------------------------------------- small failures
+
+TEST(FlagsTest, BadFlagsAndArgumentsFailNamingTheProblem) {
+  const std::string model = "--model=" + GoldenModel("tiny-byte");
+  {
+    // Used to abort with an uncaught std::system_error.
+    const auto exit = ServerProcess::RunToExit({model, "--threads=100000"});
+    EXPECT_EQ(exit.exit_code, 2) << exit.output;
+    EXPECT_NE(exit.output.find("--threads must be <= 1024"), std::string::npos)
+        << exit.output;
+  }
+  {
+    // Used to be accepted (and serve on another port).
+    const auto exit = ServerProcess::RunToExit(
+        {model, "--listen=127.0.0.1:99999", "--metrics-address="});
+    EXPECT_EQ(exit.exit_code, 1) << exit.output;
+    EXPECT_NE(exit.output.find("--listen=127.0.0.1:99999 has port"),
+              std::string::npos)
+        << exit.output;
+  }
+  {
+    // Used to be ignored silently.
+    const auto exit = ServerProcess::RunToExit({model, "models/other"});
+    EXPECT_EQ(exit.exit_code, 2) << exit.output;
+    EXPECT_NE(exit.output.find("unexpected argument \"models/other\""),
+              std::string::npos)
+        << exit.output;
+  }
+  {
+    // Used to exit 1.
+    const auto exit = ServerProcess::RunToExit({"--help"});
+    EXPECT_EQ(exit.exit_code, 0) << exit.output;
+    EXPECT_NE(exit.output.find("max_connections"), std::string::npos)
+        << exit.output;
+  }
+}
+
+TEST(SmallFailuresTest, MessagesNameWhatTheyMean) {
+  // --max-queue=2147483647 used to refuse every request (signed overflow).
+  auto server = ServerProcess::Start(
+      GoldenModel("tiny-byte"),
+      {"--num-slots=1", "--max-queue=2147483647", kLongLimit});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& process = **server;
+  {
+    v1::GenerateResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status =
+        process.stub().Generate(&context, LongRequest(4), &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.token_ids_size(), 4);
+  }
+  {
+    // A Score with no input used to say "a prompt is required".
+    v1::ScoreRequest request;
+    v1::ScoreResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status =
+        process.stub().Score(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("text or token_ids is required"),
+              std::string::npos)
+        << status.error_message();
+  }
+}
+
+// The queue-full message printed the slot count where it says busy slots.
+TEST(SmallFailuresTest, QueueFullMessageCountsTheBusySlots) {
+  auto server = ServerProcess::Start(
+      GoldenModel("tiny-byte"), {"--num-slots=2", "--max-queue=1", kLongLimit});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ServerProcess& process = **server;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateStreamResponse>>>
+      readers;
+  for (int i = 0; i < 3; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    readers.push_back(
+        process.stub().GenerateStream(contexts.back().get(), LongRequest()));
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    v1::GetModelInfoResponse info;
+    grpc::ClientContext context;
+    ASSERT_TRUE(process.stub().GetModelInfo(&context, {}, &info).ok());
+    if (info.busy_slots() == 2 && info.queued_requests() == 1) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  v1::GenerateResponse response;
+  grpc::ClientContext context;
+  const grpc::Status status =
+      process.stub().Generate(&context, LongRequest(4), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(status.error_message().find("waiting for 2 busy slots of 2"),
+            std::string::npos)
+      << status.error_message();
+  for (auto& context : contexts) context->TryCancel();
+  for (auto& reader : readers) {
+    v1::GenerateStreamResponse message;
+    while (reader->Read(&message)) {
+    }
+    reader->Finish();
+  }
+}
+
 }  // namespace
 }  // namespace tvq::testing

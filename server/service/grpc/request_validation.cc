@@ -42,10 +42,11 @@ absl::Status CheckTokenIds(std::string_view field,
 
 // The prompt of Generate or the sequence of Score, eos prefix applied.
 // `has_text`/`has_ids` say which oneof member is set.
+// `missing` is the message when neither is set.
 absl::StatusOr<std::vector<int32_t>> PromptTokens(
     bool has_text, const std::string& text, bool has_ids,
     const google::protobuf::RepeatedField<int32_t>& ids, bool no_eos_prefix,
-    const ValidationContext& context) {
+    const ValidationContext& context, std::string_view missing) {
   const runtime::ModelConfig& config = *context.config;
   std::vector<int32_t> tokens;
   if (!no_eos_prefix) tokens.push_back(config.eos_id);
@@ -78,8 +79,7 @@ absl::StatusOr<std::vector<int32_t>> PromptTokens(
     TVQ_RETURN_IF_ERROR(CheckTokenIds("token_ids", ids, config.n_vocab));
     tokens.insert(tokens.end(), ids.begin(), ids.end());
   } else {
-    return absl::InvalidArgumentError(
-        "a prompt is required: set text or token_ids");
+    return absl::InvalidArgumentError(std::string(missing));
   }
   if (tokens.size() > static_cast<size_t>(context.limits.max_prompt_tokens)) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -222,7 +222,8 @@ absl::StatusOr<scheduler::GenerationRequest> ToGenerationRequest(
       PromptTokens(
           request.prompt_case() == v1::GenerateRequest::kText, request.text(),
           request.prompt_case() == v1::GenerateRequest::kTokenIds,
-          request.token_ids().ids(), request.no_eos_prefix(), context));
+          request.token_ids().ids(), request.no_eos_prefix(), context,
+          "a prompt is required: set text or token_ids"));
   return out;
 }
 
@@ -239,7 +240,8 @@ absl::StatusOr<scheduler::ScoreRequest> ToScoreRequest(
       PromptTokens(
           request.input_case() == v1::ScoreRequest::kText, request.text(),
           request.input_case() == v1::ScoreRequest::kTokenIds,
-          request.token_ids().ids(), request.no_eos_prefix(), context));
+          request.token_ids().ids(), request.no_eos_prefix(), context,
+          "text or token_ids is required: the sequence to score"));
   if (out.tokens.size() < 2) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "the scored sequence must have at least 2 tokens (eos prefix "
