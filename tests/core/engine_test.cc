@@ -21,6 +21,7 @@
 #include "server/engine/state_pool.h"
 #include "server/text/byte_tokenizer.h"
 #include "tests/support/test_util.h"
+#include "tests/support/sanitizers.h"
 
 namespace tvq::core {
 namespace {
@@ -97,6 +98,7 @@ TEST(EngineTest, CreatesTheWholeEngineAndReportsIt) {
 }
 
 TEST(EngineTest, SentencePieceModelReportsItsTokenizer) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(CpuConfig(GoldenModelDir("tiny-tied")), nullptr);
   ASSERT_TRUE(engine.ok()) << engine.status();
