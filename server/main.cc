@@ -13,9 +13,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
-#include <system_error>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -40,10 +40,10 @@
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_exposer.h"
 #include "server/metrics/scheduler_metrics_observer.h"
+#include "server/process/resource_limits.h"
 #include "server/process/stop_signals.h"
 #include "server/scheduler/scheduler.h"
 #include "server/service/grpc/generation_service.h"
-#include "server/process/resource_limits.h"
 #include "server/service/grpc/rpc_metrics_interceptor.h"
 #include "server/service/grpc/server_options.h"
 
@@ -357,11 +357,12 @@ int main(int argc, char** argv) {
       NormalizeFlagNames(argc, argv, argument_storage);
   // Parsed without absl's usage handling, which exits 1 after --help: help
   // and --version exit 0 here.
-  const std::vector<char*> positional = absl::flags_internal::ParseCommandLineImpl(
-      argc, arguments.data(),
-      absl::flags_internal::ArgvListAction::kRemoveParsedArgs,
-      absl::flags_internal::UsageFlagsAction::kIgnoreUsage,
-      absl::flags_internal::OnUndefinedFlag::kAbortIfUndefined);
+  const std::vector<char*> positional =
+      absl::flags_internal::ParseCommandLineImpl(
+          argc, arguments.data(),
+          absl::flags_internal::ArgvListAction::kRemoveParsedArgs,
+          absl::flags_internal::UsageFlagsAction::kIgnoreUsage,
+          absl::flags_internal::OnUndefinedFlag::kAbortIfUndefined);
   if (const int usage = absl::flags_internal::HandleUsageFlags(
           std::cout, absl::ProgramUsageMessage());
       usage != -1) {
@@ -483,9 +484,9 @@ int main(int argc, char** argv) {
     created = tvq::core::Engine::Create(engine_config, &scheduler_observer);
   } catch (const std::system_error& error) {
     // Threads (the CPU backend's pool) the system refused to start.
-    created = absl::ResourceExhaustedError(absl::StrFormat(
-        "cannot start the backend's threads (--threads=%d): %s",
-        engine_config.threads, error.what()));
+    created = absl::ResourceExhaustedError(
+        absl::StrFormat("cannot start the backend's threads (--threads=%d): %s",
+                        engine_config.threads, error.what()));
   } catch (const std::bad_alloc&) {
     created = absl::ResourceExhaustedError(
         "out of memory while loading the model (see the memory check in "
@@ -549,10 +550,10 @@ int main(int argc, char** argv) {
   // waiting for clients to hang up could take forever. After a second
   // signal only the short grace is left.
   const absl::Time delivery_grace = absl::Now() + absl::Seconds(2);
-  if (!service.WaitForActiveCalls(stop_signals.count() >= 2
-                                      ? delivery_grace
-                                      : std::max(drain_deadline,
-                                                 delivery_grace))) {
+  if (!service.WaitForActiveCalls(
+          stop_signals.count() >= 2
+              ? delivery_grace
+              : std::max(drain_deadline, delivery_grace))) {
     Log("some clients did not read their last messages in time");
   }
   // A signal from now on is only logged; the engine may go.

@@ -54,8 +54,8 @@ MemoryNeeds EstimateMemoryNeeds(const runtime::ModelConfig& config,
   needs.weights = 4 * weight_elements;
   const int64_t H = config.n_head, S = config.n_code, M = config.mem_len,
                 dk = config.d_k;
-  needs.tables =
-      4 * int64_t{config.num_sublayers()} * (H * (M + 1) * dk + H * S * (dk + 1));
+  needs.tables = 4 * int64_t{config.num_sublayers()} *
+                 (H * (M + 1) * dk + H * S * (dk + 1));
   needs.num_slots = num_slots;
   needs.slots = int64_t{num_slots} * bytes_per_slot;
   return needs;
@@ -90,8 +90,8 @@ MemoryAvailable ProcessMemoryAvailable() {
     const int64_t current = ReadNumber("/sys/fs/cgroup/memory.current");
     consider(std::max<int64_t>(0, max - std::max<int64_t>(current, 0)),
              absl::StrFormat("the cgroup's memory.max of %.2f GiB", GiB(max)));
-  } else if (const int64_t v1 = ReadNumber(
-                 "/sys/fs/cgroup/memory/memory.limit_in_bytes");
+  } else if (const int64_t v1 =
+                 ReadNumber("/sys/fs/cgroup/memory/memory.limit_in_bytes");
              v1 > 0 && v1 < (int64_t{1} << 60)) {
     const int64_t usage =
         ReadNumber("/sys/fs/cgroup/memory/memory.usage_in_bytes");
@@ -113,11 +113,11 @@ absl::Status CheckMemoryNeeds(const MemoryNeeds& needs,
       "%.2f GiB, set by mem_len = %d in config.json; %d state slots x %.2f "
       "MiB, set by --num-slots / --state-memory-bytes and mem_len, d_v, "
       "n_code) but the process may allocate only %.2f GiB more: %s",
-      GiB(needs.total()), GiB(needs.weights), GiB(needs.tables),
-      config.mem_len, needs.num_slots,
-      needs.num_slots > 0 ? static_cast<double>(needs.slots) /
-                                needs.num_slots / (1 << 20)
-                          : 0.0,
+      GiB(needs.total()), GiB(needs.weights), GiB(needs.tables), config.mem_len,
+      needs.num_slots,
+      needs.num_slots > 0
+          ? static_cast<double>(needs.slots) / needs.num_slots / (1 << 20)
+          : 0.0,
       GiB(available.bytes), available.source));
 }
 

@@ -108,8 +108,8 @@ absl::StatusOr<std::unique_ptr<MetricsExposer>> MetricsExposer::Start(
     // every scrape for civetweb's 30 s read timeout. More workers and a
     // short read timeout keep /metrics answering while slow clients hang.
     exposer = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
-        "listening_ports", listening,                              //
-        "num_threads", absl::StrCat(kMetricsThreads),              //
+        "listening_ports", listening,                               //
+        "num_threads", absl::StrCat(kMetricsThreads),               //
         "request_timeout_ms", absl::StrCat(kMetricsReadTimeoutMs),  //
     });
   } catch (const std::exception& error) {

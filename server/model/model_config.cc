@@ -157,9 +157,10 @@ absl::Status ParseTokenizer(const json& tokenizer, std::string_view file_name,
 
 absl::Status CheckDimension(std::string_view file_name, std::string_view key,
                             int value) {
-  const int limit = key == "n_layer"                           ? kMaxLayers
-                    : (key == "mem_len" || key == "block_len") ? kMaxWindowLength
-                                                                : kMaxModelDimension;
+  const int limit = key == "n_layer" ? kMaxLayers
+                    : (key == "mem_len" || key == "block_len")
+                        ? kMaxWindowLength
+                        : kMaxModelDimension;
   if (value < 1) {
     return ConfigError(
         file_name,
@@ -237,11 +238,10 @@ absl::Status ValidateModelConfig(const ModelConfig& config,
   if (!std::isfinite(config.e_scale) ||
       std::abs(config.e_scale) > kMaxEmbeddingScale) {
     return ConfigError(
-        file_name,
-        StrCat("\"e_scale\" must be a finite number in [-",
-               absl::StrFormat("%g", kMaxEmbeddingScale), ", ",
-               absl::StrFormat("%g", kMaxEmbeddingScale), "], got ",
-               absl::StrFormat("%g", config.e_scale)));
+        file_name, StrCat("\"e_scale\" must be a finite number in [-",
+                          absl::StrFormat("%g", kMaxEmbeddingScale), ", ",
+                          absl::StrFormat("%g", kMaxEmbeddingScale), "], got ",
+                          absl::StrFormat("%g", config.e_scale)));
   }
   TVQ_RETURN_IF_ERROR(
       CheckTokenId(file_name, "eos_id", config.eos_id, config.n_vocab));

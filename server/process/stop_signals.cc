@@ -77,9 +77,9 @@ absl::StatusOr<std::unique_ptr<StopSignals>> StopSignals::Install() {
   action.sa_flags = SA_RESTART;
   for (int signal_number : {SIGTERM, SIGINT}) {
     if (::sigaction(signal_number, &action, nullptr) != 0) {
-      return absl::ErrnoToStatus(
-          errno, absl::StrCat("cannot install the handler for ",
-                              StopSignalName(signal_number)));
+      return absl::ErrnoToStatus(errno,
+                                 absl::StrCat("cannot install the handler for ",
+                                              StopSignalName(signal_number)));
     }
   }
   std::unique_ptr<StopSignals> signals(new StopSignals(fds[0], fds[1]));

@@ -20,8 +20,8 @@
 #include "server/core/model_runtime.h"
 #include "server/engine/state_pool.h"
 #include "server/text/byte_tokenizer.h"
-#include "tests/support/test_util.h"
 #include "tests/support/sanitizers.h"
+#include "tests/support/test_util.h"
 
 namespace tvq::core {
 namespace {

@@ -51,8 +51,7 @@ class EditedModel {
     const std::filesystem::path source = GoldenModel(golden);
     for (const auto& entry : std::filesystem::directory_iterator(source)) {
       if (entry.path().filename() == "config.json") continue;
-      std::filesystem::copy(entry.path(),
-                            directory_ / entry.path().filename());
+      std::filesystem::copy(entry.path(), directory_ / entry.path().filename());
     }
     std::ifstream in(source / "config.json");
     nlohmann::json config = nlohmann::json::parse(in);
@@ -138,8 +137,7 @@ TEST(SignalsTest, SecondSigtermCutsTheDrainShortAndEveryStreamEndsCleanly) {
         << "stream " << i;
   }
   EXPECT_EQ(process.WaitForExit(absl::Seconds(20)), 0) << process.Output();
-  EXPECT_NE(process.Output().find("cutting the drain short"),
-            std::string::npos)
+  EXPECT_NE(process.Output().find("cutting the drain short"), std::string::npos)
       << process.Output();
 }
 
@@ -173,10 +171,10 @@ TEST(ModelFilesTest, AFifoInPlaceOfAModelFileIsRefusedAtOnce) {
     const std::string path = absl::StrCat(model.path(), "/", file);
     std::filesystem::remove(path);
     ASSERT_EQ(::mkfifo(path.c_str(), 0644), 0);
-    const auto exit = ServerProcess::RunToExit(
-        {absl::StrCat("--model=", model.path()), "--listen=127.0.0.1:0",
-         "--metrics-address="},
-        absl::Seconds(10));
+    const auto exit =
+        ServerProcess::RunToExit({absl::StrCat("--model=", model.path()),
+                                  "--listen=127.0.0.1:0", "--metrics-address="},
+                                 absl::Seconds(10));
     EXPECT_EQ(exit.exit_code, 1) << file << ": " << exit.output;
     EXPECT_NE(exit.output.find(absl::StrCat(file, ": is not a regular file")),
               std::string::npos)
@@ -191,8 +189,8 @@ int RawConnect(const std::string& address) {
   const size_t colon = address.rfind(':');
   sockaddr_in peer{};
   peer.sin_family = AF_INET;
-  peer.sin_port = htons(static_cast<uint16_t>(
-      std::stoi(address.substr(colon + 1))));
+  peer.sin_port =
+      htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
   ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &peer.sin_addr);
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
@@ -210,8 +208,8 @@ bool ClosedByPeer(int fd, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   while (absl::Now() < deadline) {
     pollfd entry{fd, POLLIN, 0};
-    const int left = static_cast<int>(
-        absl::ToInt64Milliseconds(deadline - absl::Now()));
+    const int left =
+        static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
     if (::poll(&entry, 1, std::max(left, 1)) <= 0) continue;
     char buffer[4096];
     if (::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT) <= 0) return true;
@@ -243,9 +241,9 @@ v1::GetModelInfoResponse InfoWithin(ServerProcess& server,
 // the server's own accept loop sheds what it cannot take and keeps going: a
 // normal call succeeds within seconds.
 TEST(ConnectionsTest, TheListenerRecoversAfterTheDescriptorsRunOut) {
-  auto server = ServerProcess::Start(GoldenModel("tiny-byte"), {},
-                                     absl::Seconds(20),
-                                     {{RLIMIT_NOFILE, 64, 64}});
+  auto server =
+      ServerProcess::Start(GoldenModel("tiny-byte"), {}, absl::Seconds(20),
+                           {{RLIMIT_NOFILE, 64, 64}});
   ASSERT_TRUE(server.ok()) << server.status();
   ServerProcess& process = **server;
   std::vector<int> connections;
@@ -306,8 +304,8 @@ TEST(ConnectionsTest, IdleConnectionsAreClosedAfterMaxConnectionIdle) {
 // are closed as they arrive, the ones below it are served, and once they
 // go a new client is served again.
 TEST(ConnectionsTest, ConnectionsAboveMaxConnectionsAreClosedAtOnce) {
-  auto server = ServerProcess::Start(GoldenModel("tiny-byte"),
-                                     {"--max-connections=4"});
+  auto server =
+      ServerProcess::Start(GoldenModel("tiny-byte"), {"--max-connections=4"});
   ASSERT_TRUE(server.ok()) << server.status();
   ServerProcess& process = **server;
   std::vector<int> connections;
@@ -396,8 +394,7 @@ TEST(ModelLimitsTest, AModelTooBigForTheProcessFailsAtLoadNamingTheLimit) {
     EXPECT_EQ(exit.exit_code, 1) << exit.output;
     EXPECT_NE(exit.output.find("the model needs about"), std::string::npos)
         << exit.output;
-    EXPECT_NE(exit.output.find("RLIMIT_AS"), std::string::npos)
-        << exit.output;
+    EXPECT_NE(exit.output.find("RLIMIT_AS"), std::string::npos) << exit.output;
     EXPECT_NE(exit.output.find("mem_len = 1048576"), std::string::npos)
         << exit.output;
   }
@@ -490,7 +487,8 @@ TEST(RequestLimitsTest, TokenizeDetokenizeAndMessageSizeAreBounded) {
 // (the callback API's answer to any parse failure) and a 218-byte protobuf
 // error in the log per request. Now: INVALID_ARGUMENT naming the field,
 // and the log line at most once per interval.
-TEST(MalformedRequestsTest, InvalidUtf8InAStringFieldIsInvalidArgumentNamingIt) {
+TEST(MalformedRequestsTest,
+     InvalidUtf8InAStringFieldIsInvalidArgumentNamingIt) {
   auto server = ServerProcess::Start(GoldenModel("tiny-byte"), {});
   ASSERT_TRUE(server.ok()) << server.status();
   ServerProcess& process = **server;

@@ -8,8 +8,8 @@
 
 #include "gtest/gtest.h"
 #include "tests/integration/server_process.h"
-#include "tests/support/test_util.h"
 #include "tests/support/sanitizers.h"
+#include "tests/support/test_util.h"
 
 namespace tvq::testing {
 namespace {

@@ -11,9 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/time/clock.h"
-
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "server/metrics/metrics.h"
 #include "tests/metrics/prometheus_text.h"
@@ -110,9 +109,9 @@ TEST_F(MetricsExposerTest, ScrapesAreAnsweredWhileSlowClientsHang) {
     peer.sin_family = AF_INET;
     peer.sin_port = htons(static_cast<uint16_t>(port));
     peer.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&peer),
-                        sizeof(peer)),
-              0);
+    ASSERT_EQ(
+        ::connect(fd, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)),
+        0);
     constexpr char kHalf[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
     ASSERT_EQ(::send(fd, kHalf, sizeof(kHalf) - 1, MSG_NOSIGNAL),
               static_cast<ssize_t>(sizeof(kHalf) - 1));

@@ -33,11 +33,11 @@ inline constexpr char kNoSentencePieceInSanitizerBuilds[] =
 }  // namespace tvq::testing
 
 // First statement of a test that loads a SentencePiece model.
-#define TVQ_SKIP_WITHOUT_SENTENCEPIECE()                             \
-  do {                                                               \
-    if (::tvq::testing::kSanitizerBuild) {                           \
+#define TVQ_SKIP_WITHOUT_SENTENCEPIECE()                                 \
+  do {                                                                   \
+    if (::tvq::testing::kSanitizerBuild) {                               \
       GTEST_SKIP() << ::tvq::testing::kNoSentencePieceInSanitizerBuilds; \
-    }                                                                \
+    }                                                                    \
   } while (0)
 
 #endif  // TVQ_TESTS_SUPPORT_SANITIZERS_H_

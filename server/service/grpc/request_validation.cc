@@ -219,11 +219,11 @@ absl::StatusOr<scheduler::GenerationRequest> ToGenerationRequest(
   // The prompt last: it is the expensive part (tokenization).
   TVQ_ASSIGN_OR_RETURN(
       out.prompt,
-      PromptTokens(
-          request.prompt_case() == v1::GenerateRequest::kText, request.text(),
-          request.prompt_case() == v1::GenerateRequest::kTokenIds,
-          request.token_ids().ids(), request.no_eos_prefix(), context,
-          "a prompt is required: set text or token_ids"));
+      PromptTokens(request.prompt_case() == v1::GenerateRequest::kText,
+                   request.text(),
+                   request.prompt_case() == v1::GenerateRequest::kTokenIds,
+                   request.token_ids().ids(), request.no_eos_prefix(), context,
+                   "a prompt is required: set text or token_ids"));
   return out;
 }
 
@@ -237,11 +237,11 @@ absl::StatusOr<scheduler::ScoreRequest> ToScoreRequest(
   out.top_logprobs = request.top_logprobs();
   TVQ_ASSIGN_OR_RETURN(
       out.tokens,
-      PromptTokens(
-          request.input_case() == v1::ScoreRequest::kText, request.text(),
-          request.input_case() == v1::ScoreRequest::kTokenIds,
-          request.token_ids().ids(), request.no_eos_prefix(), context,
-          "text or token_ids is required: the sequence to score"));
+      PromptTokens(request.input_case() == v1::ScoreRequest::kText,
+                   request.text(),
+                   request.input_case() == v1::ScoreRequest::kTokenIds,
+                   request.token_ids().ids(), request.no_eos_prefix(), context,
+                   "text or token_ids is required: the sequence to score"));
   if (out.tokens.size() < 2) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "the scored sequence must have at least 2 tokens (eos prefix "

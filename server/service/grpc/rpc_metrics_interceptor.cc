@@ -27,7 +27,9 @@ thread_local std::string invalid_utf8_field;
 // See DeadlinePassed.
 constexpr std::chrono::milliseconds kDeadlineSlack(250);
 
-std::string TakeInvalidUtf8Field() { return std::exchange(invalid_utf8_field, {}); }
+std::string TakeInvalidUtf8Field() {
+  return std::exchange(invalid_utf8_field, {});
+}
 
 // The request message of `method`, for messages.
 std::string RequestType(const std::string& method) {
@@ -55,8 +57,7 @@ class RpcMetricsInterceptor final : public grpc::experimental::Interceptor {
             InterceptionHookPoints::PRE_SEND_STATUS)) {
       grpc::Status status = methods->GetSendStatus();
       const bool expired = DeadlinePassed();
-      if (unparsed_ &&
-          status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
+      if (unparsed_ && status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
           status.error_message().empty()) {
         status = UnparsedStatus(expired);
         methods->ModifySendStatus(status);
@@ -109,10 +110,9 @@ class RpcMetricsInterceptor final : public grpc::experimental::Interceptor {
       return grpc::Status(grpc::StatusCode::CANCELLED,
                           "the call was cancelled before the request was read");
     }
-    return grpc::Status(
-        grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrFormat("the request is not a valid %s message",
-                        RequestType(method_)));
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrFormat("the request is not a valid %s message",
+                                        RequestType(method_)));
   }
 
   metrics::RpcMetrics* const metrics_;
@@ -133,9 +133,8 @@ void PrintProtobufLog(google::protobuf::LogLevel level, const char* filename,
   std::fflush(stderr);
 }
 
-void FilteredProtobufLog(google::protobuf::LogLevel level,
-                         const char* filename, int line,
-                         const std::string& message) {
+void FilteredProtobufLog(google::protobuf::LogLevel level, const char* filename,
+                         int line, const std::string& message) {
   if (message.find(kInvalidUtf8) == std::string::npos) {
     PrintProtobufLog(level, filename, line, message);
     return;
@@ -178,8 +177,8 @@ RpcMetricsInterceptorFactory::CreateServerInterceptor(
       std::strncmp(method, kServicePrefix, sizeof(kServicePrefix) - 1) != 0) {
     return nullptr;
   }
-  return new RpcMetricsInterceptor(
-      metrics_, method + sizeof(kServicePrefix) - 1, info);
+  return new RpcMetricsInterceptor(metrics_,
+                                   method + sizeof(kServicePrefix) - 1, info);
 }
 
 void InstallProtobufLogFilter() {

@@ -79,8 +79,8 @@ absl::StatusOr<ListenAddress> ParseListenAddress(absl::string_view address) {
   if (port.empty() || port.find_first_not_of("0123456789") != port.npos ||
       port.size() > 5 || !absl::SimpleAtoi(port, &parsed.port) ||
       parsed.port > 65535) {
-    return invalid(absl::StrCat("has port \"", port,
-                                "\", not a number in [0, 65535]"));
+    return invalid(
+        absl::StrCat("has port \"", port, "\", not a number in [0, 65535]"));
   }
   return parsed;
 }
