@@ -26,6 +26,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/server_process.h"
+#include "tests/support/sanitizers.h"
 
 namespace tvq::testing {
 namespace {
@@ -383,6 +384,10 @@ TEST(ModelLimitsTest, AModelTooBigForTheProcessFailsAtLoadNamingTheLimit) {
     EXPECT_NE(exit.output.find("\"mem_len\" must be at most 1048576"),
               std::string::npos)
         << exit.output;
+  }
+  if (kSanitizerBuild) {
+    GTEST_SKIP() << "RLIMIT_AS cannot be set under ASan/TSan (their shadow "
+                    "memory reserves terabytes of address space)";
   }
   {
     // Allowed by the bounds, but two slots of it take 4.3 GB.
