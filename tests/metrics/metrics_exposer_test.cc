@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "server/metrics/metrics.h"
 #include "tests/metrics/prometheus_text.h"
+#include "tests/support/sanitizers.h"
 
 namespace tvq::metrics {
 namespace {
@@ -87,6 +88,13 @@ TEST_F(MetricsExposerTest, ServesTheMetricsOnAPickedPort) {
   EXPECT_TRUE(scrape->Has("process_resident_memory_bytes"));
   EXPECT_TRUE(scrape->Has("tvq_time_to_first_token_seconds_bucket"));
 
+  if (testing::kSanitizerBuild) {
+    GTEST_SKIP() << "not asking for another path under ASan/TSan: civetweb's "
+                    "404 page (mg_send_http_error, vsnprintf) overflows its "
+                    "worker's fixed small stack (USE_STACK_SIZE, compiled "
+                    "into Debian's libcivetweb) once the sanitizer's "
+                    "interceptors add their frames";
+  }
   absl::StatusOr<testing::HttpResponse> elsewhere =
       testing::HttpGet("127.0.0.1", port, "/other");
   ASSERT_TRUE(elsewhere.ok()) << elsewhere.status();
