@@ -16,6 +16,7 @@ std::unique_ptr<Command> MakeDetokenizeCommand();
 std::unique_ptr<Command> MakeInfoCommand();
 std::unique_ptr<Command> MakeHealthCommand();
 std::unique_ptr<Command> MakeBenchCommand();
+std::unique_ptr<Command> MakeSessionCommand();
 
 }  // namespace tvq::client
 

@@ -33,6 +33,7 @@ std::vector<std::unique_ptr<Command>> AllCommands() {
   commands.push_back(MakeInfoCommand());
   commands.push_back(MakeHealthCommand());
   commands.push_back(MakeBenchCommand());
+  commands.push_back(MakeSessionCommand());
   return commands;
 }
 

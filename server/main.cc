@@ -93,6 +93,22 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "are cut short (e.g. 30s, 2m)");
 ABSL_FLAG(int, block_len, 0,
           "Prefill block length in tokens (0 = the model's block_len)");
+ABSL_FLAG(int64_t, session_memory_bytes, int64_t{4} << 30,
+          "Host memory all sessions' saved states may take together; each "
+          "session is charged one state (docs/sessions.md)");
+ABSL_FLAG(absl::Duration, session_ttl, absl::Hours(1),
+          "How long an idle session lives when CreateSession sets no "
+          "ttl_seconds (e.g. 1h, 30m)");
+ABSL_FLAG(absl::Duration, session_max_ttl, absl::Hours(24 * 30),
+          "Longest ttl_seconds a session may ask for");
+ABSL_FLAG(bool, prefix_reuse, true,
+          "Automatic prefix reuse: a Generate without a session resumes from "
+          "the longest retained end-of-request state its prompt begins with "
+          "(within --session-memory-bytes); false turns it off");
+ABSL_FLAG(std::string, session_dir, "",
+          "Disk tier of sessions: evicted sessions are saved here instead of "
+          "dropped, every session is saved at shutdown, and a restarted "
+          "server with the same model lists and continues them (empty = off)");
 
 // ---- Connections and request size (issue 15, docs/security.md).
 ABSL_FLAG(int, max_connections, 1024,
@@ -252,6 +268,15 @@ absl::Status CheckFlags() {
         "--drain-timeout must be >= 0, got %s",
         absl::FormatDuration(absl::GetFlag(FLAGS_drain_timeout)))));
   }
+  status.Update(at_least("session-memory-bytes",
+                         absl::GetFlag(FLAGS_session_memory_bytes), 1));
+  if (absl::GetFlag(FLAGS_session_ttl) < absl::Seconds(1) ||
+      absl::GetFlag(FLAGS_session_ttl) > absl::GetFlag(FLAGS_session_max_ttl)) {
+    status.Update(absl::InvalidArgumentError(absl::StrFormat(
+        "--session-ttl must be in [1s, --session-max-ttl=%s], got %s",
+        absl::FormatDuration(absl::GetFlag(FLAGS_session_max_ttl)),
+        absl::FormatDuration(absl::GetFlag(FLAGS_session_ttl)))));
+  }
   if (absl::GetFlag(FLAGS_listen).empty()) {
     status.Update(absl::InvalidArgumentError(
         "--listen must be HOST:PORT, got an empty string"));
@@ -296,6 +321,13 @@ tvq::core::EngineConfig EngineConfigFromFlags() {
   config.limits.max_connections = absl::GetFlag(FLAGS_max_connections);
   config.limits.max_concurrent_streams =
       absl::GetFlag(FLAGS_max_concurrent_streams);
+  config.sessions.memory_bytes = absl::GetFlag(FLAGS_session_memory_bytes);
+  config.sessions.default_ttl_seconds =
+      absl::ToInt64Seconds(absl::GetFlag(FLAGS_session_ttl));
+  config.sessions.max_ttl_seconds =
+      absl::ToInt64Seconds(absl::GetFlag(FLAGS_session_max_ttl));
+  config.sessions.dir = absl::GetFlag(FLAGS_session_dir);
+  config.sessions.prefix_reuse = absl::GetFlag(FLAGS_prefix_reuse);
   return config;
 }
 
@@ -330,6 +362,41 @@ tvq::metrics::EngineSnapshotSource EngineSource(
     snapshot.busy_slots = stats.busy_slots;
     snapshot.queued_requests = stats.queued_requests;
     snapshot.state_bytes_per_sequence = engine.state_bytes_per_sequence();
+    return snapshot;
+  };
+}
+
+// The session families' source: the engine's session store and transfers.
+tvq::metrics::SessionSnapshotSource SessionSource(
+    const tvq::core::Engine& engine) {
+  return [&engine] {
+    tvq::sessions::SessionManager& sessions = engine.sessions();
+    const tvq::sessions::SessionStoreStats store = sessions.Stats();
+    const tvq::sessions::SessionTransferStats transfers =
+        sessions.TransferStats();
+    tvq::metrics::SessionSnapshot snapshot;
+    snapshot.sessions_host = store.sessions_host;
+    snapshot.sessions_slot = store.sessions_slot;
+    snapshot.sessions_disk = store.sessions_disk;
+    snapshot.state_bytes_disk = store.state_bytes_disk;
+    snapshot.spills_total = store.spills_total;
+    snapshot.loads_total = store.loads_total;
+    snapshot.pinned = store.pinned;
+    snapshot.state_bytes_host = store.state_bytes_host;
+    snapshot.state_bytes_slot = store.state_bytes_slot;
+    snapshot.capacity = store.capacity;
+    snapshot.evictions_total = store.evictions_total;
+    snapshot.expiries_total = store.expiries_total;
+    snapshot.exports_total = transfers.exports_total;
+    snapshot.export_bytes_total = transfers.export_bytes_total;
+    snapshot.imports_total = transfers.imports_total;
+    snapshot.import_bytes_total = transfers.import_bytes_total;
+    snapshot.import_failures_total = transfers.import_failures_total;
+    snapshot.prefix_entries = store.prefix_entries;
+    snapshot.prefix_bytes = store.prefix_bytes;
+    snapshot.prefix_queries_total = transfers.prefix_queries_total;
+    snapshot.prefix_hits_total = transfers.prefix_hits_total;
+    snapshot.prefix_cached_tokens_total = transfers.prefix_cached_tokens_total;
     return snapshot;
   };
 }
@@ -511,6 +578,14 @@ int main(int argc, char** argv) {
     Log("%s", info.ToString());
   }
   metrics.SetEngineSource(EngineSource(*engine));
+  metrics.SetSessionSource(SessionSource(*engine));
+  for (const std::string& problem : engine->session_dir_problems()) {
+    Log("--session-dir: %s", problem);
+  }
+  if (!engine_config.sessions.dir.empty()) {
+    Log("--session-dir=%s: %d sessions on disk", engine_config.sessions.dir,
+        engine->sessions().Stats().sessions_disk);
+  }
   readiness.SetServing(engine.get());
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
@@ -564,6 +639,7 @@ int main(int argc, char** argv) {
   server->Shutdown(absl::ToChronoTime(absl::Now()));
   engine->Stop();
   metrics.SetEngineSource(nullptr);
+  metrics.SetSessionSource(nullptr);
   Log("stopped");
   return 0;
 }

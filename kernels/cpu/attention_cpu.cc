@@ -35,14 +35,33 @@ inline float ExpInPlace(int n, float maximum, float* scores) {
 
 }  // namespace
 
+HeadAttention SliceHead(const AttentionShape& shape,
+                        const AttentionTables& tables,
+                        const SublayerState& state, int slot, int head) {
+  const int64_t H = shape.n_head, S = shape.n_code, M = shape.mem_len,
+                dk = shape.d_k, dv = shape.d_v;
+  const int64_t slot_head = static_cast<int64_t>(slot) * H + head;
+  HeadAttention view;
+  view.shape = shape;
+  view.codebook = tables.codebook + head * S * dk;
+  view.relative = tables.relative + head * (M + 1) * dk;
+  view.u = tables.u + head * dk;
+  view.v = tables.v + head * dk;
+  view.counts = state.counts + slot_head * S;
+  view.means = state.means + slot_head * S * dv;
+  view.window_codes = state.window_codes + slot_head * M;
+  view.window_values = state.window_values + slot_head * M * dv;
+  return view;
+}
+
 int DecodeScratchFloats(const HeadAttention& head) {
-  return 2 * head.d_k + head.n_code + head.mem_len + 1;
+  return 2 * head.shape.d_k + head.shape.n_code + head.shape.mem_len + 1;
 }
 
 void DecodeAttentionWeights(const HeadAttention& head, int64_t position,
                             const float* q, int32_t code, float* weights,
                             float* scratch) {
-  const int S = head.n_code, M = head.mem_len, dk = head.d_k;
+  const int S = head.shape.n_code, M = head.shape.mem_len, dk = head.shape.d_k;
   float* qu = scratch;
   float* qv = qu + dk;
   float* code_scores = qv + dk;
@@ -75,7 +94,7 @@ void DecodeAttentionWeights(const HeadAttention& head, int64_t position,
   *own_weight = code_scores[code] + relative_scores[0];
   maximum = std::max(maximum, *own_weight);
   for (int s = 0; s < S; ++s) {
-    if (head.agg_cache && head.counts[s] > 0) {
+    if (head.shape.agg_cache && head.counts[s] > 0) {
       code_weights[s] = code_scores[s] + std::log(head.counts[s]);
       maximum = std::max(maximum, code_weights[s]);
     } else {
@@ -88,13 +107,14 @@ void DecodeAttentionWeights(const HeadAttention& head, int64_t position,
 }
 
 void DecodeWeightedValues(const HeadAttention& head, const float* weights,
-                          const float* value, int column_begin,
-                          int column_end, float* out) {
-  const int S = head.n_code, M = head.mem_len, dv = head.d_v;
+                          const float* value, int column_begin, int column_end,
+                          float* out) {
+  const int S = head.shape.n_code, M = head.shape.mem_len, dv = head.shape.d_v;
   const int width = column_end - column_begin;
   float* target = out + column_begin;
   const float own_weight = weights[M];
-  for (int c = 0; c < width; ++c) target[c] = own_weight * value[column_begin + c];
+  for (int c = 0; c < width; ++c)
+    target[c] = own_weight * value[column_begin + c];
   for (int m = 0; m < M; ++m) {
     if (weights[m] == 0) continue;
     Axpy(width, weights[m],
@@ -111,21 +131,26 @@ void DecodeWeightedValues(const HeadAttention& head, const float* weights,
 
 int64_t BlockScratchFloats(const HeadAttention& head, int n) {
   const int64_t rows = n;
-  return rows * (2 * head.d_k + 2 * head.n_code + 2 * head.mem_len + 1 + n);
+  return rows * (2 * head.shape.d_k + 2 * head.shape.n_code +
+                 2 * head.shape.mem_len + 1 + n);
 }
 
 void BlockAttention(const HeadAttention& head, int64_t first_position, int n,
                     const float* q, int q_stride, const int32_t* codes,
                     int code_stride, const float* values, int value_stride,
                     float* out, int out_stride, float* scratch) {
-  const int S = head.n_code, M = head.mem_len, dk = head.d_k, dv = head.d_v;
-  float* qu = scratch;                                    // [n, dk]
-  float* qv = qu + static_cast<int64_t>(n) * dk;          // [n, dk]
-  float* code_scores = qv + static_cast<int64_t>(n) * dk; // [n, S]
-  float* relative_scores = code_scores + static_cast<int64_t>(n) * S;  // [n, M+1]
-  float* window_weights = relative_scores + static_cast<int64_t>(n) * (M + 1);  // [n, M]
-  float* block_weights = window_weights + static_cast<int64_t>(n) * M;  // [n, n]
-  float* code_weights = block_weights + static_cast<int64_t>(n) * n;    // [n, S]
+  const int S = head.shape.n_code, M = head.shape.mem_len, dk = head.shape.d_k,
+            dv = head.shape.d_v;
+  float* qu = scratch;                                     // [n, dk]
+  float* qv = qu + static_cast<int64_t>(n) * dk;           // [n, dk]
+  float* code_scores = qv + static_cast<int64_t>(n) * dk;  // [n, S]
+  float* relative_scores =
+      code_scores + static_cast<int64_t>(n) * S;  // [n, M+1]
+  float* window_weights =
+      relative_scores + static_cast<int64_t>(n) * (M + 1);  // [n, M]
+  float* block_weights =
+      window_weights + static_cast<int64_t>(n) * M;                   // [n, n]
+  float* code_weights = block_weights + static_cast<int64_t>(n) * n;  // [n, S]
 
   for (int i = 0; i < n; ++i) {
     const float* query = q + static_cast<int64_t>(i) * q_stride;
@@ -142,7 +167,8 @@ void BlockAttention(const HeadAttention& head, int64_t first_position, int n,
 
   for (int i = 0; i < n; ++i) {
     const float* row_codes = code_scores + static_cast<int64_t>(i) * S;
-    const float* row_relative = relative_scores + static_cast<int64_t>(i) * (M + 1);
+    const float* row_relative =
+        relative_scores + static_cast<int64_t>(i) * (M + 1);
     float* row_window = window_weights + static_cast<int64_t>(i) * M;
     float* row_block = block_weights + static_cast<int64_t>(i) * n;
     float* row_aggregate = code_weights + static_cast<int64_t>(i) * S;
@@ -153,7 +179,7 @@ void BlockAttention(const HeadAttention& head, int64_t first_position, int n,
     for (int m = 0; m < M; ++m) {
       const int32_t window_code = head.window_codes[m];
       const int distance = WindowDistance(m, first_position, M) + i;
-      if (window_code < 0 || (distance > M && !head.agg_cache)) {
+      if (window_code < 0 || (distance > M && !head.shape.agg_cache)) {
         row_window[m] = kExcluded;
         continue;
       }
@@ -163,7 +189,7 @@ void BlockAttention(const HeadAttention& head, int64_t first_position, int n,
     }
     for (int j = 0; j < n; ++j) {
       const int distance = i - j;
-      if (distance < 0 || (distance > M && !head.agg_cache)) {
+      if (distance < 0 || (distance > M && !head.shape.agg_cache)) {
         row_block[j] = kExcluded;
         continue;
       }
@@ -172,7 +198,7 @@ void BlockAttention(const HeadAttention& head, int64_t first_position, int n,
       maximum = std::max(maximum, row_block[j]);
     }
     for (int s = 0; s < S; ++s) {
-      if (head.agg_cache && head.counts[s] > 0) {
+      if (head.shape.agg_cache && head.counts[s] > 0) {
         row_aggregate[s] = row_codes[s] + std::log(head.counts[s]);
         maximum = std::max(maximum, row_aggregate[s]);
       } else {
@@ -193,7 +219,7 @@ void BlockAttention(const HeadAttention& head, int64_t first_position, int n,
               window_weights, M, head.window_values, dv, 0.0f, out, out_stride);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dv, n, 1.0f,
               block_weights, n, values, value_stride, 1.0f, out, out_stride);
-  if (head.agg_cache) {
+  if (head.shape.agg_cache) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dv, S, 1.0f,
                 code_weights, S, head.means, dv, 1.0f, out, out_stride);
   }

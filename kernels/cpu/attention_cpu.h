@@ -5,15 +5,14 @@
 
 #include <cstdint>
 
+#include "kernels/attention_types.h"
+
 namespace tvq::kernels::cpu {
 
-// One head of one sublayer for one slot: tables and state.
+// One head of one sublayer for one slot: its sizes and the slices of the
+// sublayer's tables and state that belong to it (SliceHead makes one).
 struct HeadAttention {
-  int n_code = 0;   // S
-  int mem_len = 0;  // M
-  int d_k = 0;
-  int d_v = 0;
-  bool agg_cache = false;
+  AttentionShape shape;                   // of the whole sublayer
   const float* codebook = nullptr;        // [S, d_k]
   const float* relative = nullptr;        // [M + 1, d_k], row d = r_d
   const float* u = nullptr;               // [d_k]
@@ -24,12 +23,18 @@ struct HeadAttention {
   const float* window_values = nullptr;   // [M, d_v]
 };
 
+// Head `head` of slot `slot`: pointers offset into `tables` and `state`
+// (F32 arrays).
+HeadAttention SliceHead(const AttentionShape& shape,
+                        const AttentionTables& tables,
+                        const SublayerState& state, int slot, int head);
+
 // Floats of scratch DecodeAttentionWeights needs.
 int DecodeScratchFloats(const HeadAttention& head);
 // Weights DecodeAttentionWeights writes: M window slots, the new token, S
 // codes.
 inline int DecodeWeightCount(const HeadAttention& head) {
-  return head.mem_len + 1 + head.n_code;
+  return head.shape.mem_len + 1 + head.shape.n_code;
 }
 
 // Softmax weights of the query at `position` (its key code `code`) over the
@@ -42,8 +47,8 @@ void DecodeAttentionWeights(const HeadAttention& head, int64_t position,
 // out[c] = sum of weights * values for columns c in [column_begin,
 // column_end): window values, the new token's `value`, the code means.
 void DecodeWeightedValues(const HeadAttention& head, const float* weights,
-                          const float* value, int column_begin,
-                          int column_end, float* out);
+                          const float* value, int column_begin, int column_end,
+                          float* out);
 
 // Floats of scratch BlockAttention needs for n queries.
 int64_t BlockScratchFloats(const HeadAttention& head, int n);

@@ -42,7 +42,7 @@ __device__ void SoftmaxRowInPlace(float* row, int width, float maximum,
 
 // ---- decode
 
-int DecodeWeightCount(const AttentionDims& dims) {
+int DecodeWeightCount(const AttentionShape& dims) {
   return dims.mem_len + 1 + dims.n_code;
 }
 
@@ -50,7 +50,7 @@ int DecodeWeightCount(const AttentionDims& dims) {
 // about `target_blocks` blocks. It does not depend on the batch, so that a
 // query's sums are grouped the same way whatever its batch peers (decode
 // results are batch-invariant bit for bit).
-int DecodeRowSplits(const AttentionDims& dims, int target_blocks,
+int DecodeRowSplits(const AttentionShape& dims, int target_blocks,
                     int column_chunk) {
   const int64_t blocks =
       static_cast<int64_t>(CeilDiv(dims.d_v, column_chunk)) * dims.n_head;
@@ -65,8 +65,8 @@ int DecodeRowSplits(const AttentionDims& dims, int target_blocks,
 
 // One block per (query b, head h): code scores, relative scores, then the
 // normalized weights [window M | own 1 | codes S] into `weights`.
-__global__ void DecodeWeightsKernel(AttentionDims dims,
-                                    AttentionTableView tables, StateView state,
+__global__ void DecodeWeightsKernel(AttentionShape dims,
+                                    AttentionTables tables, SublayerState state,
                                     const int32_t* __restrict__ slots,
                                     const int64_t* __restrict__ positions,
                                     const float* __restrict__ q, int q_stride,
@@ -148,7 +148,7 @@ __device__ __forceinline__ void LoadVector(const float* source, float* out) {
 // rows of weight * value row, columns [chunk * 32 * kVector, +32 * kVector).
 // Warps take rows round-robin; rows of weight 0 are skipped (as the CPU).
 template <int kVector>
-__global__ void DecodeValuesKernel(AttentionDims dims, StateView state,
+__global__ void DecodeValuesKernel(AttentionShape dims, SublayerState state,
                                    const int32_t* __restrict__ slots,
                                    const float* __restrict__ values,
                                    int value_stride,
@@ -243,7 +243,7 @@ __global__ void PrepareBlockQueriesKernel(
 // Block (query i, head h). Window key m is at distance WindowDistance + i
 // and block key j at i - j; beyond M ("bubble") they are attended without
 // the position term with agg_cache and dropped without.
-__global__ void BlockWeightsKernel(AttentionDims dims, StateView state,
+__global__ void BlockWeightsKernel(AttentionShape dims, SublayerState state,
                                    int slot, int64_t first_position, int n,
                                    const float* __restrict__ code_scores,
                                    const float* __restrict__ relative_scores,
@@ -290,7 +290,7 @@ __global__ void BlockWeightsKernel(AttentionDims dims, StateView state,
 
 }  // namespace
 
-size_t DecodeAttentionScratchFloats(const AttentionDims& dims, int batch,
+size_t DecodeAttentionScratchFloats(const AttentionShape& dims, int batch,
                                     int target_blocks) {
   const size_t weights =
       static_cast<size_t>(batch) * dims.n_head * DecodeWeightCount(dims);
@@ -306,9 +306,9 @@ size_t DecodeAttentionScratchFloats(const AttentionDims& dims, int batch,
   return weights + partials;
 }
 
-cudaError_t DecodeAttention(const AttentionDims& dims,
-                            const AttentionTableView& tables,
-                            const StateView& state, const int32_t* slots,
+cudaError_t DecodeAttention(const AttentionShape& dims,
+                            const AttentionTables& tables,
+                            const SublayerState& state, const int32_t* slots,
                             const int64_t* positions, int batch, const float* q,
                             int q_stride, const int32_t* codes,
                             const float* values, int value_stride, float* out,
@@ -358,7 +358,7 @@ cudaError_t DecodeAttention(const AttentionDims& dims,
   return cudaGetLastError();
 }
 
-cudaError_t PrepareBlockQueries(const AttentionDims& dims, int n,
+cudaError_t PrepareBlockQueries(const AttentionShape& dims, int n,
                                 const float* q, int q_stride, const float* u,
                                 const float* v, float* qu, float* qv,
                                 cudaStream_t stream) {
@@ -372,8 +372,8 @@ cudaError_t PrepareBlockQueries(const AttentionDims& dims, int n,
   return cudaGetLastError();
 }
 
-cudaError_t BlockAttentionWeights(const AttentionDims& dims,
-                                  const StateView& state, int slot,
+cudaError_t BlockAttentionWeights(const AttentionShape& dims,
+                                  const SublayerState& state, int slot,
                                   int64_t first_position, int n,
                                   const float* code_scores,
                                   const float* relative_scores,

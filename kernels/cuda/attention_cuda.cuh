@@ -8,7 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cuda/attention_types.cuh"
+#include "kernels/attention_types.h"
 
 namespace tvq::kernels::cuda {
 
@@ -16,7 +16,7 @@ namespace tvq::kernels::cuda {
 
 // Floats of scratch DecodeAttention needs for `batch` queries when it aims
 // at `target_blocks` blocks (e.g. twice the SM count) per value pass.
-size_t DecodeAttentionScratchFloats(const AttentionDims& dims, int batch,
+size_t DecodeAttentionScratchFloats(const AttentionShape& dims, int batch,
                                     int target_blocks);
 
 // Query b (q + b * q_stride, [H, d_k]) of slot slots[b] at positions[b]
@@ -26,28 +26,29 @@ size_t DecodeAttentionScratchFloats(const AttentionDims& dims, int batch,
 // with a nonzero count (score + log count, value = mean). Code scores are
 // computed once per query; window scores are gathers of them. Writes out
 // [batch, H * d_v]. The state is read only.
-cudaError_t DecodeAttention(const AttentionDims& dims,
-                            const AttentionTableView& tables,
-                            const StateView& state, const int32_t* slots,
+cudaError_t DecodeAttention(const AttentionShape& dims,
+                            const AttentionTables& tables,
+                            const SublayerState& state, const int32_t* slots,
                             const int64_t* positions, int batch, const float* q,
                             int q_stride, const int32_t* codes,
                             const float* values, int value_stride, float* out,
                             float* scratch, int target_blocks,
                             cudaStream_t stream);
 
-// ---- prefill: a block of n queries of one slot. The caller computes, per
-// head, code_scores = qu C^T and relative_scores = qv R^T (fp32 GEMMs), and
+// ---- prefill: a block of n queries of one slot, the kernel steps of
+// block_attention_cuda.cuh (which composes them): it computes, per head,
+// code_scores = qu C^T and relative_scores = qv R^T (fp32 GEMMs), and
 // afterwards out = W[:, :M] window_values + W[:, M:M+n] values +
 // W[:, M+n:] means (the last only with agg_cache).
 
 // Width of a row of BlockAttentionWeights' output: M + n + S.
-inline int BlockWeightsWidth(const AttentionDims& dims, int n) {
+inline int BlockWeightsWidth(const AttentionShape& dims, int n) {
   return dims.mem_len + n + dims.n_code;
 }
 
 // qu[h, i, :] = q[i, h, :] + u[h, :] and qv[h, i, :] = q[i, h, :] + v[h, :]
 // for the n rows of q (row stride q_stride); qu, qv are [H, n, d_k].
-cudaError_t PrepareBlockQueries(const AttentionDims& dims, int n,
+cudaError_t PrepareBlockQueries(const AttentionShape& dims, int n,
                                 const float* q, int q_stride, const float* u,
                                 const float* v, float* qu, float* qv,
                                 cudaStream_t stream);
@@ -56,8 +57,8 @@ cudaError_t PrepareBlockQueries(const AttentionDims& dims, int n,
 // over [its M window slots | the block's n keys | the S codes], written to
 // weights [H, n, M + n + S] (excluded entries 0). code_scores [H, n, S],
 // relative_scores [H, n, M + 1]; the block's codes are codes[j * H + h].
-cudaError_t BlockAttentionWeights(const AttentionDims& dims,
-                                  const StateView& state, int slot,
+cudaError_t BlockAttentionWeights(const AttentionShape& dims,
+                                  const SublayerState& state, int slot,
                                   int64_t first_position, int n,
                                   const float* code_scores,
                                   const float* relative_scores,

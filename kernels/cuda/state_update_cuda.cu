@@ -18,7 +18,7 @@ __device__ __forceinline__ int RingSlot(int64_t position, int mem_len) {
 // Block per head. evicted[h, i] = the code token i evicts: the window's
 // code at its ring slot for i < M (-1 when empty), else the code of token
 // i - M of this block. Then the ring codes take their final values.
-__global__ void EvictionScheduleKernel(AttentionDims dims, StateView state,
+__global__ void EvictionScheduleKernel(AttentionShape dims, SublayerState state,
                                        int slot, int64_t first_position, int n,
                                        const int32_t* __restrict__ codes,
                                        int32_t* __restrict__ evicted) {
@@ -43,7 +43,7 @@ __global__ void EvictionScheduleKernel(AttentionDims dims, StateView state,
 // n' = n + 1, m' = m + (v - m) / n', where v is the evicted token's value
 // (the old ring value for i < M, else token i - M's). Counts are read
 // only here (UpdateCountsKernel writes them afterwards).
-__global__ void UpdateMeansKernel(AttentionDims dims, StateView state, int slot,
+__global__ void UpdateMeansKernel(AttentionShape dims, SublayerState state, int slot,
                                   int64_t first_position, int n,
                                   const int32_t* __restrict__ evicted,
                                   const float* __restrict__ values,
@@ -119,7 +119,7 @@ __global__ void UpdateMeansKernel(AttentionDims dims, StateView state, int slot,
 
 // Block per head: counts[s] += 1 once per eviction into s (added one at a
 // time, as the CPU does).
-__global__ void UpdateCountsKernel(AttentionDims dims, StateView state,
+__global__ void UpdateCountsKernel(AttentionShape dims, SublayerState state,
                                    int slot, int n,
                                    const int32_t* __restrict__ evicted) {
   const int H = dims.n_head, S = dims.n_code, h = blockIdx.x;
@@ -141,7 +141,7 @@ __global__ void UpdateCountsKernel(AttentionDims dims, StateView state,
 // The ring values of the tokens still in the window after the block
 // (i >= n - M) take their slots. Runs after UpdateMeansKernel, which reads
 // the old ring values.
-__global__ void WriteWindowKernel(AttentionDims dims, StateView state, int slot,
+__global__ void WriteWindowKernel(AttentionShape dims, SublayerState state, int slot,
                                   int64_t first_position, int n,
                                   const float* __restrict__ values,
                                   int value_stride) {
@@ -160,7 +160,7 @@ __global__ void WriteWindowKernel(AttentionDims dims, StateView state, int slot,
 
 // Block per (slot b, head h) of a decode batch; every column in one block,
 // so the count and ring code can be updated after a barrier.
-__global__ void UpdateStateBatchKernel(AttentionDims dims, StateView state,
+__global__ void UpdateStateBatchKernel(AttentionShape dims, SublayerState state,
                                        const int32_t* __restrict__ slots,
                                        const int64_t* __restrict__ positions,
                                        const int32_t* __restrict__ codes,
@@ -193,7 +193,7 @@ __global__ void UpdateStateBatchKernel(AttentionDims dims, StateView state,
 
 }  // namespace
 
-cudaError_t UpdateState(const AttentionDims& dims, const StateView& state,
+cudaError_t UpdateState(const AttentionShape& dims, const SublayerState& state,
                         int slot, int64_t first_position, int n,
                         const int32_t* codes, const float* values,
                         int value_stride, int32_t* scratch,
@@ -223,7 +223,7 @@ cudaError_t UpdateState(const AttentionDims& dims, const StateView& state,
   return cudaGetLastError();
 }
 
-cudaError_t UpdateStateBatch(const AttentionDims& dims, const StateView& state,
+cudaError_t UpdateStateBatch(const AttentionShape& dims, const SublayerState& state,
                              const int32_t* slots, const int64_t* positions,
                              int batch, const int32_t* codes,
                              const float* values, int value_stride,

@@ -10,12 +10,12 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cuda/attention_types.cuh"
+#include "kernels/attention_types.h"
 
 namespace tvq::kernels::cuda {
 
 // Int32 scratch UpdateState needs for n tokens.
-inline size_t UpdateStateScratchInts(const AttentionDims& dims, int n) {
+inline size_t UpdateStateScratchInts(const AttentionShape& dims, int n) {
   return static_cast<size_t>(dims.n_head) * (n > 0 ? n : 0);
 }
 
@@ -23,7 +23,7 @@ inline size_t UpdateStateScratchInts(const AttentionDims& dims, int n) {
 // values + i * value_stride + h * d_v) into the window of `slot`: for each
 // token, the one in ring slot p mod M (if any) joins count/mean of its code,
 // then the token takes the slot.
-cudaError_t UpdateState(const AttentionDims& dims, const StateView& state,
+cudaError_t UpdateState(const AttentionShape& dims, const SublayerState& state,
                         int slot, int64_t first_position, int n,
                         const int32_t* codes, const float* values,
                         int value_stride, int32_t* scratch,
@@ -32,11 +32,11 @@ cudaError_t UpdateState(const AttentionDims& dims, const StateView& state,
 // The same for one token per slot of a decode batch: slots, positions are
 // device arrays of `batch` distinct slots; codes [batch, H]; values + b *
 // value_stride + h * d_v.
-cudaError_t UpdateStateBatch(const AttentionDims& dims, const StateView& state,
-                             const int32_t* slots, const int64_t* positions,
-                             int batch, const int32_t* codes,
-                             const float* values, int value_stride,
-                             cudaStream_t stream);
+cudaError_t UpdateStateBatch(const AttentionShape& dims,
+                             const SublayerState& state, const int32_t* slots,
+                             const int64_t* positions, int batch,
+                             const int32_t* codes, const float* values,
+                             int value_stride, cudaStream_t stream);
 
 }  // namespace tvq::kernels::cuda
 

@@ -1,6 +1,14 @@
 // The device interface the model is written against: memory plus one virtual
 // per model-level operation. CpuBackend and CudaBackend implement it; every
 // pointer an op takes is backend memory unless the comment says "host".
+//
+// Weights cross the interface as TensorViews (tensor.h) carrying their dtype
+// and shape; attention tables and state carry theirs in the structs of
+// kernels/attention_types.h. Supports(op, dtype) says which dtypes a backend
+// runs (F32 everywhere today). Every op first validates its arguments with
+// op_checks.h (sizes, strides, null pointers, slot indices, dtypes) and
+// returns InvalidArgument / OutOfRange / Unimplemented naming the backend
+// and the op, so no backend reads an argument it has not checked.
 #ifndef TVQ_SERVER_BACKEND_BACKEND_H_
 #define TVQ_SERVER_BACKEND_BACKEND_H_
 
@@ -12,6 +20,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/attention_types.h"
+#include "server/backend/tensor.h"
 
 namespace tvq::runtime {
 
@@ -40,7 +50,9 @@ class DeviceBuffer {
   ~DeviceBuffer() { Release(); }
 
   template <typename T>
-  T* as() const { return static_cast<T*>(pointer_); }
+  T* as() const {
+    return static_cast<T*>(pointer_);
+  }
   void* get() const { return pointer_; }
   size_t bytes() const { return bytes_; }
 
@@ -54,52 +66,52 @@ class DeviceBuffer {
   std::function<void(void*)> free_;
 };
 
-// Sizes of one attention sublayer.
-struct AttentionShape {
-  int n_head = 0;
-  int n_code = 0;   // S
-  int mem_len = 0;  // M
-  int d_k = 0;
-  int d_v = 0;
-  bool agg_cache = false;
-};
+// The shapes of attention and state, defined once for every backend and
+// both kernel folders in kernels/attention_types.h.
+using AttentionShape = ::tvq::kernels::AttentionShape;
+using AttentionTables = ::tvq::kernels::AttentionTables;
+using SublayerState = ::tvq::kernels::SublayerState;
 
-// Input-independent tensors of one attention sublayer (backend memory).
-struct AttentionTables {
-  const float* codebook = nullptr;        // [H, S, d_k] = c_sum / max(c_count, 0.01)
-  const float* codebook_sq_norm = nullptr;  // [H, S] |c_s|^2
-  const float* relative = nullptr;        // [H, M + 1, d_k]  r_d (scaled)
-  const float* u = nullptr;               // [H, d_k] u' (scaled)
-  const float* v = nullptr;               // [H, d_k] v' (scaled)
-};
-
-// The state of every slot for one sublayer (StatePool owns it). A slot's
-// arrays start at slot * (per-slot size).
-struct SublayerState {
-  float* counts = nullptr;          // [slots, H, S]
-  float* means = nullptr;           // [slots, H, S, d_v]
-  int32_t* window_codes = nullptr;  // [slots, H, M], -1 = empty
-  float* window_values = nullptr;   // [slots, H, M, d_v]
-};
-
-// Row-major GEMM: c = alpha * op(a) * op(b) + beta * c, op(a) [m, k],
-// op(b) [k, n]; lda/ldb/ldc are row strides of the stored matrices.
+// Row-major GEMM: c = alpha * op(a) * op(b) + beta * c with op(a) [m, k]
+// and op(b) [k, n]: a is stored [m, k] (or [k, m] with transpose_a), b [k, n]
+// (or [n, k] with transpose_b), c [m, n]; each view's row_stride is the
+// stored matrix's row stride. Activations (a, c) are F32; b is usually a
+// weight and may be any dtype the backend Supports(Op::kGemm, ...).
 struct GemmArgs {
   bool transpose_a = false;
   bool transpose_b = false;
-  int m = 0, n = 0, k = 0;
   float alpha = 1;
-  const float* a = nullptr;
-  int lda = 0;
-  const float* b = nullptr;
-  int ldb = 0;
+  TensorView a;
+  TensorView b;
   float beta = 0;
-  float* c = nullptr;
-  int ldc = 0;
+  MutableTensorView c;
   // Each row of c must be bitwise independent of the other rows (decode
   // batches: a sequence's numbers never depend on its batch peers).
   bool batch_invariant = false;
+
+  int m() const { return static_cast<int>(c.rows()); }
+  int n() const { return static_cast<int>(c.cols()); }
+  int k() const { return static_cast<int>(transpose_a ? a.rows() : a.cols()); }
 };
+
+// The operations of Backend, for Supports() and error messages.
+enum class Op {
+  kUploadWeights,
+  kGemm,
+  kEmbed,
+  kRmsNorm,
+  kHeadRmsNorm,
+  kSilu,
+  kMultiply,
+  kVqAssign,
+  kBlockAttention,
+  kDecodeAttention,
+  kUpdateState,
+  kUpdateStateBatch,
+  kLogSoftmax,
+};
+// "Gemm", "BlockAttention", ...: the virtual's name.
+const char* OpName(Op op);
 
 class Backend {
  public:
@@ -108,6 +120,15 @@ class Backend {
   virtual DeviceKind device() const = 0;
   // Human-readable device, e.g. "cpu (2 threads)" or "NVIDIA H100 (cuda:0)".
   virtual std::string DeviceName() const = 0;
+  // The implementing class, for error messages: "CpuBackend", "CudaBackend".
+  virtual const char* Name() const = 0;
+
+  // Whether `op` runs with its weight / table / state operand of `dtype`
+  // (the dtype of GemmArgs::b, of the embedding table, of norm gains and
+  // biases, of AttentionTables / SublayerState). Activations are F32
+  // everywhere. An op given an unsupported dtype returns Unimplemented
+  // ("CpuBackend::Gemm does not support BF16 weights yet").
+  virtual bool Supports(Op op, DType dtype) const = 0;
 
   // ---- memory
   virtual absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) = 0;
@@ -120,28 +141,29 @@ class Backend {
   virtual absl::Status Fill(float* data, size_t count, float value) = 0;
   virtual absl::Status FillInt(int32_t* data, size_t count, int32_t value) = 0;
   virtual absl::Status Synchronize() = 0;
-  // Makes read-only host data (which outlives its use) readable by ops and
-  // returns the pointer to pass them: the CPU uses `host` in place, a GPU
-  // copies it into `storage`.
-  virtual absl::StatusOr<const float*> UploadWeights(const float* host,
-                                                     size_t count,
-                                                     DeviceBuffer* storage) = 0;
+  // Makes a read-only host tensor (which outlives its use) readable by ops
+  // and returns the view to pass them, same dtype and shape: the CPU uses
+  // `host` in place, a GPU copies it (contiguous) into `storage`.
+  virtual absl::StatusOr<TensorView> UploadWeights(const TensorView& host,
+                                                   DeviceBuffer* storage) = 0;
 
   // ---- model-level operations
   virtual absl::Status Gemm(const GemmArgs& args) = 0;
 
   // x[i] = embeddings[tokens[i]] (+ position_scale * Sin(positions[i]) when
-  // add_positions). tokens, positions: host arrays of n.
-  virtual absl::Status Embed(const float* embeddings, int d_model,
+  // add_positions); embeddings [V, d_model], x [n, d_model] contiguous.
+  // tokens, positions: host arrays of n, tokens in [0, V).
+  virtual absl::Status Embed(const TensorView& embeddings,
                              const int32_t* tokens, const int64_t* positions,
                              int n, bool add_positions, float position_scale,
                              double pe_lam, float* x) = 0;
 
   // y = x / sqrt(1e-6 + mean(x^2)) * gain + bias over rows of `width`
-  // (gain/bias may be null); x and y have row strides.
+  // (gain, bias [width] or empty views); x and y have row strides.
   virtual absl::Status RmsNorm(int rows, int width, const float* x,
-                               int x_stride, const float* gain,
-                               const float* bias, float* y, int y_stride) = 0;
+                               int x_stride, const TensorView& gain,
+                               const TensorView& bias, float* y,
+                               int y_stride) = 0;
 
   // In place on `rows` rows: per head, q <- RMS(q) * scale (width d_k) for
   // the `heads` groups starting at q (stride q_stride).
@@ -167,11 +189,13 @@ class Backend {
   // modified) and the block's own keys (codes) and values. q row stride
   // q_stride ([H, d_k] per row), values stride value_stride ([H, d_v] per
   // row); out [n, H * d_v] contiguous.
-  virtual absl::Status BlockAttention(
-      const AttentionShape& shape, const AttentionTables& tables,
-      const SublayerState& state, int slot, int64_t first_position, int n,
-      const float* q, int q_stride, const int32_t* codes,
-      const float* values, int value_stride, float* out) = 0;
+  virtual absl::Status BlockAttention(const AttentionShape& shape,
+                                      const AttentionTables& tables,
+                                      const SublayerState& state, int slot,
+                                      int64_t first_position, int n,
+                                      const float* q, int q_stride,
+                                      const int32_t* codes, const float* values,
+                                      int value_stride, float* out) = 0;
 
   // One query per slot (slots: host array of batch distinct slot indices,
   // positions: host array of their positions). Same conventions as
@@ -192,17 +216,14 @@ class Backend {
                                    const int32_t* codes, const float* values,
                                    int value_stride) = 0;
   // Same for one token per slot of a decode batch.
-  virtual absl::Status UpdateStateBatch(const AttentionShape& shape,
-                                        const SublayerState& state,
-                                        const int* slots,
-                                        const int64_t* positions, int batch,
-                                        const int32_t* codes,
-                                        const float* values,
-                                        int value_stride) = 0;
+  virtual absl::Status UpdateStateBatch(
+      const AttentionShape& shape, const SublayerState& state, const int* slots,
+      const int64_t* positions, int batch, const int32_t* codes,
+      const float* values, int value_stride) = 0;
 
   // In place on [rows, cols]: x <- log_softmax((x + bias) * scale); bias
-  // [cols] may be null.
-  virtual absl::Status LogSoftmax(int rows, int cols, const float* bias,
+  // [cols] or an empty view.
+  virtual absl::Status LogSoftmax(int rows, int cols, const TensorView& bias,
                                   float scale, float* x) = 0;
 };
 

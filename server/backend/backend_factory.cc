@@ -50,10 +50,10 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(
                                   absl::StatusOr<std::unique_ptr<Backend>>*);
   static const absl::StatusOr<CreateFunction> create =
       []() -> absl::StatusOr<CreateFunction> {
-    absl::StatusOr<void*> module = OpenSharedModule(
-        {.file_name = "libtvq_cuda_backend.so",
-         .environment_variable = "TVQ_CUDA_BACKEND_MODULE",
-         .build_path = TVQ_CUDA_BACKEND_MODULE_PATH});
+    absl::StatusOr<void*> module =
+        OpenSharedModule({.file_name = "libtvq_cuda_backend.so",
+                          .environment_variable = "TVQ_CUDA_BACKEND_MODULE",
+                          .build_path = TVQ_CUDA_BACKEND_MODULE_PATH});
     if (!module.ok()) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "--device=cuda: the CUDA backend module cannot be loaded: %s",

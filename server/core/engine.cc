@@ -3,6 +3,7 @@
 #include <memory>
 #include <utility>
 
+#include "absl/strings/str_format.h"
 #include "server/base/status_macros.h"
 
 namespace tvq::core {
@@ -20,6 +21,39 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
       scheduler::Scheduler::Create(
           *engine->runtime_.transformer, *engine->runtime_.pool,
           engine->runtime_.tokenizer(), options, observer));
+  const runtime::ModelConfig& model = engine->runtime_.config();
+  TVQ_ASSIGN_OR_RETURN(
+      engine->fingerprints_,
+      sessions::FingerprintModelDir(config.model_dir, model.n_vocab));
+  const runtime::StatePool& pool = *engine->runtime_.pool;
+  sessions::BlobIdentity identity;
+  identity.model_fingerprint = engine->fingerprints_.model;
+  identity.tokenizer_fingerprint = engine->fingerprints_.tokenizer;
+  identity.num_sublayers = static_cast<uint32_t>(model.num_sublayers());
+  identity.n_head = static_cast<uint32_t>(model.n_head);
+  identity.n_code = static_cast<uint32_t>(model.n_code);
+  identity.mem_len = static_cast<uint32_t>(model.mem_len);
+  identity.d_v = static_cast<uint32_t>(model.d_v);
+  identity.n_vocab = static_cast<uint32_t>(model.n_vocab);
+  identity.state_bytes = pool.ExportBytes();
+  if (config.sessions.memory_bytes < static_cast<int64_t>(pool.ExportBytes())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--session-memory-bytes=%d holds no session: one saved state of this "
+        "model takes %d bytes",
+        config.sessions.memory_bytes, pool.ExportBytes()));
+  }
+  sessions::SessionStoreOptions store;
+  store.memory_bytes = config.sessions.memory_bytes;
+  store.bytes_per_state = static_cast<int64_t>(pool.ExportBytes());
+  store.default_ttl = absl::Seconds(config.sessions.default_ttl_seconds);
+  store.max_ttl = absl::Seconds(config.sessions.max_ttl_seconds);
+  engine->sessions_ = std::make_unique<sessions::SessionManager>(
+      *engine->scheduler_, pool, identity, model.eos_id, store);
+  engine->sessions_->SetPrefixReuse(config.sessions.prefix_reuse);
+  if (!config.sessions.dir.empty()) {
+    TVQ_ASSIGN_OR_RETURN(engine->session_dir_problems_,
+                         engine->sessions_->OpenDisk(config.sessions.dir));
+  }
   return engine;
 }
 
@@ -49,10 +83,17 @@ ModelInfo Engine::Info() const {
   info.slots = scheduler_->Stats();
   info.max_queue = config_.max_queue;
   info.limits = config_.limits;
+  info.sessions = sessions_->Stats();
+  info.session_config = config_.sessions;
   return info;
 }
 
-int Engine::Drain(absl::Duration timeout) { return scheduler_->Drain(timeout); }
+int Engine::Drain(absl::Duration timeout) {
+  const int cut_short = scheduler_->Drain(timeout);
+  // Best effort: a session that cannot be written is lost with the process.
+  sessions_->SpillAll().IgnoreError();
+  return cut_short;
+}
 
 void Engine::Stop() {
   if (scheduler_ != nullptr) scheduler_->Stop();

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -22,7 +23,9 @@
 #include "server/model/model_config.h"
 #include "server/scheduler/request.h"
 #include "server/scheduler/scheduler.h"
+#include "server/sessions/fingerprint.h"
 #include "server/scheduler/scheduler_observer.h"
+#include "server/sessions/session_manager.h"
 #include "server/text/tokenizer.h"
 
 namespace tvq::core {
@@ -46,10 +49,27 @@ class Engine {
   const ModelRuntime& runtime() const { return runtime_; }
   // Submit, cancel, stats. Never null.
   scheduler::Scheduler& scheduler() const { return *scheduler_; }
+  // Sessions: create, continue, fork, export, import (docs/sessions.md).
+  // Never null.
+  sessions::SessionManager& sessions() const { return *sessions_; }
+  // Files of --session-dir skipped at start-up, one line each (corrupt,
+  // foreign, interrupted writes removed); for the log.
+  const std::vector<std::string>& session_dir_problems() const {
+    return session_dir_problems_;
+  }
+  // Of the model directory, computed once at load (sessions/fingerprint.h).
+  const sessions::ModelFingerprints& fingerprints() const {
+    return fingerprints_;
+  }
 
   int num_slots() const;
   int64_t state_bytes_per_sequence() const {
     return runtime_.state_bytes_per_sequence();
+  }
+  // Bytes of one exported state (StatePool::ExportBytes): what a session
+  // holds in host memory.
+  int64_t state_export_bytes() const {
+    return static_cast<int64_t>(runtime_.pool->ExportBytes());
   }
   // "cpu" or "cuda", and the device in words ("cpu (2 threads)").
   const std::string& backend_name() const { return backend_name_; }
@@ -63,7 +83,8 @@ class Engine {
   }
 
   // Graceful end (Scheduler::Drain): new submissions fail at once, accepted
-  // requests may finish for up to `timeout`, the rest are cut short.
+  // requests may finish for up to `timeout`, the rest are cut short; then,
+  // with a disk tier, every session is saved to --session-dir.
   // Returns how many were cut short. Front ends mark Readiness draining
   // first so that they refuse new work with their own message.
   int Drain(absl::Duration timeout);
@@ -77,6 +98,11 @@ class Engine {
   ModelRuntime runtime_;
   std::string backend_name_;
   std::string device_name_;
+  sessions::ModelFingerprints fingerprints_;
+  std::vector<std::string> session_dir_problems_;
+  // Destroyed after the scheduler: the sinks of requests still running on
+  // sessions refer to it until the scheduler has ended them.
+  std::unique_ptr<sessions::SessionManager> sessions_;
   // Last: stopped and destroyed before the runtime it drives.
   std::unique_ptr<scheduler::Scheduler> scheduler_;
 };

@@ -13,6 +13,21 @@
 
 namespace tvq::core {
 
+// Sessions (server/sessions/, docs/sessions.md).
+struct SessionConfig {
+  // Host bytes all sessions' saved states may take together; every session
+  // is charged one state (--session-memory-bytes).
+  int64_t memory_bytes = int64_t{4} << 30;
+  // Seconds an idle session lives when it sets no ttl (--session-ttl).
+  int64_t default_ttl_seconds = 3600;
+  // Longest ttl_seconds a session may ask for (--session-max-ttl).
+  int64_t max_ttl_seconds = 30 * 24 * 3600;
+  // The disk tier's directory (--session-dir); empty = no disk tier.
+  std::string dir;
+  // Automatic prefix reuse for requests without a session (--prefix-reuse).
+  bool prefix_reuse = true;
+};
+
 // At most this many slots are derived from state_memory_bytes.
 inline constexpr int kMaxDerivedSlots = 256;
 
@@ -38,6 +53,7 @@ struct EngineConfig {
   int block_len = 0;
   // What requests may ask for (checked by the front ends' validation).
   RequestLimits limits;
+  SessionConfig sessions;
 };
 
 }  // namespace tvq::core

@@ -8,9 +8,11 @@
 #include <string>
 #include <string_view>
 
+#include "server/core/engine_config.h"
 #include "server/core/request_limits.h"
 #include "server/model/model_config.h"
 #include "server/scheduler/scheduler.h"
+#include "server/sessions/session_store.h"
 #include "server/text/tokenizer_kind.h"
 
 namespace tvq::core {
@@ -35,6 +37,9 @@ struct ModelInfo {
   scheduler::SchedulerStats slots;
   int max_queue = 0;
   RequestLimits limits;
+  // Sessions right now, and their limits.
+  sessions::SessionStoreStats sessions;
+  SessionConfig session_config;
 };
 
 // The base name of a model directory: trailing slashes dropped, the part

@@ -129,9 +129,14 @@ absl::Status StatePool::CheckSlot(int slot, const char* what) const {
 }
 
 SublayerState StatePool::Sublayer(int sublayer) const {
-  return SublayerState{counts_[sublayer].as<float>(), means_[sublayer].as<float>(),
-                       window_codes_[sublayer].as<int32_t>(),
-                       window_values_[sublayer].as<float>()};
+  SublayerState state;
+  state.counts = counts_[sublayer].as<float>();
+  state.means = means_[sublayer].as<float>();
+  state.window_codes = window_codes_[sublayer].as<int32_t>();
+  state.window_values = window_values_[sublayer].as<float>();
+  state.dtype = DType::kF32;
+  state.num_slots = num_slots();
+  return state;
 }
 
 std::vector<StatePool::SlotArray> StatePool::SlotArrays(int slot) const {
@@ -236,6 +241,43 @@ absl::Status StatePool::Import(int slot, const std::string& bytes) {
   }
   positions_[slot] = header.position;
   return absl::OkStatus();
+}
+
+int64_t StatePool::ExportedPosition(const std::string& bytes) {
+  ExportHeader header;
+  if (bytes.size() < sizeof(header)) return -1;
+  std::memcpy(&header, bytes.data(), sizeof(header));
+  return header.position;
+}
+
+size_t StatePool::ExportBytes() const {
+  return sizeof(ExportHeader) + BytesPerSlot() - sizeof(int64_t);
+}
+
+absl::Status StatePool::ValidateExport(const std::string& bytes) const {
+  if (bytes.size() != ExportBytes()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("state import: %d bytes, expected %d for this model",
+                        bytes.size(), ExportBytes()));
+  }
+  ExportHeader header;
+  std::memcpy(&header, bytes.data(), sizeof(header));
+  if (std::memcmp(header.magic, kExportMagic, sizeof(kExportMagic)) != 0 ||
+      header.version != kExportVersion) {
+    return absl::InvalidArgumentError(
+        "state import: not a tvq state export (bad magic or version)");
+  }
+  if (header.num_sublayers !=
+          static_cast<uint32_t>(shape_config_.num_sublayers()) ||
+      header.n_head != static_cast<uint32_t>(shape_config_.n_head) ||
+      header.n_code != static_cast<uint32_t>(shape_config_.n_code) ||
+      header.mem_len != static_cast<uint32_t>(shape_config_.mem_len) ||
+      header.d_v != static_cast<uint32_t>(shape_config_.d_v) ||
+      header.position < 0) {
+    return absl::InvalidArgumentError(
+        "state import: the export was made for a model of another shape");
+  }
+  return ValidateExportedArrays(shape_config_, bytes.data() + sizeof(header));
 }
 
 }  // namespace tvq::runtime

@@ -46,6 +46,14 @@ class StatePool {
   absl::StatusOr<std::string> Export(int slot) const;
   // Restores a state produced by Export for the same model shape.
   absl::Status Import(int slot, const std::string& bytes);
+  // The checks Import makes, without touching any slot: the size, the
+  // header (magic, version, shape, position >= 0) and the arrays (codes in
+  // range, finite values, counts >= 0). Thread-safe (reads the shape only).
+  absl::Status ValidateExport(const std::string& bytes) const;
+  // The position recorded in an export that ValidateExport accepted.
+  static int64_t ExportedPosition(const std::string& bytes);
+  // Bytes Export produces for one slot of this pool.
+  size_t ExportBytes() const;
 
   // The state of every slot for one sublayer, in backend memory.
   SublayerState Sublayer(int sublayer) const;

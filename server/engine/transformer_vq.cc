@@ -12,11 +12,11 @@ namespace tvq::runtime {
 
 // Weights and input-independent tables of one attention sublayer.
 struct TransformerVq::Sublayer {
-  const float* input_ln_gain = nullptr;  // [D]
-  const float* input_ln_bias = nullptr;  // [D]
-  const float* q_kernel = nullptr;       // [D, H*dk]
-  const float* kvg_kernel = nullptr;     // [D, H*(dk + 2 dv)]
-  const float* res_kernel = nullptr;     // [H*dv, D]
+  TensorView input_ln_gain;  // [D]
+  TensorView input_ln_bias;  // [D]
+  TensorView q_kernel;       // [D, H*dk]
+  TensorView kvg_kernel;     // [D, H*(dk + 2 dv)]
+  TensorView res_kernel;     // [H*dv, D]
   // Derived at load (spec §2): codebook, |c|^2, r_0..r_M, u', v'.
   std::vector<float> codebook, codebook_sq_norm, relative, u, v;
   AttentionTables tables;
@@ -75,21 +75,28 @@ absl::StatusOr<std::unique_ptr<TransformerVq>> TransformerVq::Create(
                                  config.d_k, config.d_v, config.agg_cache};
   model->workspace_ = std::make_unique<Workspace>();
 
-  auto upload = [&](std::string_view name) -> absl::StatusOr<const float*> {
-    std::span<const float> host = weights.Tensor(name);
+  // Each weight travels as a view carrying its dtype and shape.
+  auto upload = [&](std::string_view name) -> absl::StatusOr<TensorView> {
+    const TensorView host = weights.View(name);
     if (host.empty()) {
       return absl::InvalidArgumentError(
           absl::StrFormat("model: tensor \"%s\" is missing", name));
     }
     DeviceBuffer storage;
-    TVQ_ASSIGN_OR_RETURN(const float* pointer,
-                         backend.UploadWeights(host.data(), host.size(), &storage));
+    TVQ_ASSIGN_OR_RETURN(const TensorView view,
+                         backend.UploadWeights(host, &storage));
     model->weight_storage_.push_back(std::move(storage));
-    return pointer;
+    return view;
   };
-  auto upload_owned = [&](const std::vector<float>& host) {
-    return backend.UploadWeights(host.data(), host.size(),
-                                 &model->weight_storage_.emplace_back());
+  // Derived tables (F32, computed here): the pointer the kernels read.
+  auto upload_owned =
+      [&](const std::vector<float>& host) -> absl::StatusOr<const float*> {
+    TVQ_ASSIGN_OR_RETURN(
+        const TensorView view,
+        backend.UploadWeights(
+            F32(host.data(), {static_cast<int64_t>(host.size())}),
+            &model->weight_storage_.emplace_back()));
+    return view.as<float>();
   };
 
   TVQ_ASSIGN_OR_RETURN(model->embeddings_, upload("token_embedder/embs"));
@@ -175,6 +182,7 @@ absl::StatusOr<std::unique_ptr<TransformerVq>> TransformerVq::Create(
     TVQ_ASSIGN_OR_RETURN(sublayer.tables.relative, upload_owned(sublayer.relative));
     TVQ_ASSIGN_OR_RETURN(sublayer.tables.u, upload_owned(sublayer.u));
     TVQ_ASSIGN_OR_RETURN(sublayer.tables.v, upload_owned(sublayer.v));
+    sublayer.tables.dtype = DType::kF32;
   }
   return model;
 }
@@ -301,7 +309,7 @@ absl::Status TransformerVq::Forward(StatePool& pool, std::span<const int> slots,
   for (int i = 0; i < n; ++i) {
     positions[i] = prefill ? first_position + i : pool.position(slots[i]);
   }
-  TVQ_RETURN_IF_ERROR(backend_.Embed(embeddings_, D, tokens.data(),
+  TVQ_RETURN_IF_ERROR(backend_.Embed(embeddings_, tokens.data(),
                                      positions.data(), n, config_.pe_abs,
                                      position_scale_, config_.pe_lam, x));
   if (codes != nullptr) codes->assign(config_.num_sublayers(), {});
@@ -314,14 +322,13 @@ absl::Status TransformerVq::Forward(StatePool& pool, std::span<const int> slots,
     // x~ = RMS(x) g + b; q = RMS_head(x~ Wq) dk^-1/4; [k | v | g] = x~ Wkvg.
     TVQ_RETURN_IF_ERROR(backend_.RmsNorm(n, D, x, D, sublayer.input_ln_gain,
                                          sublayer.input_ln_bias, normed, D));
-    TVQ_RETURN_IF_ERROR(backend_.Gemm({.m = n, .n = q_stride, .k = D, .a = normed,
-                                       .lda = D, .b = sublayer.q_kernel,
-                                       .ldb = q_stride, .c = q, .ldc = q_stride,
+    TVQ_RETURN_IF_ERROR(backend_.Gemm({.a = F32(normed, {n, D}),
+                                       .b = sublayer.q_kernel,
+                                       .c = F32(q, {n, q_stride}),
                                        .batch_invariant = !prefill}));
-    TVQ_RETURN_IF_ERROR(backend_.Gemm({.m = n, .n = kvg_stride, .k = D,
-                                       .a = normed, .lda = D,
-                                       .b = sublayer.kvg_kernel, .ldb = kvg_stride,
-                                       .c = kvg, .ldc = kvg_stride,
+    TVQ_RETURN_IF_ERROR(backend_.Gemm({.a = F32(normed, {n, D}),
+                                       .b = sublayer.kvg_kernel,
+                                       .c = F32(kvg, {n, kvg_stride}),
                                        .batch_invariant = !prefill}));
     TVQ_RETURN_IF_ERROR(backend_.HeadRmsNorm(n, H, dk, q, q_stride, key_scale));
     TVQ_RETURN_IF_ERROR(backend_.HeadRmsNorm(n, H, dk, kvg, kvg_stride, key_scale));
@@ -366,10 +373,10 @@ absl::Status TransformerVq::Forward(StatePool& pool, std::span<const int> slots,
     // x += (o * g) Wres.
     TVQ_RETURN_IF_ERROR(backend_.Multiply(n, attention_stride, attention,
                                           attention_stride, gates, kvg_stride));
-    TVQ_RETURN_IF_ERROR(backend_.Gemm({.m = n, .n = D, .k = attention_stride,
-                                       .a = attention, .lda = attention_stride,
-                                       .b = sublayer.res_kernel, .ldb = D,
-                                       .beta = 1, .c = x, .ldc = D,
+    TVQ_RETURN_IF_ERROR(backend_.Gemm({.a = F32(attention, {n, attention_stride}),
+                                       .b = sublayer.res_kernel,
+                                       .beta = 1,
+                                       .c = F32(x, {n, D}),
                                        .batch_invariant = !prefill}));
   }
 
@@ -391,15 +398,15 @@ absl::Status TransformerVq::Forward(StatePool& pool, std::span<const int> slots,
   }
   float* logits = work.logits.as<float>();
   if (config_.e_tie) {
-    TVQ_RETURN_IF_ERROR(backend_.Gemm({.transpose_b = true, .m = row_count,
-                                       .n = V, .k = D, .a = hidden, .lda = D,
-                                       .b = embeddings_, .ldb = D, .c = logits,
-                                       .ldc = V, .batch_invariant = !prefill}));
+    TVQ_RETURN_IF_ERROR(backend_.Gemm({.transpose_b = true,
+                                       .a = F32(hidden, {row_count, D}),
+                                       .b = embeddings_,
+                                       .c = F32(logits, {row_count, V}),
+                                       .batch_invariant = !prefill}));
   } else {
-    TVQ_RETURN_IF_ERROR(backend_.Gemm({.m = row_count, .n = V, .k = D,
-                                       .a = hidden, .lda = D,
-                                       .b = output_kernel_, .ldb = V,
-                                       .c = logits, .ldc = V,
+    TVQ_RETURN_IF_ERROR(backend_.Gemm({.a = F32(hidden, {row_count, D}),
+                                       .b = output_kernel_,
+                                       .c = F32(logits, {row_count, V}),
                                        .batch_invariant = !prefill}));
   }
   TVQ_RETURN_IF_ERROR(backend_.LogSoftmax(row_count, V, output_bias_,

@@ -74,11 +74,12 @@ class TransformerVq {
   std::unique_ptr<Workspace> workspace_;
   // Head and embedding weights, readable by the backend.
   std::vector<DeviceBuffer> weight_storage_;
-  const float* embeddings_ = nullptr;     // [V, D]
-  const float* output_kernel_ = nullptr;  // [D, V] (not e_tie)
-  const float* output_bias_ = nullptr;    // [V]
-  const float* out_ln_gain_ = nullptr;    // [D] (e_preln)
-  const float* out_ln_bias_ = nullptr;    // [D] (e_preln)
+  // Views carry each weight's dtype and shape to the backend.
+  TensorView embeddings_;     // [V, D]
+  TensorView output_kernel_;  // [D, V] (not e_tie)
+  TensorView output_bias_;    // [V]
+  TensorView out_ln_gain_;    // [D] (e_preln; empty otherwise)
+  TensorView out_ln_bias_;    // [D] (e_preln; empty otherwise)
   float position_scale_ = 0;
 };
 

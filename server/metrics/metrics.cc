@@ -90,6 +90,7 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create() {
 ServerMetrics::ServerMetrics()
     : registry_(std::make_shared<prometheus::Registry>()),
       engine_collector_(std::make_shared<EngineCollector>()),
+      session_collector_(std::make_shared<SessionCollector>()),
       process_collector_(std::make_shared<ProcessCollector>()) {}
 
 ServerMetrics::~ServerMetrics() = default;
@@ -287,9 +288,13 @@ void ServerMetrics::SetEngineSource(EngineSnapshotSource source) {
   engine_collector_->SetSource(std::move(source));
 }
 
+void ServerMetrics::SetSessionSource(SessionSnapshotSource source) {
+  session_collector_->SetSource(std::move(source));
+}
+
 std::vector<std::weak_ptr<prometheus::Collectable>>
 ServerMetrics::Collectables() const {
-  return {registry_, engine_collector_, process_collector_};
+  return {registry_, engine_collector_, session_collector_, process_collector_};
 }
 
 std::string ServerMetrics::SerializeText() const {

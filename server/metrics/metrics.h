@@ -28,6 +28,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "server/metrics/engine_collector.h"
+#include "server/metrics/session_collector.h"
 #include "server/metrics/process_collector.h"
 #include "server/metrics/rpc_metrics.h"
 #include "server/scheduler/scheduler_observer.h"
@@ -94,6 +95,9 @@ class ServerMetrics final : public RpcMetrics {
   // Where the engine gauges come from (see EngineCollector::SetSource); an
   // empty function removes them. Clear it before what it reads is destroyed.
   void SetEngineSource(EngineSnapshotSource source);
+  // Where the session families come from (SessionCollector::SetSource); same
+  // rules.
+  void SetSessionSource(SessionSnapshotSource source);
 
   // What an exposer must serve: the registry and the collectors. They live
   // as long as this object.
@@ -166,6 +170,7 @@ class ServerMetrics final : public RpcMetrics {
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<EngineCollector> engine_collector_;
+  std::shared_ptr<SessionCollector> session_collector_;
   std::shared_ptr<ProcessCollector> process_collector_;
 
   CounterFamily* requests_ = nullptr;

@@ -249,7 +249,11 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(
         ToFloat32(*tensor, storage.owned, uses_mapping);
     TVQ_RETURN_IF_ERROR(CheckFinite(weights_path, spec.name, values,
                                     absl::StatusCode::kDataLoss));
-    weights->tensors_.emplace(spec.name, values);
+    weights->tensors_.emplace(
+        spec.name, StoredTensor{values, spec.shape,
+                                tensor->dtype == "BF16"  ? DType::kBF16
+                                : tensor->dtype == "F16" ? DType::kF16
+                                                         : DType::kF32});
   }
   for (const SafetensorsTensor& tensor : file->tensors()) {
     if (!expected_names.contains(tensor.name)) {
@@ -300,7 +304,9 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromTensors(
                                     absl::StatusCode::kInvalidArgument));
     std::vector<float>& values =
         storage.owned.emplace_back(std::move(it->second));
-    weights->tensors_.emplace(spec.name, std::span<const float>(values));
+    weights->tensors_.emplace(
+        spec.name,
+        StoredTensor{std::span<const float>(values), spec.shape, DType::kF32});
     tensors.erase(it);
   }
   if (!tensors.empty()) {
@@ -319,8 +325,8 @@ std::string ModelWeights::TokenizerPath() const {
 
 int64_t ModelWeights::num_parameters() const {
   int64_t total = 0;
-  for (const auto& [name, values] : tensors_) {
-    total += static_cast<int64_t>(values.size());
+  for (const auto& [name, tensor] : tensors_) {
+    total += static_cast<int64_t>(tensor.values.size());
   }
   return total;
 }
@@ -328,7 +334,19 @@ int64_t ModelWeights::num_parameters() const {
 std::span<const float> ModelWeights::Tensor(std::string_view name) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) return {};
-  return it->second;
+  return it->second.values;
+}
+
+TensorView ModelWeights::View(std::string_view name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) return {};
+  return TensorView::Of(it->second.values.data(), DType::kF32,
+                        it->second.shape);
+}
+
+DType ModelWeights::StoredDType(std::string_view name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? DType::kF32 : it->second.stored_dtype;
 }
 
 }  // namespace tvq::runtime

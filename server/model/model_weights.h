@@ -1,4 +1,6 @@
-// A loaded model directory: its config and every weight as float32.
+// A loaded model directory: its config and every weight, converted to
+// float32 (exact for BF16 and F16), each available as a TensorView that
+// carries its dtype and shape, with the dtype it was stored in.
 #ifndef TVQ_SERVER_MODEL_MODEL_WEIGHTS_H_
 #define TVQ_SERVER_MODEL_MODEL_WEIGHTS_H_
 
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/backend/tensor.h"
 #include "server/model/model_config.h"
 
 namespace tvq::runtime {
@@ -48,6 +51,13 @@ class ModelWeights {
 
   // Float32 values of a tensor (row-major), empty when absent.
   std::span<const float> Tensor(std::string_view name) const;
+  // The tensor as a host view (dtype, spec §4 shape, contiguous) of the
+  // values the backend gets: today always the F32 conversion, so numbers
+  // are exact; an empty view when absent.
+  TensorView View(std::string_view name) const;
+  // The dtype the tensor was stored in (F32 for FromTensors); kF32 when
+  // absent.
+  DType StoredDType(std::string_view name) const;
 
   // Builds weights from in-memory tensors (tests, converters). Validates as
   // Load does.
@@ -63,7 +73,12 @@ class ModelWeights {
   std::string directory_;
   std::string stored_dtype_ = "F32";
   std::unique_ptr<Storage> storage_;
-  std::map<std::string, std::span<const float>, std::less<>> tensors_;
+  struct StoredTensor {
+    std::span<const float> values;  // float32
+    std::vector<int64_t> shape;     // spec §4, empty = scalar
+    DType stored_dtype = DType::kF32;
+  };
+  std::map<std::string, StoredTensor, std::less<>> tensors_;
 };
 
 }  // namespace tvq::runtime

@@ -18,20 +18,21 @@
 // A returned kFinished means the job ended successfully and has told its
 // sink; kPrefilling / kDecoding say where it goes on. An error fails it.
 //
-// Adding a kind (for example "append tokens to a state" = prefill without
-// sampling): a class with these operations, one entry in the variant, one
+// Adding a kind (AppendJob, "append tokens to a state" = prefill without
+// sampling, is the smallest example): a class with these operations, one entry in the variant, one
 // in request_kind.h (its metric label), and a Submit function in Scheduler.
 #ifndef TVQ_SERVER_SCHEDULER_JOB_H_
 #define TVQ_SERVER_SCHEDULER_JOB_H_
 
 #include <variant>
 
+#include "server/scheduler/append_job.h"
 #include "server/scheduler/generation_job.h"
 #include "server/scheduler/score_job.h"
 
 namespace tvq::scheduler {
 
-using Job = std::variant<GenerationJob, ScoreJob>;
+using Job = std::variant<GenerationJob, ScoreJob, AppendJob>;
 
 constexpr RequestKind KindOf(const Job& job) {
   return std::visit(

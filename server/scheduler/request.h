@@ -4,11 +4,13 @@
 #define TVQ_SERVER_SCHEDULER_REQUEST_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/engine/sampler.h"
 
@@ -57,13 +59,18 @@ struct TokenLogprob {
 struct Usage {
   int prompt_tokens = 0;
   int generated_tokens = 0;
+  // Tokens of the sequence that were not recomputed because a saved state
+  // (a session) already held them. The scheduler leaves it 0; the session
+  // layer fills it in.
+  int cached_tokens = 0;
   double queue_time_seconds = 0;
   double time_to_first_token_seconds = 0;
   double total_time_seconds = 0;
 };
 
-// Which state a request starts from. Mechanism only: no public API sets it
-// yet (sessions will).
+// Which state a request starts from. kEmpty / kContinue / kCopy work on slots
+// (SlotManager); kImport brings a state saved outside the pool (a session's
+// host-memory copy) into the request's slot.
 struct StartFrom {
   enum class Mode {
     // An empty state (position 0): today's behaviour.
@@ -76,10 +83,35 @@ struct StartFrom {
     // stays untouched whatever happens to the request (fork, and "a failed
     // request leaves the state as it was").
     kCopy,
+    // The state in `saved` (StatePool::Export bytes; null = an empty state),
+    // imported into a free (or evicted) slot at admission. The bytes are
+    // shared and never modified.
+    kImport,
   };
   Mode mode = Mode::kEmpty;
   // The kept state (kContinue, kCopy).
   std::string key;
+  // kImport only.
+  std::shared_ptr<const std::string> saved = nullptr;
+};
+
+// A request's final state, saved out of its slot (StatePool::Export).
+struct SavedState {
+  std::string bytes;
+  // Tokens the state absorbed (StatePool::position).
+  int64_t position = 0;
+  // The last token the request produced and did not feed (-1 if none).
+  int32_t pending_token = -1;
+};
+
+// Receives a request's final state. Called on the scheduler thread, once, on
+// success only, and always before the request's sink hears of that success
+// (so that a client told "done" finds the state saved). Never blocks.
+class StateReceiver {
+ public:
+  virtual ~StateReceiver() = default;
+  // An error when the export failed (the request itself succeeded).
+  virtual void OnStateSaved(absl::StatusOr<SavedState> state) = 0;
 };
 
 // What happens to a request's state when it ends successfully. Default (empty
@@ -89,6 +121,9 @@ struct StartFrom {
 struct KeepState {
   std::string key;
   bool pinned = false;
+  // When set, the final state of a successful request (not one cut short at
+  // a drain) is also exported to it, before the sink is told (sessions).
+  std::shared_ptr<StateReceiver> save_to = nullptr;
 };
 
 struct GenerationRequest {
@@ -157,9 +192,43 @@ struct ScoreRequest {
   // given the state and the tokens before them.
   StartFrom start_from;
   KeepState keep;
+  // When true the last token is not fed: the state ends holding every token
+  // but the last, which is reported as the pending token (like a generation's
+  // last sampled token), so that a later request can continue from it. The
+  // logprobs are the same: the last token's row predicts nothing scored.
+  bool hold_last_token = false;
+};
+
+// Append: prefill tokens into a state without sampling (sessions). The
+// state absorbs every token of `tokens`; `pending_token` is what the kept
+// state reports as not yet fed (the caller holds back the last token so that
+// a later generation has something to feed).
+struct AppendRequest {
+  std::string request_id;
+  // Non-empty, every id inside the vocabulary.
+  std::vector<int32_t> tokens;
+  int32_t pending_token = -1;
+  absl::Time deadline = absl::InfiniteFuture();
+  StartFrom start_from;
+  KeepState keep;
+};
+
+struct AppendResult {
+  Usage usage;
+};
+
+// Receives the end of an append. Same threading rules as TokenSink; exactly
+// one call.
+class AppendSink {
+ public:
+  virtual ~AppendSink() = default;
+  virtual void OnAppended(AppendResult result) = 0;
+  virtual void OnFailed(const absl::Status& status) = 0;
 };
 
 struct ScoreResult {
+  // The scored sequence (ScoreRequest::tokens).
+  std::vector<int32_t> tokens;
   // token_logprobs[i] scores tokens[i + 1] given tokens[0..i].
   std::vector<TokenLogprob> token_logprobs;
   double total_logprob = 0;

@@ -9,20 +9,22 @@
 
 namespace tvq::scheduler {
 
-enum class RequestKind { kGenerate, kScore };
+enum class RequestKind { kGenerate, kScore, kAppend };
 
 struct RequestKindInfo {
   RequestKind kind;
-  // The metric label value: "generate", "score".
+  // The metric label value: "generate", "score", "append".
   std::string_view name;
   // Whether the kind samples tokens (then it ends with a FinishReason, and
   // has first-token and decode times); otherwise it ends "complete".
   bool samples_tokens;
 };
 
-inline constexpr std::array<RequestKindInfo, 2> kRequestKinds = {{
+inline constexpr std::array<RequestKindInfo, 3> kRequestKinds = {{
     {RequestKind::kGenerate, "generate", true},
     {RequestKind::kScore, "score", false},
+    // Prefill into a session's state without sampling (sessions).
+    {RequestKind::kAppend, "append", false},
 }};
 
 constexpr const RequestKindInfo& RequestKindInfoOf(RequestKind kind) {

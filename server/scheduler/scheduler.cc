@@ -64,7 +64,9 @@ absl::Status CheckTokens(const std::vector<int32_t>& tokens, int n_vocab,
 
 // A StartFrom that names a kept state must name it.
 absl::Status CheckStartFrom(const StartFrom& start) {
-  if (start.mode != StartFrom::Mode::kEmpty && start.key.empty()) {
+  if ((start.mode == StartFrom::Mode::kContinue ||
+       start.mode == StartFrom::Mode::kCopy) &&
+      start.key.empty()) {
     return absl::InvalidArgumentError(
         "start_from: continuing or copying a kept state needs its key");
   }
@@ -75,6 +77,13 @@ absl::Status CheckStartFrom(const StartFrom& start) {
 absl::Status Annotate(const absl::Status& status, std::string_view what) {
   return absl::Status(status.code(),
                       absl::StrFormat("%s: %s", what, status.message()));
+}
+
+// What SlotManager is asked for: an imported state needs a slot like an
+// empty one (the scheduler then imports into it).
+StartFrom SlotStart(const StartFrom& start) {
+  if (start.mode != StartFrom::Mode::kImport) return start;
+  return StartFrom{};
 }
 
 }  // namespace
@@ -163,6 +172,23 @@ absl::StatusOr<RequestHandle> Scheduler::SubmitScore(
   }
   return Enqueue(std::make_unique<Sequence>(
       Job(std::in_place_type<ScoreJob>, std::move(request), std::move(sink))));
+}
+
+absl::StatusOr<RequestHandle> Scheduler::SubmitAppend(
+    AppendRequest request, std::shared_ptr<AppendSink> sink) {
+  if (sink == nullptr) return absl::InvalidArgumentError("sink is null");
+  if (request.tokens.empty()) {
+    return absl::InvalidArgumentError("an append needs at least 1 token");
+  }
+  if (absl::Status status = CheckTokens(request.tokens, n_vocab_, "tokens");
+      !status.ok()) {
+    return status;
+  }
+  if (absl::Status status = CheckStartFrom(request.start_from); !status.ok()) {
+    return status;
+  }
+  return Enqueue(std::make_unique<Sequence>(
+      Job(std::in_place_type<AppendJob>, std::move(request), std::move(sink))));
 }
 
 absl::StatusOr<RequestHandle> Scheduler::Enqueue(
@@ -372,11 +398,12 @@ void Scheduler::TakeAdmissionsLocked(
     Sequence& next = *queue_.front();
     // Oldest first: the head waits for a running request to end; when none
     // runs, no slot will ever come, and Admit says why.
-    if (!slot_manager_.CanAdmit(next.start_from()) &&
+    const StartFrom start = SlotStart(next.start_from());
+    if (!slot_manager_.CanAdmit(start) &&
         slot_manager_.CountIn(SlotLife::kRunning) > 0) {
       break;
     }
-    next.admission = slot_manager_.Admit(next.handle, next.start_from());
+    next.admission = slot_manager_.Admit(next.handle, start);
     if (next.admission.ok()) ++busy_slots_;
     admitted.push_back(std::move(queue_.front()));
     queue_.pop_front();
@@ -389,6 +416,12 @@ template <typename Operation>
 decltype(auto) Scheduler::RunJob(Sequence& sequence, Operation&& operation) {
   const auto report = [this, &sequence](absl::StatusCode code,
                                         FinishReason reason) {
+    // A job reports its success just before telling its sink: the state is
+    // final here, and saved before anyone hears of the end. A generation
+    // cut short at a drain keeps nothing.
+    if (code == absl::StatusCode::kOk && reason != FinishReason::kCancelled) {
+      SaveState(sequence);
+    }
     ReportOutcome(sequence, code, reason);
   };
   const JobContext context{.environment = job_environment_,
@@ -426,12 +459,20 @@ void Scheduler::AdmitSequence(std::unique_ptr<Sequence> sequence) {
       admitted.kind(),
       Seconds(admitted.clock.admitted - admitted.clock.arrival));
   absl::Status prepared;
+  const StartFrom& start = admitted.start_from();
   switch (admission.mode) {
     case StartFrom::Mode::kEmpty:
-      if (absl::Status status = pool_.Reset(slot); !status.ok()) {
+      if (start.mode == StartFrom::Mode::kImport && start.saved != nullptr) {
+        if (absl::Status status = pool_.Import(slot, *start.saved);
+            !status.ok()) {
+          prepared = Annotate(status, "importing the saved state");
+        }
+      } else if (absl::Status status = pool_.Reset(slot); !status.ok()) {
         prepared = Annotate(status, "resetting the state slot");
       }
       break;
+    case StartFrom::Mode::kImport:
+      break;  // SlotStart never asks SlotManager for it
     case StartFrom::Mode::kContinue:
       break;  // the kept state, as it is
     case StartFrom::Mode::kCopy:
@@ -557,6 +598,21 @@ void Scheduler::ReportOutcome(const Sequence& sequence, absl::StatusCode code,
   }
   outcome.total_seconds = Seconds(now - clock.arrival);
   observer_->OnRequestFinished(outcome);
+}
+
+void Scheduler::SaveState(const Sequence& sequence) {
+  const std::shared_ptr<StateReceiver>& receiver = sequence.keep().save_to;
+  if (receiver == nullptr || sequence.slot < 0) return;
+  absl::StatusOr<std::string> bytes = pool_.Export(sequence.slot);
+  if (!bytes.ok()) {
+    receiver->OnStateSaved(Annotate(bytes.status(), "saving the state"));
+    return;
+  }
+  SavedState saved;
+  saved.bytes = *std::move(bytes);
+  saved.position = pool_.position(sequence.slot);
+  saved.pending_token = sequence.pending_token();
+  receiver->OnStateSaved(std::move(saved));
 }
 
 void Scheduler::ReleaseFinished() {

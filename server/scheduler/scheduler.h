@@ -15,7 +15,9 @@
 // Which slot a request gets is SlotManager's decision: a free one, or the
 // least recently used retained state; a request may start from an empty
 // state (the default), continue a kept state in place, or start from a copy
-// of it (StartFrom). What each kind of request does with its tokens and
+// of it, or from a state saved outside the pool (StartFrom::kImport, which
+// sessions use); a successful request may also hand its final state back
+// (KeepState::save_to) before its sink hears of the success. What each kind of request does with its tokens and
 // logprobs lives with its job type (job.h).
 // A request that fails (bad input, backend error) fails alone; the loop keeps
 // running. Score requests go through the same loop: their sequence is
@@ -103,6 +105,10 @@ class Scheduler {
   // Queues a score; same contract.
   absl::StatusOr<RequestHandle> SubmitScore(ScoreRequest request,
                                             std::shared_ptr<ScoreSink> sink);
+  // Queues an append (prefill without sampling); same contract. Errors:
+  // INVALID_ARGUMENT for no tokens or an id outside the vocabulary.
+  absl::StatusOr<RequestHandle> SubmitAppend(AppendRequest request,
+                                             std::shared_ptr<AppendSink> sink);
 
   // Ends the request with CANCELLED at the start of the next step and frees
   // its slot. No-op for unknown or already ended requests.
@@ -156,6 +162,9 @@ class Scheduler {
   void Fail(Sequence& sequence, const absl::Status& status);
   void ReportOutcome(const Sequence& sequence, absl::StatusCode code,
                      FinishReason reason);
+  // Exports the slot of a request that succeeded to its keep.save_to, if any
+  // (called just before its sink hears of the success).
+  void SaveState(const Sequence& sequence);
   // Frees the slots of finished sequences, or keeps their states.
   void ReleaseFinished();
   std::vector<SlotView> SlotViews() const;

@@ -7,12 +7,18 @@
 namespace tvq::scheduler {
 
 ScoreJob::ScoreJob(ScoreRequest request, std::shared_ptr<ScoreSink> sink)
-    : request_(std::move(request)), sink_(std::move(sink)) {}
+    : request_(std::move(request)),
+      feed_(request_.tokens.begin(),
+            request_.hold_last_token && !request_.tokens.empty()
+                ? request_.tokens.end() - 1
+                : request_.tokens.end()),
+      sink_(std::move(sink)) {}
 
 absl::StatusOr<SlotState> ScoreJob::AfterPrefill(
     const JobContext& context, std::span<const float> logprobs, int64_t first,
     int num_tokens, bool last_chunk) {
   const std::vector<int32_t>& tokens = request_.tokens;
+  // Every position but the last one has a next token to score.
   const int64_t total = static_cast<int64_t>(tokens.size());
   const int n_vocab = context.environment.n_vocab;
   const int top = request_.top_logprobs;
@@ -32,6 +38,7 @@ absl::StatusOr<SlotState> ScoreJob::AfterPrefill(
   const RequestClock& clock = context.clock;
   const absl::Time now = absl::Now();
   result_.usage.prompt_tokens = static_cast<int>(tokens.size());
+  result_.tokens = tokens;
   result_.usage.queue_time_seconds = Seconds(clock.admitted - clock.arrival);
   result_.usage.total_time_seconds = Seconds(now - clock.arrival);
   context.report_outcome(absl::StatusCode::kOk, FinishReason::kUnspecified);

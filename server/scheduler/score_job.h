@@ -28,11 +28,14 @@ class ScoreJob {
   absl::Time deadline() const { return request_.deadline; }
   const StartFrom& start_from() const { return request_.start_from; }
   const KeepState& keep() const { return request_.keep; }
-  // The tokens to prefill: the scored sequence.
-  const std::vector<int32_t>& tokens() const { return request_.tokens; }
+  // The tokens to prefill: the scored sequence (without its last token when
+  // the request holds it back).
+  const std::vector<int32_t>& tokens() const { return feed_; }
   int generated() const { return 0; }
-  // Every token is fed: nothing pending.
-  int32_t pending_token() const { return -1; }
+  // The held-back last token (hold_last_token), else -1: every token is fed.
+  int32_t pending_token() const {
+    return request_.hold_last_token ? request_.tokens.back() : -1;
+  }
   // A score never decodes.
   int32_t decode_input() const { return -1; }
 
@@ -55,6 +58,7 @@ class ScoreJob {
 
  private:
   ScoreRequest request_;
+  std::vector<int32_t> feed_;
   std::shared_ptr<ScoreSink> sink_;
   ScoreResult result_;
 };

@@ -29,6 +29,38 @@ class TvqClientTest(unittest.TestCase):
         cls.client.close()
         cls.server.stop()
 
+    def test_sessions(self):
+        c = self.client
+        prompt = [1, 70, 71, 72, 73]
+        session = c.create_session(token_ids=prompt, session_id="py",
+                                   no_eos_prefix=True)
+        self.assertEqual(session.position, len(prompt))
+        turn = c.generate(session_id="py", max_new_tokens=5, temperature=0,
+                          ignore_eos=True)
+        self.assertEqual(turn.usage.cached_tokens, len(prompt) - 1)
+        whole = c.generate(token_ids=prompt, no_eos_prefix=True,
+                           max_new_tokens=5, temperature=0, ignore_eos=True)
+        self.assertEqual(list(turn.token_ids), list(whole.token_ids))
+        c.append_to_session("py", token_ids=[80, 81])
+        fork = c.fork_session("py", "py-fork")
+        self.assertEqual(fork.position, len(prompt) + 5 + 2)
+        blob = c.export_session("py")
+        imported = c.import_session(blob, "py-copy")
+        self.assertEqual(imported.position, fork.position)
+        scored = c.score(token_ids=[82, 83], session_id="py-copy",
+                         no_eos_prefix=True)
+        self.assertEqual(len(scored.token_logprobs), 2)
+        ids = [s.session_id for s in c.list_sessions()]
+        self.assertEqual(ids, ["py", "py-copy", "py-fork"])
+        with self.assertRaises(TvqError) as caught:
+            c.import_session(blob[:-3])
+        self.assertEqual(caught.exception.code, grpc.StatusCode.DATA_LOSS)
+        for session_id in ids:
+            c.close_session(session_id)
+        with self.assertRaises(TvqError) as caught:
+            c.get_session("py")
+        self.assertEqual(caught.exception.code, grpc.StatusCode.NOT_FOUND)
+
     def test_info(self):
         info = self.client.info()
         self.assertEqual(info.model_config.n_vocab, 259)

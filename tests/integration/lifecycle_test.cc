@@ -232,8 +232,12 @@ TEST(LifecycleTest, HealthAndReflectionListTheServices) {
     }
   }
   EXPECT_EQ(methods,
-            (std::set<std::string>{"Generate", "GenerateStream", "Score",
-                                   "Tokenize", "Detokenize", "GetModelInfo"}));
+            (std::set<std::string>{
+                "Generate", "GenerateStream", "Score", "Tokenize",
+                "Detokenize", "GetModelInfo", "CreateSession",
+                "AppendToSession", "ForkSession", "ExportSession",
+                "ImportSession", "GetSession", "ListSessions",
+                "CloseSession"}));
   stream->WritesDone();
   while (stream->Read(&response)) {
   }

@@ -4,6 +4,11 @@
 // batches of scattered slots). Built twice: cuda_kernels_test runs it on a
 // GPU (skipping without one), cuda_kernels_emulated_test on the CPU
 // emulator. Every failure message carries the seed.
+//
+// These are kernel-level checks (launchers on raw pointers, no cuBLAS, no
+// CUDA runtime beyond the launch), which is what the emulator can run; the
+// backend-level checks of every op, CPU and CUDA, against float64
+// references live in tests/backend/backend_conformance_test.cc.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -507,7 +512,7 @@ TEST(CudaKernels, VqAssignBreaksTiesTowardTheLowestIndex) {
 // ------------------------------------------------------------ attention
 
 struct SublayerData {
-  AttentionDims dims;
+  AttentionShape dims;
   int slots = 0;
   std::vector<float> codebook, relative, u, v;
   std::vector<float> counts, means, window_values;
@@ -516,7 +521,7 @@ struct SublayerData {
 
 // Random tables and state: counts are integers (about 40% zero), window
 // slots about 20% empty.
-SublayerData RandomSublayer(Inputs& inputs, const AttentionDims& dims,
+SublayerData RandomSublayer(Inputs& inputs, const AttentionShape& dims,
                             int slots) {
   SublayerData data;
   data.dims = dims;
@@ -543,24 +548,18 @@ SublayerData RandomSublayer(Inputs& inputs, const AttentionDims& dims,
 }
 
 cpu::HeadAttention HeadView(const SublayerData& data, int slot, int head) {
-  const AttentionDims& d = data.dims;
-  const int64_t slot_head = static_cast<int64_t>(slot) * d.n_head + head;
-  cpu::HeadAttention view;
-  view.n_code = d.n_code;
-  view.mem_len = d.mem_len;
-  view.d_k = d.d_k;
-  view.d_v = d.d_v;
-  view.agg_cache = d.agg_cache;
-  view.codebook = data.codebook.data() + head * d.n_code * d.d_k;
-  view.relative = data.relative.data() + head * (d.mem_len + 1) * d.d_k;
-  view.u = data.u.data() + head * d.d_k;
-  view.v = data.v.data() + head * d.d_k;
-  view.counts = data.counts.data() + slot_head * d.n_code;
-  view.means = data.means.data() + slot_head * d.n_code * d.d_v;
-  view.window_codes = data.window_codes.data() + slot_head * d.mem_len;
-  view.window_values =
-      data.window_values.data() + slot_head * d.mem_len * d.d_v;
-  return view;
+  AttentionTables tables;
+  tables.codebook = data.codebook.data();
+  tables.relative = data.relative.data();
+  tables.u = data.u.data();
+  tables.v = data.v.data();
+  SublayerState state;
+  // The CPU kernels only read the state.
+  state.counts = const_cast<float*>(data.counts.data());
+  state.means = const_cast<float*>(data.means.data());
+  state.window_codes = const_cast<int32_t*>(data.window_codes.data());
+  state.window_values = const_cast<float*>(data.window_values.data());
+  return cpu::SliceHead(data.dims, tables, state, slot, head);
 }
 
 // The sublayer in device memory.
@@ -578,17 +577,22 @@ struct DeviceSublayer {
     return codebook.ok() && relative.ok() && u.ok() && v.ok() && counts.ok() &&
            means.ok() && window_values.ok() && window_codes.ok();
   }
-  AttentionTableView tables() const {
-    return {codebook.get(), relative.get(), u.get(), v.get()};
+  AttentionTables tables() const {
+    AttentionTables tables;
+    tables.codebook = codebook.get();
+    tables.relative = relative.get();
+    tables.u = u.get();
+    tables.v = v.get();
+    return tables;
   }
-  StateView state() const {
+  SublayerState state() const {
     return {counts.get(), means.get(), window_codes.get(), window_values.get()};
   }
   DeviceArray<float> codebook, relative, u, v, counts, means, window_values;
   DeviceArray<int32_t> window_codes;
 };
 
-std::string DimsName(const AttentionDims& d) {
+std::string DimsName(const AttentionShape& d) {
   return "H " + std::to_string(d.n_head) + " S " + std::to_string(d.n_code) +
          " M " + std::to_string(d.mem_len) + " dk " + std::to_string(d.d_k) +
          " dv " + std::to_string(d.d_v) + (d.agg_cache ? " agg" : " no-agg");
@@ -599,10 +603,10 @@ TEST(CudaKernels, DecodeAttentionMatchesCpu) {
   uint32_t seed = 30;
   // d_v 36 takes the float4 path, 37 the scalar one; S = 129, M = 64 lets
   // the value pass split its rows.
-  for (const AttentionDims& dims : {AttentionDims{1, 13, 7, 16, 36, true},
-                                    AttentionDims{2, 50, 16, 16, 37, true},
-                                    AttentionDims{3, 13, 7, 33, 36, false},
-                                    AttentionDims{1, 129, 64, 16, 36, true}}) {
+  for (const AttentionShape& dims : {AttentionShape{1, 13, 7, 16, 36, true},
+                                    AttentionShape{2, 50, 16, 16, 37, true},
+                                    AttentionShape{3, 13, 7, 33, 36, false},
+                                    AttentionShape{1, 129, 64, 16, 36, true}}) {
     for (const std::vector<int>& slots :
          {std::vector<int>{2}, std::vector<int>{3, 0, 4, 1}}) {
       for (int target_blocks : {1, 100000}) {
@@ -700,8 +704,8 @@ TEST(CudaKernels, DecodeAttentionMatchesCpu) {
 TEST(CudaKernels, BlockAttentionMatchesCpu) {
   TVQ_REQUIRE_DEVICE();
   uint32_t seed = 40;
-  for (const AttentionDims& dims : {AttentionDims{1, 13, 7, 16, 20, true},
-                                    AttentionDims{2, 11, 8, 16, 12, false}}) {
+  for (const AttentionShape& dims : {AttentionShape{1, 13, 7, 16, 20, true},
+                                    AttentionShape{2, 11, 8, 16, 12, false}}) {
     const int H = dims.n_head, S = dims.n_code, M = dims.mem_len, dk = dims.d_k,
               dv = dims.d_v;
     for (int n : {1, 6, M - 1, M, M + 1, 2 * M + 3}) {
@@ -820,8 +824,8 @@ TEST(CudaKernels, BlockAttentionMatchesCpu) {
 TEST(CudaKernels, UpdateStateMatchesCpuExactly) {
   TVQ_REQUIRE_DEVICE();
   uint32_t seed = 60;
-  for (const AttentionDims& dims : {AttentionDims{2, 11, 8, 16, 37, true},
-                                    AttentionDims{1, 5, 4, 16, 130, true}}) {
+  for (const AttentionShape& dims : {AttentionShape{2, 11, 8, 16, 37, true},
+                                    AttentionShape{1, 5, 4, 16, 130, true}}) {
     const int H = dims.n_head, S = dims.n_code, M = dims.mem_len, dv = dims.d_v;
     for (int n : {1, 3, M - 1, M, M + 1, 2 * M + 3, 1030}) {
       for (int64_t first_position : {int64_t{0}, int64_t{5}, int64_t{M - 1},
@@ -870,7 +874,7 @@ TEST(CudaKernels, UpdateStateMatchesCpuExactly) {
 TEST(CudaKernels, UpdateStateBatchMatchesCpuExactly) {
   TVQ_REQUIRE_DEVICE();
   uint32_t seed = 80;
-  const AttentionDims dims{2, 11, 8, 16, 37, true};
+  const AttentionShape dims{2, 11, 8, 16, 37, true};
   const int H = dims.n_head, S = dims.n_code, M = dims.mem_len, dv = dims.d_v;
   for (const std::vector<int>& slots :
        {std::vector<int>{3}, std::vector<int>{4, 0, 2}}) {

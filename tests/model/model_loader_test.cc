@@ -391,6 +391,38 @@ TEST(ModelLoaderTest, Bfloat16WeightsConvertToFloat32) {
   }
 }
 
+// The view the backend gets: the F32 conversion (exact numbers), the spec
+// shape, and the dtype the file stored.
+TEST(ModelLoaderTest, ViewsCarryShapeAndTheStoredDType) {
+  ModelDir model;
+  const TensorMap original = model.tensors();
+  const std::string converted(kQProj);
+  for (auto& [name, tensor] : model.tensors()) {
+    if (name != converted) continue;
+    std::vector<uint16_t> halves;
+    for (float value : AsFloats(tensor)) halves.push_back(ToBFloat16(value));
+    tensor = {"BF16", tensor.shape, HalfBytes(halves)};
+  }
+  absl::StatusOr<std::unique_ptr<ModelWeights>> weights = model.WriteAndLoad();
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  EXPECT_EQ((*weights)->stored_dtype(), "mixed");
+  for (const auto& [name, tensor] : original) {
+    const TensorView view = (*weights)->View(name);
+    ASSERT_FALSE(view.empty()) << name;
+    EXPECT_EQ(view.dtype, DType::kF32) << name;
+    ASSERT_EQ(view.rank, static_cast<int>(tensor.shape.size())) << name;
+    for (int i = 0; i < view.rank; ++i) {
+      EXPECT_EQ(view.dim(i), tensor.shape[i]) << name << " dim " << i;
+    }
+    EXPECT_EQ(view.row_stride, view.cols()) << name;
+    EXPECT_EQ(view.as<float>(), (*weights)->Tensor(name).data()) << name;
+    EXPECT_EQ((*weights)->StoredDType(name),
+              name == converted ? DType::kBF16 : DType::kF32)
+        << name;
+  }
+  EXPECT_TRUE((*weights)->View("no/such/tensor").empty());
+}
+
 TEST(ModelLoaderTest, Float16WeightsConvertToFloat32) {
   ModelDir model;
   const TensorMap original = model.tensors();

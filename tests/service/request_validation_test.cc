@@ -444,5 +444,80 @@ TEST_F(RequestValidationTest, GeneratedRequestIdsDiffer) {
                 {"request_id must have at most 5 characters, got 7"});
 }
 
+// ---- sessions
+
+TEST_F(RequestValidationTest, GenerateInASessionTakesTheTokensAsGiven) {
+  v1::GenerateRequest request;
+  request.set_session_id("chat-1");
+  absl::StatusOr<scheduler::GenerationRequest> empty =
+      ToGenerationRequest(request, Context(), kSeed);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->prompt.empty());  // the session supplies the input
+  request.mutable_token_ids()->add_ids(7);
+  absl::StatusOr<scheduler::GenerationRequest> one =
+      ToGenerationRequest(request, Context(), kSeed);
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_THAT(one->prompt, ElementsAre(7));  // no eos prefix here
+  request.set_session_id("with space");
+  const absl::Status bad =
+      ToGenerationRequest(request, Context(), kSeed).status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.message(), HasSubstr("session_id"));
+}
+
+TEST_F(RequestValidationTest, ScoreInASessionNeedsOneToken) {
+  v1::ScoreRequest request;
+  request.set_session_id("s");
+  request.mutable_token_ids()->add_ids(9);
+  absl::StatusOr<scheduler::ScoreRequest> score =
+      ToScoreRequest(request, Context());
+  ASSERT_TRUE(score.ok()) << score.status();
+  EXPECT_THAT(score->tokens, ElementsAre(9));
+  request.clear_token_ids();
+  EXPECT_EQ(ToScoreRequest(request, Context()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(RequestValidationTest, CreateAppendAndForkSessionFields) {
+  v1::CreateSessionRequest create;
+  absl::StatusOr<sessions::SessionManager::CreateParams> params =
+      ToCreateSessionParams(create, Context());
+  ASSERT_TRUE(params.ok()) << params.status();
+  EXPECT_TRUE(params->prompt.empty());
+  EXPECT_TRUE(params->session_id.empty());
+  create.set_text("hi");
+  create.set_ttl_seconds(60);
+  create.set_pinned(true);
+  params = ToCreateSessionParams(create, Context());
+  ASSERT_TRUE(params.ok()) << params.status();
+  EXPECT_THAT(params->prompt, ElementsAre('h' + 3, 'i' + 3));
+  EXPECT_EQ(params->ttl, absl::Seconds(60));
+  EXPECT_TRUE(params->pinned);
+  create.set_ttl_seconds(-5);
+  EXPECT_THAT(ToCreateSessionParams(create, Context()).status().message(),
+              HasSubstr("ttl_seconds"));
+  create.set_ttl_seconds(0);
+  create.set_session_id(std::string(129, 'x'));
+  EXPECT_THAT(ToCreateSessionParams(create, Context()).status().message(),
+              HasSubstr("session_id"));
+
+  v1::AppendToSessionRequest append;
+  EXPECT_THAT(ToAppendParams(append, Context()).status().message(),
+              HasSubstr("session_id is required"));
+  append.set_session_id("s");
+  EXPECT_EQ(ToAppendParams(append, Context()).status().code(),
+            absl::StatusCode::kInvalidArgument);  // a prompt is required
+  append.mutable_token_ids()->add_ids(300);
+  EXPECT_THAT(ToAppendParams(append, Context()).status().message(),
+              HasSubstr("token_ids"));
+
+  v1::ForkSessionRequest fork;
+  fork.set_session_id("s");
+  EXPECT_TRUE(ValidateForkSessionRequest(fork).ok());
+  fork.set_new_session_id("a\nb");
+  EXPECT_THAT(ValidateForkSessionRequest(fork).message(),
+              HasSubstr("new_session_id"));
+}
+
 }  // namespace
 }  // namespace tvq::service

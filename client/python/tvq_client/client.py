@@ -1,4 +1,5 @@
-"""TvqClient: generate (streaming and unary), score, tokenize, info."""
+"""TvqClient: generate (streaming and unary), score, tokenize, info, and
+sessions (create, append, fork, export, import, get, list, close)."""
 
 import grpc
 
@@ -16,7 +17,10 @@ _GENERATE_FIELDS = (
     "no_eos_prefix", "temperature", "top_k", "top_p", "min_p",
     "repetition_penalty", "presence_penalty", "frequency_penalty", "seed",
     "max_new_tokens", "stop", "stop_token_ids", "ignore_eos", "logprobs",
-    "top_logprobs", "request_id")
+    "top_logprobs", "request_id", "session_id")
+
+# ExportSession / ImportSession chunk size (the server's limit).
+_CHUNK_BYTES = 1 << 20
 
 
 def finish_reason_name(reason):
@@ -39,7 +43,9 @@ class TvqError(Exception):
         return cls(error.code(), error.details())
 
 
-def _prompt_fields(text, token_ids, what):
+def _prompt_fields(text, token_ids, what, optional=False):
+    if optional and text is None and token_ids is None:
+        return {}
     if (text is None) == (token_ids is None):
         raise ValueError(f"give the {what} as text or as token_ids (exactly "
                          "one of them)")
@@ -55,7 +61,9 @@ def _generate_request(text, token_ids, options):
                         f"known: {', '.join(_GENERATE_FIELDS)}")
     fields = {name: value for name, value in options.items()
               if value is not None}
-    fields.update(_prompt_fields(text, token_ids, "prompt"))
+    # Inside a session the prompt may be empty (the session supplies it).
+    fields.update(_prompt_fields(text, token_ids, "prompt",
+                                 optional=bool(options.get("session_id"))))
     return tvq_pb2.GenerateRequest(**fields)
 
 
@@ -146,11 +154,13 @@ class TvqClient:
             request, timeout=self._deadline(timeout)))
 
     def score(self, text=None, *, token_ids=None, no_eos_prefix=False,
-              top_logprobs=0, timeout=None):
+              top_logprobs=0, session_id="", timeout=None):
         """Score: ScoreResponse whose token_logprobs[i] scores
-        token_ids[i + 1] given token_ids[0..i]."""
+        token_ids[i + 1] given token_ids[0..i]. With session_id, the input
+        is scored after the session's tokens (docs/sessions.md)."""
         request = tvq_pb2.ScoreRequest(
             no_eos_prefix=no_eos_prefix, top_logprobs=top_logprobs,
+            session_id=session_id,
             **_prompt_fields(text, token_ids, "sequence"))
         return self._call(self._stub.Score, request, timeout)
 
@@ -165,3 +175,69 @@ class TvqClient:
         """Text of token ids (special tokens produce no text)."""
         request = tvq_pb2.DetokenizeRequest(token_ids=list(token_ids))
         return self._call(self._stub.Detokenize, request, timeout).text
+
+    # ---- sessions (docs/sessions.md); each returns a tvq.v1.Session unless
+    # said otherwise.
+
+    def create_session(self, text=None, *, token_ids=None, session_id="",
+                       ttl_seconds=0, pinned=False, no_eos_prefix=False,
+                       timeout=None):
+        """A new session, prefilled with the optional prompt."""
+        request = tvq_pb2.CreateSessionRequest(
+            session_id=session_id, ttl_seconds=ttl_seconds, pinned=pinned,
+            no_eos_prefix=no_eos_prefix,
+            **_prompt_fields(text, token_ids, "prompt", optional=True))
+        return self._call(self._stub.CreateSession, request, timeout)
+
+    def append_to_session(self, session_id, text=None, *, token_ids=None,
+                          no_eos_prefix=False, timeout=None):
+        """Prefills more tokens into the session."""
+        request = tvq_pb2.AppendToSessionRequest(
+            session_id=session_id, no_eos_prefix=no_eos_prefix,
+            **_prompt_fields(text, token_ids, "prompt"))
+        return self._call(self._stub.AppendToSession, request, timeout)
+
+    def fork_session(self, session_id, new_session_id="", *, timeout=None):
+        """An independent copy of the session."""
+        request = tvq_pb2.ForkSessionRequest(session_id=session_id,
+                                             new_session_id=new_session_id)
+        return self._call(self._stub.ForkSession, request, timeout)
+
+    def export_session(self, session_id, *, timeout=None):
+        """The session's blob as bytes."""
+        request = tvq_pb2.ExportSessionRequest(session_id=session_id)
+        try:
+            chunks = self._stub.ExportSession(
+                request, timeout=self._deadline(timeout))
+            return b"".join(chunk.data for chunk in chunks)
+        except grpc.RpcError as error:
+            raise TvqError.from_rpc_error(error) from None
+
+    def import_session(self, blob, session_id="", *, timeout=None):
+        """A new session from a blob (bytes), under session_id or a
+        server-made id."""
+        def chunks():
+            yield tvq_pb2.SessionChunk(data=bytes(blob[:_CHUNK_BYTES]),
+                                       session_id=session_id)
+            for offset in range(_CHUNK_BYTES, len(blob), _CHUNK_BYTES):
+                yield tvq_pb2.SessionChunk(
+                    data=bytes(blob[offset:offset + _CHUNK_BYTES]))
+        try:
+            return self._stub.ImportSession(chunks(),
+                                            timeout=self._deadline(timeout))
+        except grpc.RpcError as error:
+            raise TvqError.from_rpc_error(error) from None
+
+    def get_session(self, session_id, *, timeout=None):
+        request = tvq_pb2.GetSessionRequest(session_id=session_id)
+        return self._call(self._stub.GetSession, request, timeout)
+
+    def list_sessions(self, *, timeout=None):
+        """Every session (a list of Session), ordered by id."""
+        return list(self._call(self._stub.ListSessions,
+                               tvq_pb2.ListSessionsRequest(),
+                               timeout).sessions)
+
+    def close_session(self, session_id, *, timeout=None):
+        request = tvq_pb2.CloseSessionRequest(session_id=session_id)
+        self._call(self._stub.CloseSession, request, timeout)

@@ -13,6 +13,8 @@
 #include "kernels/cpu/skinny_gemm_cpu.h"
 #include "kernels/cpu/state_update_cpu.h"
 #include "kernels/cpu/vq_cpu.h"
+#include "server/backend/op_checks.h"
+#include "server/base/status_macros.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -31,30 +33,6 @@ int64_t RowGrain(int64_t floats_per_row) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, floats_per_row));
 }
 
-// The state arrays of one slot and head.
-cpu::HeadAttention HeadView(const AttentionShape& shape,
-                            const AttentionTables& tables,
-                            const SublayerState& state, int slot, int head) {
-  const int64_t H = shape.n_head, S = shape.n_code, M = shape.mem_len,
-                dk = shape.d_k, dv = shape.d_v;
-  const int64_t slot_head = static_cast<int64_t>(slot) * H + head;
-  cpu::HeadAttention view;
-  view.n_code = shape.n_code;
-  view.mem_len = shape.mem_len;
-  view.d_k = shape.d_k;
-  view.d_v = shape.d_v;
-  view.agg_cache = shape.agg_cache;
-  view.codebook = tables.codebook + head * S * dk;
-  view.relative = tables.relative + head * (M + 1) * dk;
-  view.u = tables.u + head * dk;
-  view.v = tables.v + head * dk;
-  view.counts = state.counts + slot_head * S;
-  view.means = state.means + slot_head * S * dv;
-  view.window_codes = state.window_codes + slot_head * M;
-  view.window_values = state.window_values + slot_head * M * dv;
-  return view;
-}
-
 }  // namespace
 
 CpuBackend::CpuBackend(int num_threads) : pool_(ResolveThreads(num_threads)) {
@@ -67,7 +45,8 @@ std::string CpuBackend::DeviceName() const {
 
 absl::StatusOr<DeviceBuffer> CpuBackend::Allocate(size_t bytes) {
   constexpr size_t kAlignment = 64;
-  const size_t rounded = std::max(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
+  const size_t rounded =
+      std::max(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
   void* pointer = std::aligned_alloc(kAlignment, rounded);
   if (pointer == nullptr) {
     return absl::ResourceExhaustedError(
@@ -105,51 +84,70 @@ absl::Status CpuBackend::FillInt(int32_t* data, size_t count, int32_t value) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<const float*> CpuBackend::UploadWeights(
-    const float* host, size_t count, DeviceBuffer* storage) {
-  (void)count;
-  (void)storage;
-  return host;
+bool CpuBackend::Supports(Op op, DType dtype) const {
+  (void)op;  // every op: F32 only, for now
+  return dtype == DType::kF32;
+}
+
+absl::StatusOr<TensorView> CpuBackend::UploadWeights(const TensorView& host,
+                                                     DeviceBuffer* storage) {
+  TVQ_RETURN_IF_ERROR(op_checks::UploadWeights(*this, host, storage));
+  return host;  // host memory is CPU memory: used in place
 }
 
 absl::Status CpuBackend::Gemm(const GemmArgs& args) {
-  if (args.m <= 0 || args.n <= 0) return absl::OkStatus();
+  TVQ_RETURN_IF_ERROR(op_checks::Gemm(*this, args));
+  const int m = args.m(), n = args.n(), k = args.k();
+  if (m <= 0 || n <= 0) return absl::OkStatus();
+  const float* a = args.a.as<float>();
+  const float* b = args.b.as<float>();
+  float* c = args.c.as<float>();
+  const int lda = static_cast<int>(args.a.row_stride),
+            ldb = static_cast<int>(args.b.row_stride),
+            ldc = static_cast<int>(args.c.row_stride);
   if (args.batch_invariant && !args.transpose_a) {
     if (args.alpha != 1.0f) {
       return absl::InvalidArgumentError("batch-invariant GEMM needs alpha = 1");
     }
     // Decode batches: rows computed identically for any batch size, columns
     // split across threads; the weights stream once per tile of rows.
-    pool_.ParallelFor(args.n, 64, [&](int64_t begin, int64_t end) {
-      cpu::SkinnyGemm(args.transpose_b, args.m, args.n, args.k, args.a,
-                      args.lda, args.b, args.ldb, args.beta, args.c, args.ldc,
-                      static_cast<int>(begin), static_cast<int>(end));
+    pool_.ParallelFor(n, 64, [&](int64_t begin, int64_t end) {
+      cpu::SkinnyGemm(args.transpose_b, m, n, k, a, lda, b, ldb, args.beta, c,
+                      ldc, static_cast<int>(begin), static_cast<int>(end));
     });
     return absl::OkStatus();
   }
   cblas_sgemm(CblasRowMajor, args.transpose_a ? CblasTrans : CblasNoTrans,
-              args.transpose_b ? CblasTrans : CblasNoTrans, args.m, args.n,
-              args.k, args.alpha, args.a, args.lda, args.b, args.ldb,
-              args.beta, args.c, args.ldc);
+              args.transpose_b ? CblasTrans : CblasNoTrans, m, n, k, args.alpha,
+              a, lda, b, ldb, args.beta, c, ldc);
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::Embed(const float* embeddings, int d_model,
+absl::Status CpuBackend::Embed(const TensorView& embedding_table,
                                const int32_t* tokens, const int64_t* positions,
                                int n, bool add_positions, float position_scale,
                                double pe_lam, float* x) {
+  TVQ_RETURN_IF_ERROR(
+      op_checks::Embed(*this, embedding_table, tokens, positions, n, x));
+  const float* embeddings = embedding_table.as<float>();
+  const int d_model = static_cast<int>(embedding_table.cols());
   pool_.ParallelFor(n, RowGrain(d_model * 8), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      cpu::EmbedRow(embeddings, d_model, tokens[i], positions[i],
-                    add_positions, position_scale, pe_lam, x + i * d_model);
+      cpu::EmbedRow(embeddings, d_model, tokens[i], positions[i], add_positions,
+                    position_scale, pe_lam, x + i * d_model);
     }
   });
   return absl::OkStatus();
 }
 
 absl::Status CpuBackend::RmsNorm(int rows, int width, const float* x,
-                                 int x_stride, const float* gain,
-                                 const float* bias, float* y, int y_stride) {
+                                 int x_stride, const TensorView& gain_view,
+                                 const TensorView& bias_view, float* y,
+                                 int y_stride) {
+  TVQ_RETURN_IF_ERROR(op_checks::RmsNorm(*this, rows, width, x, x_stride,
+                                         gain_view, bias_view, y, y_stride));
+  const float* gain = gain_view.as<float>();
+  const float* bias = bias_view.as<float>();
   pool_.ParallelFor(rows, RowGrain(width), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       cpu::RmsNormRow(width, x + i * x_stride, gain, bias, 1.0f,
@@ -161,20 +159,22 @@ absl::Status CpuBackend::RmsNorm(int rows, int width, const float* x,
 
 absl::Status CpuBackend::HeadRmsNorm(int rows, int heads, int width, float* q,
                                      int q_stride, float scale) {
-  pool_.ParallelFor(rows, RowGrain(heads * width),
-                    [&](int64_t begin, int64_t end) {
-                      for (int64_t i = begin; i < end; ++i) {
-                        for (int h = 0; h < heads; ++h) {
-                          float* row = q + i * q_stride + h * width;
-                          cpu::RmsNormRow(width, row, nullptr, nullptr, scale,
-                                          row);
-                        }
-                      }
-                    });
+  TVQ_RETURN_IF_ERROR(
+      op_checks::HeadRmsNorm(*this, rows, heads, width, q, q_stride));
+  pool_.ParallelFor(
+      rows, RowGrain(heads * width), [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          for (int h = 0; h < heads; ++h) {
+            float* row = q + i * q_stride + h * width;
+            cpu::RmsNormRow(width, row, nullptr, nullptr, scale, row);
+          }
+        }
+      });
   return absl::OkStatus();
 }
 
 absl::Status CpuBackend::Silu(int rows, int cols, float* x, int stride) {
+  TVQ_RETURN_IF_ERROR(op_checks::Silu(*this, rows, cols, x, stride));
   pool_.ParallelFor(rows, RowGrain(cols * 8), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) cpu::SiluRow(cols, x + i * stride);
   });
@@ -183,6 +183,8 @@ absl::Status CpuBackend::Silu(int rows, int cols, float* x, int stride) {
 
 absl::Status CpuBackend::Multiply(int rows, int cols, float* x, int x_stride,
                                   const float* gate, int gate_stride) {
+  TVQ_RETURN_IF_ERROR(
+      op_checks::Multiply(*this, rows, cols, x, x_stride, gate, gate_stride));
   pool_.ParallelFor(rows, RowGrain(cols), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       cpu::MultiplyRow(cols, x + i * x_stride, gate + i * gate_stride);
@@ -200,6 +202,8 @@ absl::Status CpuBackend::VqAssign(int rows, const AttentionShape& shape,
                                   const AttentionTables& tables,
                                   const float* keys, int key_stride,
                                   int32_t* codes) {
+  TVQ_RETURN_IF_ERROR(
+      op_checks::VqAssign(*this, rows, shape, tables, keys, key_stride, codes));
   const int64_t S = shape.n_code, dk = shape.d_k;
   float* scratch = Scratch(static_cast<size_t>(rows) * S);
   for (int h = 0; h < shape.n_head; ++h) {
@@ -215,9 +219,14 @@ absl::Status CpuBackend::BlockAttention(
     const SublayerState& state, int slot, int64_t first_position, int n,
     const float* q, int q_stride, const int32_t* codes, const float* values,
     int value_stride, float* out) {
+  TVQ_RETURN_IF_ERROR(op_checks::BlockAttention(
+      *this, shape, tables, state, slot, first_position, n, q, q_stride, codes,
+      values, value_stride, out));
+  if (n <= 0) return absl::OkStatus();
   const int H = shape.n_head;
   for (int h = 0; h < H; ++h) {
-    const cpu::HeadAttention head = HeadView(shape, tables, state, slot, h);
+    const cpu::HeadAttention head =
+        cpu::SliceHead(shape, tables, state, slot, h);
     float* scratch = Scratch(cpu::BlockScratchFloats(head, n));
     cpu::BlockAttention(head, first_position, n, q + h * shape.d_k, q_stride,
                         codes + h, H, values + h * shape.d_v, value_stride,
@@ -231,9 +240,14 @@ absl::Status CpuBackend::DecodeAttention(
     const SublayerState& state, const int* slots, const int64_t* positions,
     int batch, const float* q, int q_stride, const int32_t* codes,
     const float* values, int value_stride, float* out) {
+  TVQ_RETURN_IF_ERROR(op_checks::DecodeAttention(
+      *this, shape, tables, state, slots, positions, batch, q, q_stride, codes,
+      values, value_stride, out));
+  if (batch <= 0) return absl::OkStatus();
   const int H = shape.n_head, dk = shape.d_k, dv = shape.d_v;
   const int64_t items = static_cast<int64_t>(batch) * H;
-  const cpu::HeadAttention first = HeadView(shape, tables, state, slots[0], 0);
+  const cpu::HeadAttention first =
+      cpu::SliceHead(shape, tables, state, slots[0], 0);
   const int64_t weight_count = cpu::DecodeWeightCount(first);
   const int64_t scratch_count = cpu::DecodeScratchFloats(first);
   float* weights = Scratch(items * (weight_count + scratch_count));
@@ -242,7 +256,8 @@ absl::Status CpuBackend::DecodeAttention(
   pool_.ParallelFor(items, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int b = static_cast<int>(item / H), h = static_cast<int>(item % H);
-      const cpu::HeadAttention head = HeadView(shape, tables, state, slots[b], h);
+      const cpu::HeadAttention head =
+          cpu::SliceHead(shape, tables, state, slots[b], h);
       cpu::DecodeAttentionWeights(head, positions[b], q + b * q_stride + h * dk,
                                   codes[item], weights + item * weight_count,
                                   scratch + item * scratch_count);
@@ -257,7 +272,8 @@ absl::Status CpuBackend::DecodeAttention(
       const int64_t item = work / chunks;
       const int chunk = static_cast<int>(work % chunks);
       const int b = static_cast<int>(item / H), h = static_cast<int>(item % H);
-      const cpu::HeadAttention head = HeadView(shape, tables, state, slots[b], h);
+      const cpu::HeadAttention head =
+          cpu::SliceHead(shape, tables, state, slots[b], h);
       cpu::DecodeWeightedValues(
           head, weights + item * weight_count,
           values + b * static_cast<int64_t>(value_stride) + h * dv,
@@ -273,32 +289,35 @@ absl::Status CpuBackend::UpdateState(const AttentionShape& shape,
                                      int64_t first_position, int n,
                                      const int32_t* codes, const float* values,
                                      int value_stride) {
+  TVQ_RETURN_IF_ERROR(op_checks::UpdateState(*this, shape, state, slot,
+                                             first_position, n, codes, values,
+                                             value_stride));
   const int64_t H = shape.n_head, S = shape.n_code, M = shape.mem_len,
                 dv = shape.d_v;
   pool_.ParallelFor(H, 1, [&](int64_t begin, int64_t end) {
     for (int64_t h = begin; h < end; ++h) {
       const int64_t slot_head = slot * H + h;
       for (int i = 0; i < n; ++i) {
-        cpu::AbsorbToken(shape.mem_len, shape.d_v,
-                         state.counts + slot_head * S,
-                         state.means + slot_head * S * dv,
-                         state.window_codes + slot_head * M,
-                         state.window_values + slot_head * M * dv,
-                         first_position + i, codes[i * H + h],
-                         values + static_cast<int64_t>(i) * value_stride + h * dv);
+        cpu::AbsorbToken(
+            shape.mem_len, shape.d_v, state.counts + slot_head * S,
+            state.means + slot_head * S * dv,
+            state.window_codes + slot_head * M,
+            state.window_values + slot_head * M * dv, first_position + i,
+            codes[i * H + h],
+            values + static_cast<int64_t>(i) * value_stride + h * dv);
       }
     }
   });
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::UpdateStateBatch(const AttentionShape& shape,
-                                          const SublayerState& state,
-                                          const int* slots,
-                                          const int64_t* positions, int batch,
-                                          const int32_t* codes,
-                                          const float* values,
-                                          int value_stride) {
+absl::Status CpuBackend::UpdateStateBatch(
+    const AttentionShape& shape, const SublayerState& state, const int* slots,
+    const int64_t* positions, int batch, const int32_t* codes,
+    const float* values, int value_stride) {
+  TVQ_RETURN_IF_ERROR(op_checks::UpdateStateBatch(*this, shape, state, slots,
+                                                  positions, batch, codes,
+                                                  values, value_stride));
   const int64_t H = shape.n_head, S = shape.n_code, M = shape.mem_len,
                 dv = shape.d_v;
   pool_.ParallelFor(batch * H, 1, [&](int64_t begin, int64_t end) {
@@ -315,8 +334,11 @@ absl::Status CpuBackend::UpdateStateBatch(const AttentionShape& shape,
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::LogSoftmax(int rows, int cols, const float* bias,
-                                    float scale, float* x) {
+absl::Status CpuBackend::LogSoftmax(int rows, int cols,
+                                    const TensorView& bias_view, float scale,
+                                    float* x) {
+  TVQ_RETURN_IF_ERROR(op_checks::LogSoftmax(*this, rows, cols, bias_view, x));
+  const float* bias = bias_view.as<float>();
   pool_.ParallelFor(rows, RowGrain(cols * 4), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       cpu::LogSoftmaxRow(cols, bias, scale, x + i * static_cast<int64_t>(cols));

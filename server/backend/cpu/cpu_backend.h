@@ -18,6 +18,9 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int num_threads);
 
   DeviceKind device() const override { return DeviceKind::kCpu; }
+  const char* Name() const override { return "CpuBackend"; }
+  // F32 weights, tables and state only (bf16 kernels are a later step).
+  bool Supports(Op op, DType dtype) const override;
   std::string DeviceName() const override;
   int num_threads() const { return pool_.num_threads(); }
 
@@ -31,16 +34,15 @@ class CpuBackend final : public Backend {
   absl::Status Fill(float* data, size_t count, float value) override;
   absl::Status FillInt(int32_t* data, size_t count, int32_t value) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
-  absl::StatusOr<const float*> UploadWeights(const float* host, size_t count,
-                                             DeviceBuffer* storage) override;
+  absl::StatusOr<TensorView> UploadWeights(const TensorView& host,
+                                           DeviceBuffer* storage) override;
 
   absl::Status Gemm(const GemmArgs& args) override;
-  absl::Status Embed(const float* embeddings, int d_model,
-                     const int32_t* tokens, const int64_t* positions, int n,
-                     bool add_positions, float position_scale, double pe_lam,
-                     float* x) override;
+  absl::Status Embed(const TensorView& embeddings, const int32_t* tokens,
+                     const int64_t* positions, int n, bool add_positions,
+                     float position_scale, double pe_lam, float* x) override;
   absl::Status RmsNorm(int rows, int width, const float* x, int x_stride,
-                       const float* gain, const float* bias, float* y,
+                       const TensorView& gain, const TensorView& bias, float* y,
                        int y_stride) override;
   absl::Status HeadRmsNorm(int rows, int heads, int width, float* q,
                            int q_stride, float scale) override;
@@ -66,16 +68,15 @@ class CpuBackend final : public Backend {
                                int value_stride, float* out) override;
   absl::Status UpdateState(const AttentionShape& shape,
                            const SublayerState& state, int slot,
-                           int64_t first_position, int n,
-                           const int32_t* codes, const float* values,
-                           int value_stride) override;
+                           int64_t first_position, int n, const int32_t* codes,
+                           const float* values, int value_stride) override;
   absl::Status UpdateStateBatch(const AttentionShape& shape,
                                 const SublayerState& state, const int* slots,
                                 const int64_t* positions, int batch,
                                 const int32_t* codes, const float* values,
                                 int value_stride) override;
-  absl::Status LogSoftmax(int rows, int cols, const float* bias, float scale,
-                          float* x) override;
+  absl::Status LogSoftmax(int rows, int cols, const TensorView& bias,
+                          float scale, float* x) override;
 
  private:
   float* Scratch(size_t floats);

@@ -9,10 +9,13 @@
 
 #include "absl/strings/str_format.h"
 #include "kernels/cuda/attention_cuda.cuh"
+#include "kernels/cuda/block_attention_cuda.cuh"
+#include "kernels/cuda/cublas_gemm_cuda.cuh"
 #include "kernels/cuda/elementwise_cuda.cuh"
 #include "kernels/cuda/gemm_cuda.cuh"
 #include "kernels/cuda/state_update_cuda.cuh"
 #include "kernels/cuda/vq_cuda.cuh"
+#include "server/backend/op_checks.h"
 #include "server/base/status_macros.h"
 
 namespace tvq::runtime {
@@ -263,16 +266,20 @@ absl::Status CudaBackend::Synchronize() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<const float*> CudaBackend::UploadWeights(const float* host,
-                                                        size_t count,
-                                                        DeviceBuffer* storage) {
-  if (storage == nullptr) {
-    return absl::InvalidArgumentError("cuda: UploadWeights needs storage");
-  }
-  TVQ_ASSIGN_OR_RETURN(*storage, Allocate(count * sizeof(float)));
-  TVQ_RETURN_IF_ERROR(
-      CopyToDevice(storage->get(), host, count * sizeof(float)));
-  return storage->as<const float>();
+bool CudaBackend::Supports(Op op, DType dtype) const {
+  (void)op;  // every op: F32 only, for now
+  return dtype == DType::kF32;
+}
+
+absl::StatusOr<TensorView> CudaBackend::UploadWeights(const TensorView& host,
+                                                      DeviceBuffer* storage) {
+  TVQ_RETURN_IF_ERROR(op_checks::UploadWeights(*this, host, storage));
+  const size_t bytes = host.span_bytes();
+  TVQ_ASSIGN_OR_RETURN(*storage, Allocate(bytes));
+  TVQ_RETURN_IF_ERROR(CopyToDevice(storage->get(), host.data, bytes));
+  TensorView device = host;
+  device.data = storage->get();
+  return device;
 }
 
 absl::StatusOr<void*> CudaBackend::Scratch(size_t bytes) {
@@ -345,67 +352,59 @@ absl::StatusOr<const void*> CudaBackend::UploadIndices(IndexArray array,
 
 // ------------------------------------------------------------ GEMM
 
-// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the
-// operands and the sizes m, n; the row strides are the leading dimensions.
-absl::Status CudaBackend::GemmBatched(const GemmArgs& args, int64_t stride_a,
-                                      int64_t stride_b, int64_t stride_c,
-                                      int batch) {
-  if (args.m < 0 || args.n < 0 || args.k < 0 || batch < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("cuda: GEMM with negative size m=%d n=%d k=%d batch=%d",
-                        args.m, args.n, args.k, batch));
-  }
-  if (args.m == 0 || args.n == 0 || batch == 0) return absl::OkStatus();
-  TVQ_RETURN_IF_ERROR(Activate());
-  const cublasOperation_t op_b = args.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t op_a = args.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  if (batch == 1) {
-    TVQ_CUBLAS_RETURN_IF_ERROR(
-        cublasGemmEx(cublas_, op_b, op_a, args.n, args.m, args.k, &args.alpha,
-                     args.b, CUDA_R_32F, args.ldb, args.a, CUDA_R_32F, args.lda,
-                     &args.beta, args.c, CUDA_R_32F, args.ldc,
-                     CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
-  } else {
-    TVQ_CUBLAS_RETURN_IF_ERROR(cublasGemmStridedBatchedEx(
-        cublas_, op_b, op_a, args.n, args.m, args.k, &args.alpha, args.b,
-        CUDA_R_32F, args.ldb, stride_b, args.a, CUDA_R_32F, args.lda, stride_a,
-        &args.beta, args.c, CUDA_R_32F, args.ldc, stride_c, batch,
-        CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CudaBackend::Gemm(const GemmArgs& args) {
+  TVQ_RETURN_IF_ERROR(op_checks::Gemm(*this, args));
+  const int m = args.m(), n = args.n(), k = args.k();
+  if (m <= 0 || n <= 0) return absl::OkStatus();
+  TVQ_RETURN_IF_ERROR(Activate());
+  const float* a = args.a.as<float>();
+  const float* b = args.b.as<float>();
+  float* c = args.c.as<float>();
+  const int lda = static_cast<int>(args.a.row_stride),
+            ldb = static_cast<int>(args.b.row_stride),
+            ldc = static_cast<int>(args.c.row_stride);
   if (!args.batch_invariant || args.transpose_a) {
-    return GemmBatched(args, 0, 0, 0, 1);
+    cuda::RowMajorGemm gemm;
+    gemm.transpose_a = args.transpose_a;
+    gemm.transpose_b = args.transpose_b;
+    gemm.m = m;
+    gemm.n = n;
+    gemm.k = k;
+    gemm.alpha = args.alpha;
+    gemm.a = a;
+    gemm.lda = lda;
+    gemm.b = b;
+    gemm.ldb = ldb;
+    gemm.beta = args.beta;
+    gemm.c = c;
+    gemm.ldc = ldc;
+    TVQ_CUBLAS_RETURN_IF_ERROR(cuda::PedanticGemm(cublas_, gemm));
+    return absl::OkStatus();
   }
   // Decode: cuBLAS chooses algorithms by shape, so a row's bits could
   // depend on the batch size; this kernel sums each element in a fixed order.
-  if (args.m <= 0 || args.n <= 0) return absl::OkStatus();
-  if (args.k < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("cuda: GEMM with negative k=%d", args.k));
-  }
-  TVQ_RETURN_IF_ERROR(Activate());
   const size_t scratch_floats = cuda::InvariantGemmScratchFloats(
-      args.transpose_b, args.m, args.n, args.k, target_blocks_);
+      args.transpose_b, m, n, k, target_blocks_);
   TVQ_ASSIGN_OR_RETURN(
       void* scratch,
       Scratch(sizeof(float) * std::max<size_t>(scratch_floats, 1)));
   TVQ_CUDA_RETURN_IF_ERROR(cuda::InvariantGemm(
-      args.transpose_b, args.m, args.n, args.k, args.alpha, args.a, args.lda,
-      args.b, args.ldb, args.beta, args.c, args.ldc,
+      args.transpose_b, m, n, k, args.alpha, a, lda, b, ldb, args.beta, c, ldc,
       static_cast<float*>(scratch), target_blocks_, stream_));
   return absl::OkStatus();
 }
 
 // ------------------------------------------------------------ row ops
 
-absl::Status CudaBackend::Embed(const float* embeddings, int d_model,
+absl::Status CudaBackend::Embed(const TensorView& embedding_table,
                                 const int32_t* tokens, const int64_t* positions,
                                 int n, bool add_positions, float position_scale,
                                 double pe_lam, float* x) {
+  TVQ_RETURN_IF_ERROR(
+      op_checks::Embed(*this, embedding_table, tokens, positions, n, x));
   if (n <= 0) return absl::OkStatus();
+  const float* embeddings = embedding_table.as<float>();
+  const int d_model = static_cast<int>(embedding_table.cols());
   TVQ_RETURN_IF_ERROR(Activate());
   TVQ_ASSIGN_OR_RETURN(const void* device_tokens,
                        UploadIndices(kTokens, tokens, sizeof(int32_t) * n));
@@ -420,16 +419,22 @@ absl::Status CudaBackend::Embed(const float* embeddings, int d_model,
 }
 
 absl::Status CudaBackend::RmsNorm(int rows, int width, const float* x,
-                                  int x_stride, const float* gain,
-                                  const float* bias, float* y, int y_stride) {
+                                  int x_stride, const TensorView& gain,
+                                  const TensorView& bias, float* y,
+                                  int y_stride) {
+  TVQ_RETURN_IF_ERROR(op_checks::RmsNorm(*this, rows, width, x, x_stride, gain,
+                                         bias, y, y_stride));
   TVQ_RETURN_IF_ERROR(Activate());
-  TVQ_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(rows, width, x, x_stride, gain, bias,
-                                         y, y_stride, stream_));
+  TVQ_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(rows, width, x, x_stride,
+                                         gain.as<float>(), bias.as<float>(), y,
+                                         y_stride, stream_));
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::HeadRmsNorm(int rows, int heads, int width, float* q,
                                       int q_stride, float scale) {
+  TVQ_RETURN_IF_ERROR(
+      op_checks::HeadRmsNorm(*this, rows, heads, width, q, q_stride));
   TVQ_RETURN_IF_ERROR(Activate());
   TVQ_CUDA_RETURN_IF_ERROR(
       cuda::HeadRmsNorm(rows, heads, width, q, q_stride, scale, stream_));
@@ -437,6 +442,7 @@ absl::Status CudaBackend::HeadRmsNorm(int rows, int heads, int width, float* q,
 }
 
 absl::Status CudaBackend::Silu(int rows, int cols, float* x, int stride) {
+  TVQ_RETURN_IF_ERROR(op_checks::Silu(*this, rows, cols, x, stride));
   TVQ_RETURN_IF_ERROR(Activate());
   TVQ_CUDA_RETURN_IF_ERROR(cuda::Silu(rows, cols, x, stride, stream_));
   return absl::OkStatus();
@@ -444,51 +450,31 @@ absl::Status CudaBackend::Silu(int rows, int cols, float* x, int stride) {
 
 absl::Status CudaBackend::Multiply(int rows, int cols, float* x, int x_stride,
                                    const float* gate, int gate_stride) {
+  TVQ_RETURN_IF_ERROR(
+      op_checks::Multiply(*this, rows, cols, x, x_stride, gate, gate_stride));
   TVQ_RETURN_IF_ERROR(Activate());
   TVQ_CUDA_RETURN_IF_ERROR(
       cuda::Multiply(rows, cols, x, x_stride, gate, gate_stride, stream_));
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::LogSoftmax(int rows, int cols, const float* bias,
+absl::Status CudaBackend::LogSoftmax(int rows, int cols, const TensorView& bias,
                                      float scale, float* x) {
+  TVQ_RETURN_IF_ERROR(op_checks::LogSoftmax(*this, rows, cols, bias, x));
   TVQ_RETURN_IF_ERROR(Activate());
   TVQ_CUDA_RETURN_IF_ERROR(
-      cuda::LogSoftmax(rows, cols, bias, scale, x, stream_));
+      cuda::LogSoftmax(rows, cols, bias.as<float>(), scale, x, stream_));
   return absl::OkStatus();
 }
 
 // ------------------------------------------------------------ attention
 
-namespace {
-
-cuda::AttentionDims Dims(const AttentionShape& shape) {
-  return {shape.n_head, shape.n_code, shape.mem_len,
-          shape.d_k,    shape.d_v,    shape.agg_cache};
-}
-
-cuda::StateView View(const SublayerState& state) {
-  return {state.counts, state.means, state.window_codes, state.window_values};
-}
-
-absl::Status CheckShape(const AttentionShape& shape) {
-  if (shape.n_head < 1 || shape.n_code < 1 || shape.mem_len < 1 ||
-      shape.d_k < 1 || shape.d_v < 1) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "cuda: attention shape needs every size >= 1, got H=%d S=%d M=%d "
-        "d_k=%d d_v=%d",
-        shape.n_head, shape.n_code, shape.mem_len, shape.d_k, shape.d_v));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 absl::Status CudaBackend::VqAssign(int rows, const AttentionShape& shape,
                                    const AttentionTables& tables,
                                    const float* keys, int key_stride,
                                    int32_t* codes) {
-  TVQ_RETURN_IF_ERROR(CheckShape(shape));
+  TVQ_RETURN_IF_ERROR(
+      op_checks::VqAssign(*this, rows, shape, tables, keys, key_stride, codes));
   TVQ_RETURN_IF_ERROR(Activate());
   TVQ_CUDA_RETURN_IF_ERROR(cuda::VqAssign(
       rows, shape.n_head, shape.n_code, shape.d_k, keys, key_stride,
@@ -501,90 +487,22 @@ absl::Status CudaBackend::BlockAttention(
     const SublayerState& state, int slot, int64_t first_position, int n,
     const float* q, int q_stride, const int32_t* codes, const float* values,
     int value_stride, float* out) {
-  TVQ_RETURN_IF_ERROR(CheckShape(shape));
+  TVQ_RETURN_IF_ERROR(op_checks::BlockAttention(
+      *this, shape, tables, state, slot, first_position, n, q, q_stride, codes,
+      values, value_stride, out));
   if (n <= 0) return absl::OkStatus();
   TVQ_RETURN_IF_ERROR(Activate());
-  const int64_t H = shape.n_head, S = shape.n_code, M = shape.mem_len,
-                dk = shape.d_k, dv = shape.d_v;
-  const cuda::AttentionDims dims = Dims(shape);
-  const int64_t width = cuda::BlockWeightsWidth(dims, n);
-  const int64_t query_floats = H * n * dk;
-  const int64_t total_floats =
-      2 * query_floats + H * n * S + H * n * (M + 1) + H * n * width;
-  TVQ_ASSIGN_OR_RETURN(void* scratch, Scratch(sizeof(float) * total_floats));
-  float* qu = static_cast<float*>(scratch);
-  float* qv = qu + query_floats;
-  float* code_scores = qv + query_floats;              // [H, n, S]
-  float* relative_scores = code_scores + H * n * S;    // [H, n, M + 1]
-  float* weights = relative_scores + H * n * (M + 1);  // [H, n, width]
-
-  TVQ_CUDA_RETURN_IF_ERROR(cuda::PrepareBlockQueries(
-      dims, n, q, q_stride, tables.u, tables.v, qu, qv, stream_));
-  // Per head: code_scores = qu C^T, relative_scores = qv R^T.
-  TVQ_RETURN_IF_ERROR(GemmBatched({.transpose_b = true,
-                                   .m = n,
-                                   .n = shape.n_code,
-                                   .k = shape.d_k,
-                                   .a = qu,
-                                   .lda = shape.d_k,
-                                   .b = tables.codebook,
-                                   .ldb = shape.d_k,
-                                   .c = code_scores,
-                                   .ldc = shape.n_code},
-                                  n * dk, S * dk, n * S, shape.n_head));
-  TVQ_RETURN_IF_ERROR(GemmBatched({.transpose_b = true,
-                                   .m = n,
-                                   .n = shape.mem_len + 1,
-                                   .k = shape.d_k,
-                                   .a = qv,
-                                   .lda = shape.d_k,
-                                   .b = tables.relative,
-                                   .ldb = shape.d_k,
-                                   .c = relative_scores,
-                                   .ldc = shape.mem_len + 1},
-                                  n * dk, (M + 1) * dk, n * (M + 1),
-                                  shape.n_head));
-  TVQ_CUDA_RETURN_IF_ERROR(cuda::BlockAttentionWeights(
-      dims, View(state), slot, first_position, n, code_scores, relative_scores,
-      codes, weights, stream_));
-  // out[:, h] = W_window window_values + W_block values (+ W_codes means).
-  const int64_t slot_head = static_cast<int64_t>(slot) * H;
-  const int out_stride = shape.n_head * shape.d_v;
-  TVQ_RETURN_IF_ERROR(
-      GemmBatched({.m = n,
-                   .n = shape.d_v,
-                   .k = shape.mem_len,
-                   .a = weights,
-                   .lda = static_cast<int>(width),
-                   .b = state.window_values + slot_head * M * dv,
-                   .ldb = shape.d_v,
-                   .beta = 0,
-                   .c = out,
-                   .ldc = out_stride},
-                  n * width, M * dv, dv, shape.n_head));
-  TVQ_RETURN_IF_ERROR(GemmBatched({.m = n,
-                                   .n = shape.d_v,
-                                   .k = n,
-                                   .a = weights + M,
-                                   .lda = static_cast<int>(width),
-                                   .b = values,
-                                   .ldb = value_stride,
-                                   .beta = 1,
-                                   .c = out,
-                                   .ldc = out_stride},
-                                  n * width, dv, dv, shape.n_head));
-  if (shape.agg_cache) {
-    TVQ_RETURN_IF_ERROR(GemmBatched({.m = n,
-                                     .n = shape.d_v,
-                                     .k = shape.n_code,
-                                     .a = weights + M + n,
-                                     .lda = static_cast<int>(width),
-                                     .b = state.means + slot_head * S * dv,
-                                     .ldb = shape.d_v,
-                                     .beta = 1,
-                                     .c = out,
-                                     .ldc = out_stride},
-                                    n * width, S * dv, dv, shape.n_head));
+  TVQ_ASSIGN_OR_RETURN(
+      void* scratch,
+      Scratch(sizeof(float) * cuda::BlockAttentionScratchFloats(shape, n)));
+  const cuda::ComposedStatus status = cuda::BlockAttention(
+      shape, tables, state, slot, first_position, n, q, q_stride, codes, values,
+      value_stride, out, static_cast<float*>(scratch), cublas_, stream_);
+  if (status.cublas != CUBLAS_STATUS_SUCCESS) {
+    return CublasError(status.cublas, status.call, __FILE__, __LINE__);
+  }
+  if (status.cuda != cudaSuccess) {
+    return CudaError(status.cuda, status.call, __FILE__, __LINE__);
   }
   return absl::OkStatus();
 }
@@ -594,22 +512,22 @@ absl::Status CudaBackend::DecodeAttention(
     const SublayerState& state, const int* slots, const int64_t* positions,
     int batch, const float* q, int q_stride, const int32_t* codes,
     const float* values, int value_stride, float* out) {
-  TVQ_RETURN_IF_ERROR(CheckShape(shape));
+  TVQ_RETURN_IF_ERROR(op_checks::DecodeAttention(
+      *this, shape, tables, state, slots, positions, batch, q, q_stride, codes,
+      values, value_stride, out));
   if (batch <= 0) return absl::OkStatus();
   TVQ_RETURN_IF_ERROR(Activate());
-  const cuda::AttentionDims dims = Dims(shape);
   TVQ_ASSIGN_OR_RETURN(const void* device_slots,
                        UploadIndices(kSlots, slots, sizeof(int32_t) * batch));
   TVQ_ASSIGN_OR_RETURN(
       const void* device_positions,
       UploadIndices(kPositions, positions, sizeof(int64_t) * batch));
   TVQ_ASSIGN_OR_RETURN(
-      void* scratch, Scratch(sizeof(float) * cuda::DecodeAttentionScratchFloats(
-                                                 dims, batch, target_blocks_)));
-  const cuda::AttentionTableView table_view{tables.codebook, tables.relative,
-                                            tables.u, tables.v};
+      void* scratch,
+      Scratch(sizeof(float) * cuda::DecodeAttentionScratchFloats(
+                                  shape, batch, target_blocks_)));
   TVQ_CUDA_RETURN_IF_ERROR(cuda::DecodeAttention(
-      dims, table_view, View(state), static_cast<const int32_t*>(device_slots),
+      shape, tables, state, static_cast<const int32_t*>(device_slots),
       static_cast<const int64_t*>(device_positions), batch, q, q_stride, codes,
       values, value_stride, out, static_cast<float*>(scratch), target_blocks_,
       stream_));
@@ -621,16 +539,17 @@ absl::Status CudaBackend::UpdateState(const AttentionShape& shape,
                                       int64_t first_position, int n,
                                       const int32_t* codes, const float* values,
                                       int value_stride) {
-  TVQ_RETURN_IF_ERROR(CheckShape(shape));
+  TVQ_RETURN_IF_ERROR(op_checks::UpdateState(*this, shape, state, slot,
+                                             first_position, n, codes, values,
+                                             value_stride));
   if (n <= 0) return absl::OkStatus();
   TVQ_RETURN_IF_ERROR(Activate());
-  const cuda::AttentionDims dims = Dims(shape);
   TVQ_ASSIGN_OR_RETURN(
       void* scratch,
-      Scratch(sizeof(int32_t) * cuda::UpdateStateScratchInts(dims, n)));
-  TVQ_CUDA_RETURN_IF_ERROR(cuda::UpdateState(
-      dims, View(state), slot, first_position, n, codes, values, value_stride,
-      static_cast<int32_t*>(scratch), stream_));
+      Scratch(sizeof(int32_t) * cuda::UpdateStateScratchInts(shape, n)));
+  TVQ_CUDA_RETURN_IF_ERROR(
+      cuda::UpdateState(shape, state, slot, first_position, n, codes, values,
+                        value_stride, static_cast<int32_t*>(scratch), stream_));
   return absl::OkStatus();
 }
 
@@ -638,7 +557,9 @@ absl::Status CudaBackend::UpdateStateBatch(
     const AttentionShape& shape, const SublayerState& state, const int* slots,
     const int64_t* positions, int batch, const int32_t* codes,
     const float* values, int value_stride) {
-  TVQ_RETURN_IF_ERROR(CheckShape(shape));
+  TVQ_RETURN_IF_ERROR(op_checks::UpdateStateBatch(*this, shape, state, slots,
+                                                  positions, batch, codes,
+                                                  values, value_stride));
   if (batch <= 0) return absl::OkStatus();
   TVQ_RETURN_IF_ERROR(Activate());
   TVQ_ASSIGN_OR_RETURN(const void* device_slots,
@@ -647,7 +568,7 @@ absl::Status CudaBackend::UpdateStateBatch(
       const void* device_positions,
       UploadIndices(kPositions, positions, sizeof(int64_t) * batch));
   TVQ_CUDA_RETURN_IF_ERROR(cuda::UpdateStateBatch(
-      Dims(shape), View(state), static_cast<const int32_t*>(device_slots),
+      shape, state, static_cast<const int32_t*>(device_slots),
       static_cast<const int64_t*>(device_positions), batch, codes, values,
       value_stride, stream_));
   return absl::OkStatus();

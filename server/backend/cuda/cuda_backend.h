@@ -40,6 +40,9 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override;
 
   DeviceKind device() const override { return DeviceKind::kCuda; }
+  const char* Name() const override { return "CudaBackend"; }
+  // F32 weights, tables and state only (bf16 kernels are a later step).
+  bool Supports(Op op, DType dtype) const override;
   std::string DeviceName() const override { return name_; }
   int ordinal() const { return ordinal_; }
 
@@ -54,16 +57,15 @@ class CudaBackend final : public Backend {
   absl::Status Fill(float* data, size_t count, float value) override;
   absl::Status FillInt(int32_t* data, size_t count, int32_t value) override;
   absl::Status Synchronize() override;
-  absl::StatusOr<const float*> UploadWeights(const float* host, size_t count,
-                                             DeviceBuffer* storage) override;
+  absl::StatusOr<TensorView> UploadWeights(const TensorView& host,
+                                           DeviceBuffer* storage) override;
 
   absl::Status Gemm(const GemmArgs& args) override;
-  absl::Status Embed(const float* embeddings, int d_model,
-                     const int32_t* tokens, const int64_t* positions, int n,
-                     bool add_positions, float position_scale, double pe_lam,
-                     float* x) override;
+  absl::Status Embed(const TensorView& embeddings, const int32_t* tokens,
+                     const int64_t* positions, int n, bool add_positions,
+                     float position_scale, double pe_lam, float* x) override;
   absl::Status RmsNorm(int rows, int width, const float* x, int x_stride,
-                       const float* gain, const float* bias, float* y,
+                       const TensorView& gain, const TensorView& bias, float* y,
                        int y_stride) override;
   absl::Status HeadRmsNorm(int rows, int heads, int width, float* q,
                            int q_stride, float scale) override;
@@ -96,8 +98,8 @@ class CudaBackend final : public Backend {
                                 const int64_t* positions, int batch,
                                 const int32_t* codes, const float* values,
                                 int value_stride) override;
-  absl::Status LogSoftmax(int rows, int cols, const float* bias, float scale,
-                          float* x) override;
+  absl::Status LogSoftmax(int rows, int cols, const TensorView& bias,
+                          float scale, float* x) override;
 
  private:
   // The host index arrays ops receive, each with its own device copy.
@@ -124,10 +126,6 @@ class CudaBackend final : public Backend {
   // of the same array when its contents are unchanged.
   absl::StatusOr<const void*> UploadIndices(IndexArray array, const void* host,
                                             size_t bytes);
-  // Row-major strided-batched fp32 GEMM (pedantic: no TF32).
-  absl::Status GemmBatched(const GemmArgs& args, int64_t stride_a,
-                           int64_t stride_b, int64_t stride_c, int batch);
-
   int ordinal_;
   std::string name_;
   int target_blocks_ = 264;  // twice the SM count

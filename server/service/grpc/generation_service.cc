@@ -53,6 +53,7 @@ void ToProto(const scheduler::Usage& in, v1::Usage* out) {
   out->set_queue_time_seconds(in.queue_time_seconds);
   out->set_time_to_first_token_seconds(in.time_to_first_token_seconds);
   out->set_total_time_seconds(in.total_time_seconds);
+  out->set_cached_tokens(in.cached_tokens);
 }
 
 // Appends an update's tokens, text and logprobs to a response message
@@ -85,6 +86,42 @@ void SetCompletion(const scheduler::Completion& completion, Message* message) {
   ToProto(completion.usage, message->mutable_usage());
 }
 
+// The session a Generate or Score continues (none when `manager` is null).
+struct SessionTarget {
+  sessions::SessionManager* manager = nullptr;
+  std::string session_id;
+  bool no_eos_prefix = false;
+  // Without a session: where automatic prefix reuse happens (when on).
+  sessions::SessionManager* reuse = nullptr;
+};
+
+template <typename Request>
+SessionTarget TargetOf(const Request& request, core::Engine& engine) {
+  SessionTarget target;
+  target.reuse = &engine.sessions();
+  if (request.session_id().empty()) return target;
+  target.manager = &engine.sessions();
+  target.session_id = request.session_id();
+  target.no_eos_prefix = request.no_eos_prefix();
+  return target;
+}
+
+absl::StatusOr<scheduler::RequestHandle> SubmitGeneration(
+    scheduler::Scheduler& scheduler, const SessionTarget& target,
+    scheduler::GenerationRequest request,
+    std::shared_ptr<scheduler::TokenSink> sink) {
+  if (target.manager == nullptr) {
+    if (target.reuse != nullptr) {
+      return target.reuse->SubmitGenerationReusing(std::move(request),
+                                                   std::move(sink));
+    }
+    return scheduler.SubmitGeneration(std::move(request), std::move(sink));
+  }
+  return target.manager->SubmitGeneration(target.session_id,
+                                          target.no_eos_prefix,
+                                          std::move(request), std::move(sink));
+}
+
 absl::Time Deadline(const grpc::CallbackServerContext* context) {
   const std::chrono::system_clock::time_point deadline = context->deadline();
   if (deadline == std::chrono::system_clock::time_point::max()) {
@@ -103,12 +140,13 @@ class GenerateCall final : public grpc::ServerUnaryReactor {
                ActiveCallCounter* counter)
       : hold_(counter), scheduler_(scheduler), response_(response) {}
 
-  void Start(scheduler::GenerationRequest request) {
+  void Start(scheduler::GenerationRequest request,
+             const SessionTarget& target) {
     response_->set_request_id(request.request_id);
     response_->set_seed(request.sampling.seed);
     absl::StatusOr<scheduler::RequestHandle> handle =
-        scheduler_->SubmitGeneration(std::move(request),
-                                     std::make_shared<Sink>(this));
+        SubmitGeneration(*scheduler_, target, std::move(request),
+                         std::make_shared<Sink>(this));
     if (!handle.ok()) {
       Finish(ToGrpcStatus(handle.status()));
       return;
@@ -161,12 +199,13 @@ class GenerateStreamCall final
         scheduler_(scheduler),
         max_pending_output_bytes_(max_pending_output_bytes) {}
 
-  void Start(scheduler::GenerationRequest request) {
+  void Start(scheduler::GenerationRequest request,
+             const SessionTarget& target) {
     request_id_ = request.request_id;
     seed_ = request.sampling.seed;
     absl::StatusOr<scheduler::RequestHandle> handle =
-        scheduler_->SubmitGeneration(std::move(request),
-                                     std::make_shared<Sink>(this));
+        SubmitGeneration(*scheduler_, target, std::move(request),
+                         std::make_shared<Sink>(this));
     if (!handle.ok()) {
       End(ToGrpcStatus(handle.status()));
       return;
@@ -351,11 +390,19 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
         scheduler_(&engine->scheduler()),
         response_(response) {}
 
-  void Start(scheduler::ScoreRequest request) {
+  void Start(scheduler::ScoreRequest request, const SessionTarget& target) {
     response_->set_request_id(request.request_id);
-    for (int32_t id : request.tokens) response_->add_token_ids(id);
-    absl::StatusOr<scheduler::RequestHandle> handle = scheduler_->SubmitScore(
-        std::move(request), std::make_shared<Sink>(this));
+    absl::StatusOr<scheduler::RequestHandle> handle;
+    if (target.manager == nullptr) {
+      for (int32_t id : request.tokens) response_->add_token_ids(id);
+      handle = scheduler_->SubmitScore(std::move(request),
+                                       std::make_shared<Sink>(this));
+    } else {
+      handle = target.manager->SubmitScore(target.session_id,
+                                           target.no_eos_prefix,
+                                           std::move(request),
+                                           std::make_shared<Sink>(this));
+    }
     if (!handle.ok()) {
       Finish(ToGrpcStatus(handle.status()));
       return;
@@ -382,6 +429,11 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
   };
 
   void Complete(const scheduler::ScoreResult& result) {
+    if (response_->token_ids_size() == 0) {
+      // In a session the scored sequence starts with the session's pending
+      // token, which only the session layer knew.
+      for (int32_t id : result.tokens) response_->add_token_ids(id);
+    }
     for (const scheduler::TokenLogprob& entry : result.token_logprobs) {
       ToProto(entry, response_->add_token_logprobs());
     }
@@ -467,7 +519,7 @@ grpc::ServerUnaryReactor* GenerationService::Generate(
   generation->deadline = Deadline(context);
   auto* call =
       new GenerateCall(&(*model)->scheduler(), response, &active_calls_);
-  call->Start(*std::move(generation));
+  call->Start(*std::move(generation), TargetOf(*request, **model));
   return call;
 }
 
@@ -485,7 +537,7 @@ GenerationService::GenerateStream(grpc::CallbackServerContext* context,
   auto* call = new GenerateStreamCall(
       &(*model)->scheduler(), &active_calls_,
       (*model)->config().limits.max_pending_output_bytes);
-  call->Start(*std::move(generation));
+  call->Start(*std::move(generation), TargetOf(*request, **model));
   return call;
 }
 
@@ -499,7 +551,7 @@ grpc::ServerUnaryReactor* GenerationService::Score(
   if (!score.ok()) return FinishNow(context, score.status());
   score->deadline = Deadline(context);
   auto* call = new ScoreCall(*model, response, &active_calls_);
-  call->Start(*std::move(score));
+  call->Start(*std::move(score), TargetOf(*request, **model));
   return call;
 }
 
@@ -599,6 +651,11 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
   limits->set_max_connections(request_limits.max_connections);
   limits->set_max_concurrent_streams(request_limits.max_concurrent_streams);
   limits->set_max_detokenize_tokens(request_limits.max_detokenize_tokens());
+  limits->set_session_memory_bytes(info.session_config.memory_bytes);
+  limits->set_max_sessions(info.sessions.capacity);
+  limits->set_session_default_ttl_seconds(
+      info.session_config.default_ttl_seconds);
+  limits->set_session_max_ttl_seconds(info.session_config.max_ttl_seconds);
   return FinishNow(context, grpc::Status::OK);
 }
 

@@ -85,6 +85,36 @@ class GenerationService final : public v1::TextGeneration::CallbackService {
       const v1::GetModelInfoRequest* request,
       v1::GetModelInfoResponse* response) override;
 
+  // Sessions (session_rpcs.cc): translation only; the logic is
+  // sessions::SessionManager's (core::Engine::sessions()).
+  grpc::ServerUnaryReactor* CreateSession(
+      grpc::CallbackServerContext* context,
+      const v1::CreateSessionRequest* request,
+      v1::Session* response) override;
+  grpc::ServerUnaryReactor* AppendToSession(
+      grpc::CallbackServerContext* context,
+      const v1::AppendToSessionRequest* request,
+      v1::Session* response) override;
+  grpc::ServerUnaryReactor* ForkSession(grpc::CallbackServerContext* context,
+                                        const v1::ForkSessionRequest* request,
+                                        v1::Session* response) override;
+  grpc::ServerWriteReactor<v1::SessionChunk>* ExportSession(
+      grpc::CallbackServerContext* context,
+      const v1::ExportSessionRequest* request) override;
+  grpc::ServerReadReactor<v1::SessionChunk>* ImportSession(
+      grpc::CallbackServerContext* context, v1::Session* response) override;
+  grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* context,
+                                       const v1::GetSessionRequest* request,
+                                       v1::Session* response) override;
+  grpc::ServerUnaryReactor* ListSessions(
+      grpc::CallbackServerContext* context,
+      const v1::ListSessionsRequest* request,
+      v1::ListSessionsResponse* response) override;
+  grpc::ServerUnaryReactor* CloseSession(
+      grpc::CallbackServerContext* context,
+      const v1::CloseSessionRequest* request,
+      v1::CloseSessionResponse* response) override;
+
  private:
   const core::Readiness* const readiness_;
   const std::string server_version_;

@@ -1,5 +1,6 @@
 #include "server/service/grpc/request_validation.h"
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <string_view>
@@ -42,14 +43,20 @@ absl::Status CheckTokenIds(std::string_view field,
 
 // The prompt of Generate or the sequence of Score, eos prefix applied.
 // `has_text`/`has_ids` say which oneof member is set.
-// `missing` is the message when neither is set.
+// `missing` is the message when neither is set; `optional`: an unset or
+// empty prompt is an empty list (sessions).
 absl::StatusOr<std::vector<int32_t>> PromptTokens(
     bool has_text, const std::string& text, bool has_ids,
     const google::protobuf::RepeatedField<int32_t>& ids, bool no_eos_prefix,
-    const ValidationContext& context, std::string_view missing) {
+    const ValidationContext& context, std::string_view missing,
+    bool optional = false) {
   const runtime::ModelConfig& config = *context.config;
   std::vector<int32_t> tokens;
   if (!no_eos_prefix) tokens.push_back(config.eos_id);
+  if (optional && ((has_text && text.empty()) || (has_ids && ids.empty()) ||
+                   (!has_text && !has_ids))) {
+    return tokens;
+  }
   if (has_text) {
     if (text.empty()) {
       return absl::InvalidArgumentError(
@@ -217,13 +224,19 @@ absl::StatusOr<scheduler::GenerationRequest> ToGenerationRequest(
   out.logprobs = request.logprobs() || request.top_logprobs() > 0;
 
   // The prompt last: it is the expensive part (tokenization).
+  const bool in_session = !request.session_id().empty();
+  if (in_session) {
+    TVQ_RETURN_IF_ERROR(ValidateSessionId(request.session_id(), "session_id"));
+  }
   TVQ_ASSIGN_OR_RETURN(
       out.prompt,
       PromptTokens(request.prompt_case() == v1::GenerateRequest::kText,
                    request.text(),
                    request.prompt_case() == v1::GenerateRequest::kTokenIds,
-                   request.token_ids().ids(), request.no_eos_prefix(), context,
-                   "a prompt is required: set text or token_ids"));
+                   request.token_ids().ids(),
+                   request.no_eos_prefix() || in_session, context,
+                   "a prompt is required: set text or token_ids",
+                   /*optional=*/in_session));
   return out;
 }
 
@@ -235,6 +248,19 @@ absl::StatusOr<scheduler::ScoreRequest> ToScoreRequest(
                                         context.limits.max_request_id_length));
   TVQ_RETURN_IF_ERROR(CheckTopLogprobs(request.top_logprobs(), context.limits));
   out.top_logprobs = request.top_logprobs();
+  if (!request.session_id().empty()) {
+    TVQ_RETURN_IF_ERROR(ValidateSessionId(request.session_id(), "session_id"));
+    // In a session: the new tokens as given, at least one.
+    TVQ_ASSIGN_OR_RETURN(
+        out.tokens,
+        PromptTokens(request.input_case() == v1::ScoreRequest::kText,
+                     request.text(),
+                     request.input_case() == v1::ScoreRequest::kTokenIds,
+                     request.token_ids().ids(), /*no_eos_prefix=*/true,
+                     context,
+                     "text or token_ids is required: the tokens to score"));
+    return out;
+  }
   TVQ_ASSIGN_OR_RETURN(
       out.tokens,
       PromptTokens(request.input_case() == v1::ScoreRequest::kText,
@@ -292,6 +318,79 @@ absl::Status ValidateDetokenizeRequest(const v1::DetokenizeRequest& request,
   }
   return CheckTokenIds("token_ids", request.token_ids(),
                        context.config->n_vocab);
+}
+
+absl::Status ValidateSessionId(const std::string& session_id,
+                               std::string_view field) {
+  if (session_id.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s is required", field));
+  }
+  return sessions::SessionStore::CheckId(session_id, field);
+}
+
+absl::StatusOr<sessions::SessionManager::CreateParams> ToCreateSessionParams(
+    const v1::CreateSessionRequest& request, const ValidationContext& context) {
+  sessions::SessionManager::CreateParams out;
+  if (!request.session_id().empty()) {
+    TVQ_RETURN_IF_ERROR(ValidateSessionId(request.session_id(), "session_id"));
+  }
+  out.session_id = request.session_id();
+  if (request.ttl_seconds() < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ttl_seconds must be >= 0 (0 = the server's default), got %d",
+        request.ttl_seconds()));
+  }
+  // The store checks the upper bound (--session-max-ttl); clamp first so
+  // that the conversion cannot overflow.
+  out.ttl = absl::Seconds(std::min<int64_t>(request.ttl_seconds(),
+                                            int64_t{1} << 40));
+  out.pinned = request.pinned();
+  TVQ_ASSIGN_OR_RETURN(out.request_id,
+                       ResolveRequestId(request.request_id(),
+                                        context.limits.max_request_id_length));
+  out.no_eos_prefix = request.no_eos_prefix();
+  // The eos prefix is the session layer's (an empty prompt = an empty
+  // session, with no prefix).
+  TVQ_ASSIGN_OR_RETURN(
+      out.prompt,
+      PromptTokens(request.prompt_case() == v1::CreateSessionRequest::kText,
+                   request.text(),
+                   request.prompt_case() == v1::CreateSessionRequest::kTokenIds,
+                   request.token_ids().ids(), /*no_eos_prefix=*/true, context,
+                   "a prompt is required: set text or token_ids",
+                   /*optional=*/true));
+  return out;
+}
+
+absl::StatusOr<sessions::SessionManager::AppendParams> ToAppendParams(
+    const v1::AppendToSessionRequest& request,
+    const ValidationContext& context) {
+  sessions::SessionManager::AppendParams out;
+  TVQ_RETURN_IF_ERROR(ValidateSessionId(request.session_id(), "session_id"));
+  out.session_id = request.session_id();
+  TVQ_ASSIGN_OR_RETURN(out.request_id,
+                       ResolveRequestId(request.request_id(),
+                                        context.limits.max_request_id_length));
+  out.no_eos_prefix = request.no_eos_prefix();
+  TVQ_ASSIGN_OR_RETURN(
+      out.tokens,
+      PromptTokens(
+          request.prompt_case() == v1::AppendToSessionRequest::kText,
+          request.text(),
+          request.prompt_case() == v1::AppendToSessionRequest::kTokenIds,
+          request.token_ids().ids(), /*no_eos_prefix=*/true, context,
+          "a prompt is required: set text or token_ids"));
+  return out;
+}
+
+absl::Status ValidateForkSessionRequest(const v1::ForkSessionRequest& request) {
+  TVQ_RETURN_IF_ERROR(ValidateSessionId(request.session_id(), "session_id"));
+  if (!request.new_session_id().empty()) {
+    TVQ_RETURN_IF_ERROR(
+        ValidateSessionId(request.new_session_id(), "new_session_id"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace tvq::service

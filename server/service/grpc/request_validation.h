@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -14,6 +15,7 @@
 #include "server/core/request_limits.h"
 #include "server/model/model_config.h"
 #include "server/scheduler/request.h"
+#include "server/sessions/session_manager.h"
 #include "server/text/tokenizer.h"
 #include "tvq/v1/tvq.pb.h"
 
@@ -31,11 +33,14 @@ struct ValidationContext {
 };
 
 // Generate / GenerateStream. `seed` is used when the request has none.
+// With session_id set, the prompt is the new tokens as given (no eos prefix:
+// the session layer applies the rule) and may be empty.
 absl::StatusOr<scheduler::GenerationRequest> ToGenerationRequest(
     const v1::GenerateRequest& request, const ValidationContext& context,
     uint64_t seed);
 
-// Score.
+// Score. With session_id set, the input is the new tokens as given (at
+// least 1).
 absl::StatusOr<scheduler::ScoreRequest> ToScoreRequest(
     const v1::ScoreRequest& request, const ValidationContext& context);
 
@@ -46,6 +51,18 @@ absl::StatusOr<std::vector<int32_t>> TokenizeText(
 // Detokenize: checks the ids.
 absl::Status ValidateDetokenizeRequest(const v1::DetokenizeRequest& request,
                                        const ValidationContext& context);
+
+// Sessions. Every id field: 1 to 128 printable ASCII characters without
+// spaces (sessions::SessionStore::CheckId), named in the error.
+absl::Status ValidateSessionId(const std::string& session_id,
+                               std::string_view field);
+absl::StatusOr<sessions::SessionManager::CreateParams> ToCreateSessionParams(
+    const v1::CreateSessionRequest& request, const ValidationContext& context);
+absl::StatusOr<sessions::SessionManager::AppendParams> ToAppendParams(
+    const v1::AppendToSessionRequest& request,
+    const ValidationContext& context);
+// ForkSession: the source id, and the new one when given.
+absl::Status ValidateForkSessionRequest(const v1::ForkSessionRequest& request);
 
 // A random seed for requests that set none.
 uint64_t RandomSeed();

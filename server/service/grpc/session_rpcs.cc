@@ -1,0 +1,325 @@
+// The session RPCs of GenerationService: proto <-> sessions::SessionManager.
+// No session logic here (it is the core's, shared with other front ends).
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "server/service/grpc/generation_service.h"
+#include "server/service/grpc/status_to_grpc.h"
+
+namespace tvq::service {
+namespace {
+
+// ExportSession writes chunks of at most this many bytes.
+constexpr size_t kChunkBytes = size_t{1} << 20;
+
+int64_t UnixMillis(absl::Time time) {
+  if (time == absl::InfiniteFuture() || time == absl::InfinitePast()) return 0;
+  return absl::ToUnixMillis(time);
+}
+
+v1::SessionTier ToProto(sessions::SessionTier tier) {
+  switch (tier) {
+    case sessions::SessionTier::kHost:
+      return v1::SESSION_TIER_HOST;
+    case sessions::SessionTier::kSlot:
+      return v1::SESSION_TIER_SLOT;
+    case sessions::SessionTier::kDisk:
+      return v1::SESSION_TIER_DISK;
+  }
+  return v1::SESSION_TIER_UNSPECIFIED;
+}
+
+void ToProto(const sessions::SessionInfo& in, v1::Session* out) {
+  out->set_session_id(in.session_id);
+  out->set_position(in.position);
+  out->set_state_bytes(in.state_bytes);
+  out->set_tier(ToProto(in.tier));
+  out->set_pinned(in.pinned);
+  out->set_expires_at(UnixMillis(in.expires_at));
+  out->set_last_used(UnixMillis(in.last_used));
+}
+
+absl::Time Deadline(const grpc::CallbackServerContext* context) {
+  const std::chrono::system_clock::time_point deadline = context->deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+ValidationContext Validation(const core::Engine& engine) {
+  ValidationContext context;
+  context.config = &engine.model_config();
+  context.tokenizer = &engine.tokenizer();
+  context.limits = engine.config().limits;
+  return context;
+}
+
+// Finishes a unary session call when the manager calls back (from the
+// scheduler thread, or at once).
+sessions::SessionManager::InfoCallback FinishWith(
+    grpc::ServerUnaryReactor* reactor, v1::Session* response,
+    std::shared_ptr<ActiveCallCounter::Hold> hold) {
+  return [reactor, response,
+          hold = std::move(hold)](absl::StatusOr<sessions::SessionInfo> info) {
+    if (!info.ok()) {
+      reactor->Finish(ToGrpcStatus(info.status()));
+      return;
+    }
+    ToProto(*info, response);
+    reactor->Finish(grpc::Status::OK);
+  };
+}
+
+// ExportSession: the whole blob is made at once (a state is a few MB at
+// most for today's models), then written chunk by chunk.
+class ExportCall final : public grpc::ServerWriteReactor<v1::SessionChunk> {
+ public:
+  explicit ExportCall(absl::StatusOr<std::string> blob) {
+    if (!blob.ok()) {
+      Finish(ToGrpcStatus(blob.status()));
+      return;
+    }
+    blob_ = *std::move(blob);
+    Next();
+  }
+  void OnWriteDone(bool ok) override {
+    if (last_started_) return;  // StartWriteAndFinish finishes the call
+    if (!ok) {
+      last_started_ = true;
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                          "the client stopped reading the export"));
+      return;
+    }
+    Next();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  // Writes the next chunk; the last one finishes the call.
+  void Next() {
+    const size_t size = std::min(kChunkBytes, blob_.size() - offset_);
+    chunk_.set_data(blob_.substr(offset_, size));
+    offset_ += size;
+    if (offset_ >= blob_.size()) {
+      last_started_ = true;
+      StartWriteAndFinish(&chunk_, grpc::WriteOptions(), grpc::Status::OK);
+      return;
+    }
+    StartWrite(&chunk_);
+  }
+
+  std::string blob_;
+  size_t offset_ = 0;
+  bool last_started_ = false;
+  v1::SessionChunk chunk_;
+};
+
+// ImportSession: reads every chunk (at most `max_bytes` in all), then hands
+// the blob to the manager.
+class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
+ public:
+  ImportCall(sessions::SessionManager* manager, v1::Session* response,
+             size_t max_bytes)
+      : manager_(manager), response_(response), max_bytes_(max_bytes) {
+    StartRead(&chunk_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client closed its side: the blob is complete.
+      absl::StatusOr<sessions::SessionInfo> info =
+          manager_->Import(blob_, session_id_);
+      if (!info.ok()) {
+        Finish(ToGrpcStatus(info.status()));
+        return;
+      }
+      ToProto(*info, response_);
+      Finish(grpc::Status::OK);
+      return;
+    }
+    if (first_) {
+      first_ = false;
+      session_id_ = chunk_.session_id();
+      if (!session_id_.empty()) {
+        if (absl::Status status = ValidateSessionId(session_id_, "session_id");
+            !status.ok()) {
+          Finish(ToGrpcStatus(status));
+          return;
+        }
+      }
+    } else if (!chunk_.session_id().empty()) {
+      Finish(ToGrpcStatus(absl::InvalidArgumentError(
+          "session_id may only be set on the first chunk")));
+      return;
+    }
+    if (chunk_.data().size() > kChunkBytes) {
+      Finish(ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrFormat("data: a chunk has %d bytes, at most %d allowed",
+                          chunk_.data().size(), kChunkBytes))));
+      return;
+    }
+    if (blob_.size() + chunk_.data().size() > max_bytes_) {
+      Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrFormat(
+          "data: the blob exceeds %d bytes, the largest session blob of this "
+          "model",
+          max_bytes_))));
+      return;
+    }
+    blob_ += chunk_.data();
+    StartRead(&chunk_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  sessions::SessionManager* const manager_;
+  v1::Session* const response_;
+  const size_t max_bytes_;
+  v1::SessionChunk chunk_;
+  std::string blob_;
+  std::string session_id_;
+  bool first_ = true;
+};
+
+class FailedRead final : public grpc::ServerReadReactor<v1::SessionChunk> {
+ public:
+  explicit FailedRead(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+class FailedWrite final : public grpc::ServerWriteReactor<v1::SessionChunk> {
+ public:
+  explicit FailedWrite(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* GenerationService::CreateSession(
+    grpc::CallbackServerContext* context,
+    const v1::CreateSessionRequest* request, v1::Session* response) {
+  absl::StatusOr<core::Engine*> model = readiness_->ForNewWork();
+  if (!model.ok()) return FinishNow(context, model.status());
+  absl::StatusOr<sessions::SessionManager::CreateParams> params =
+      ToCreateSessionParams(*request, Validation(**model));
+  if (!params.ok()) return FinishNow(context, params.status());
+  params->deadline = Deadline(context);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  (*model)->sessions().Create(
+      *std::move(params),
+      FinishWith(reactor, response,
+                 std::make_shared<ActiveCallCounter::Hold>(&active_calls_)));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GenerationService::AppendToSession(
+    grpc::CallbackServerContext* context,
+    const v1::AppendToSessionRequest* request, v1::Session* response) {
+  absl::StatusOr<core::Engine*> model = readiness_->ForNewWork();
+  if (!model.ok()) return FinishNow(context, model.status());
+  absl::StatusOr<sessions::SessionManager::AppendParams> params =
+      ToAppendParams(*request, Validation(**model));
+  if (!params.ok()) return FinishNow(context, params.status());
+  params->deadline = Deadline(context);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  (*model)->sessions().Append(
+      *std::move(params),
+      FinishWith(reactor, response,
+                 std::make_shared<ActiveCallCounter::Hold>(&active_calls_)));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GenerationService::ForkSession(
+    grpc::CallbackServerContext* context, const v1::ForkSessionRequest* request,
+    v1::Session* response) {
+  absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
+  if (!model.ok()) return FinishNow(context, model.status());
+  if (absl::Status status = ValidateForkSessionRequest(*request);
+      !status.ok()) {
+    return FinishNow(context, status);
+  }
+  absl::StatusOr<sessions::SessionInfo> info = (*model)->sessions().Fork(
+      request->session_id(), request->new_session_id());
+  if (!info.ok()) return FinishNow(context, info.status());
+  ToProto(*info, response);
+  return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerWriteReactor<v1::SessionChunk>* GenerationService::ExportSession(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::ExportSessionRequest* request) {
+  absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
+  if (!model.ok()) return new FailedWrite(ToGrpcStatus(model.status()));
+  if (absl::Status status =
+          ValidateSessionId(request->session_id(), "session_id");
+      !status.ok()) {
+    return new FailedWrite(ToGrpcStatus(status));
+  }
+  return new ExportCall((*model)->sessions().Export(request->session_id()));
+}
+
+grpc::ServerReadReactor<v1::SessionChunk>* GenerationService::ImportSession(
+    grpc::CallbackServerContext* /*context*/, v1::Session* response) {
+  absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
+  if (!model.ok()) return new FailedRead(ToGrpcStatus(model.status()));
+  const size_t max_bytes = sessions::kBlobHeaderBytes +
+                           sessions::kBlobChecksumBytes +
+                           static_cast<size_t>((*model)->state_export_bytes());
+  return new ImportCall(&(*model)->sessions(), response, max_bytes);
+}
+
+grpc::ServerUnaryReactor* GenerationService::GetSession(
+    grpc::CallbackServerContext* context, const v1::GetSessionRequest* request,
+    v1::Session* response) {
+  absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
+  if (!model.ok()) return FinishNow(context, model.status());
+  if (absl::Status status =
+          ValidateSessionId(request->session_id(), "session_id");
+      !status.ok()) {
+    return FinishNow(context, status);
+  }
+  absl::StatusOr<sessions::SessionInfo> info =
+      (*model)->sessions().Get(request->session_id());
+  if (!info.ok()) return FinishNow(context, info.status());
+  ToProto(*info, response);
+  return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* GenerationService::ListSessions(
+    grpc::CallbackServerContext* context,
+    const v1::ListSessionsRequest* /*request*/,
+    v1::ListSessionsResponse* response) {
+  absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
+  if (!model.ok()) return FinishNow(context, model.status());
+  for (const sessions::SessionInfo& info : (*model)->sessions().List()) {
+    ToProto(info, response->add_sessions());
+  }
+  return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* GenerationService::CloseSession(
+    grpc::CallbackServerContext* context,
+    const v1::CloseSessionRequest* request,
+    v1::CloseSessionResponse* /*response*/) {
+  absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
+  if (!model.ok()) return FinishNow(context, model.status());
+  if (absl::Status status =
+          ValidateSessionId(request->session_id(), "session_id");
+      !status.ok()) {
+    return FinishNow(context, status);
+  }
+  return FinishNow(context, (*model)->sessions().Close(request->session_id()));
+}
+
+}  // namespace tvq::service

@@ -1,0 +1,608 @@
+#include "server/sessions/session_manager.h"
+
+#include <algorithm>
+#include <optional>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+#include "server/sessions/fingerprint.h"
+
+namespace tvq::sessions {
+namespace {
+
+// The store key of a prefix-reuse entry: starts with a byte no session id
+// may hold, so clients can never name it.
+std::string PrefixKey(uint64_t token_hash) {
+  return absl::StrFormat("\x01prefix-%016x", token_hash);
+}
+
+// Keeps the code, prefixes the message with the session.
+absl::Status InSession(const absl::Status& status, const std::string& id) {
+  return absl::Status(status.code(), absl::StrFormat("session \"%s\": %s", id,
+                                                     status.message()));
+}
+
+// The session after a request fed `added` (and generated `generated`) and
+// the scheduler saved `saved`.
+absl::StatusOr<SessionSnapshot> Advance(const std::string& id,
+                                        const SessionSnapshot& base,
+                                        const std::vector<int32_t>& added,
+                                        const std::vector<int32_t>& generated,
+                                        scheduler::SavedState saved) {
+  SessionSnapshot next;
+  next.state = std::make_shared<const std::string>(std::move(saved.bytes));
+  next.position = saved.position;
+  next.pending_token = saved.pending_token;
+  next.token_count = base.token_count + static_cast<int64_t>(added.size()) +
+                     static_cast<int64_t>(generated.size());
+  next.token_hash =
+      ExtendTokenHash(ExtendTokenHash(base.token_hash, added), generated);
+  if (next.token_count != next.position + (next.pending_token >= 0 ? 1 : 0)) {
+    return absl::InternalError(absl::StrFormat(
+        "session \"%s\": the saved state absorbed %d tokens, expected %d; the "
+        "session is unchanged",
+        id, next.position, next.token_count - 1));
+  }
+  return next;
+}
+
+absl::Status NotSaved(const std::string& id, const absl::Status& why) {
+  return absl::InternalError(absl::StrFormat(
+      "session \"%s\": the request ran but its state could not be saved (%s); "
+      "the session is unchanged",
+      id, why.message()));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- turns
+
+// A generation on a session: passes everything on to the caller's sink, and
+// commits the saved state just before the success reaches it.
+class SessionManager::GenerationTurn final : public scheduler::TokenSink,
+                                             public scheduler::StateReceiver {
+ public:
+  GenerationTurn(SessionStore& store, std::string id, SessionSnapshot base,
+                 std::vector<int32_t> added,
+                 std::shared_ptr<scheduler::TokenSink> inner)
+      : store_(store),
+        id_(std::move(id)),
+        base_(std::move(base)),
+        added_(std::move(added)),
+        inner_(std::move(inner)) {}
+
+  void OnStateSaved(absl::StatusOr<scheduler::SavedState> state) override {
+    saved_ = std::move(state);
+  }
+  void OnTokens(scheduler::TokenUpdate update) override {
+    generated_.insert(generated_.end(), update.token_ids.begin(),
+                      update.token_ids.end());
+    inner_->OnTokens(std::move(update));
+  }
+  void OnFinished(scheduler::TokenUpdate update,
+                  const scheduler::Completion& completion) override {
+    generated_.insert(generated_.end(), update.token_ids.begin(),
+                      update.token_ids.end());
+    scheduler::Completion reported = completion;
+    reported.usage.cached_tokens = static_cast<int>(base_.position);
+    if (completion.finish_reason == scheduler::FinishReason::kCancelled) {
+      // Cut short at a drain: the scheduler saved nothing; the session
+      // stays as it was.
+      store_.Abort(id_);
+      inner_->OnFinished(std::move(update), reported);
+      return;
+    }
+    if (!saved_.has_value() || !saved_->ok()) {
+      store_.Abort(id_);
+      inner_->OnFailed(NotSaved(
+          id_, saved_.has_value() ? saved_->status()
+                                  : absl::InternalError("nothing was saved")));
+      return;
+    }
+    absl::StatusOr<SessionSnapshot> next =
+        Advance(id_, base_, added_, generated_, **std::move(saved_));
+    if (!next.ok()) {
+      store_.Abort(id_);
+      inner_->OnFailed(next.status());
+      return;
+    }
+    if (absl::StatusOr<SessionInfo> info = store_.Commit(id_, *std::move(next));
+        !info.ok()) {
+      inner_->OnFailed(info.status());
+      return;
+    }
+    inner_->OnFinished(std::move(update), reported);
+  }
+  void OnFailed(const absl::Status& status) override {
+    store_.Abort(id_);
+    inner_->OnFailed(status);
+  }
+
+ private:
+  SessionStore& store_;
+  const std::string id_;
+  const SessionSnapshot base_;
+  const std::vector<int32_t> added_;
+  const std::shared_ptr<scheduler::TokenSink> inner_;
+  std::vector<int32_t> generated_;
+  std::optional<absl::StatusOr<scheduler::SavedState>> saved_;
+};
+
+class SessionManager::ScoreTurn final : public scheduler::ScoreSink,
+                                        public scheduler::StateReceiver {
+ public:
+  ScoreTurn(SessionStore& store, std::string id, SessionSnapshot base,
+            std::vector<int32_t> added,
+            std::shared_ptr<scheduler::ScoreSink> inner)
+      : store_(store),
+        id_(std::move(id)),
+        base_(std::move(base)),
+        added_(std::move(added)),
+        inner_(std::move(inner)) {}
+
+  void OnStateSaved(absl::StatusOr<scheduler::SavedState> state) override {
+    saved_ = std::move(state);
+  }
+  void OnScored(scheduler::ScoreResult result) override {
+    if (!saved_.has_value() || !saved_->ok()) {
+      store_.Abort(id_);
+      inner_->OnFailed(NotSaved(
+          id_, saved_.has_value() ? saved_->status()
+                                  : absl::InternalError("nothing was saved")));
+      return;
+    }
+    absl::StatusOr<SessionSnapshot> next =
+        Advance(id_, base_, added_, {}, **std::move(saved_));
+    if (!next.ok()) {
+      store_.Abort(id_);
+      inner_->OnFailed(next.status());
+      return;
+    }
+    if (absl::StatusOr<SessionInfo> info = store_.Commit(id_, *std::move(next));
+        !info.ok()) {
+      inner_->OnFailed(info.status());
+      return;
+    }
+    result.usage.cached_tokens = static_cast<int>(base_.position);
+    inner_->OnScored(std::move(result));
+  }
+  void OnFailed(const absl::Status& status) override {
+    store_.Abort(id_);
+    inner_->OnFailed(status);
+  }
+
+ private:
+  SessionStore& store_;
+  const std::string id_;
+  const SessionSnapshot base_;
+  const std::vector<int32_t> added_;
+  const std::shared_ptr<scheduler::ScoreSink> inner_;
+  std::optional<absl::StatusOr<scheduler::SavedState>> saved_;
+};
+
+class SessionManager::AppendTurn final : public scheduler::AppendSink,
+                                         public scheduler::StateReceiver {
+ public:
+  AppendTurn(SessionStore& store, std::string id, SessionSnapshot base,
+             std::vector<int32_t> added, InfoCallback done,
+             bool discard_on_failure)
+      : store_(store),
+        id_(std::move(id)),
+        base_(std::move(base)),
+        added_(std::move(added)),
+        done_(std::move(done)),
+        discard_on_failure_(discard_on_failure) {}
+
+  void OnStateSaved(absl::StatusOr<scheduler::SavedState> state) override {
+    saved_ = std::move(state);
+  }
+  void OnAppended(scheduler::AppendResult /*result*/) override {
+    if (!saved_.has_value() || !saved_->ok()) {
+      OnFailed(NotSaved(id_, saved_.has_value()
+                                 ? saved_->status()
+                                 : absl::InternalError("nothing was saved")));
+      return;
+    }
+    absl::StatusOr<SessionSnapshot> next =
+        Advance(id_, base_, added_, {}, **std::move(saved_));
+    if (!next.ok()) {
+      OnFailed(next.status());
+      return;
+    }
+    done_(store_.Commit(id_, *std::move(next)));
+  }
+  void OnFailed(const absl::Status& status) override {
+    if (discard_on_failure_) {
+      store_.Discard(id_);
+    } else {
+      store_.Abort(id_);
+    }
+    done_(status);
+  }
+
+ private:
+  SessionStore& store_;
+  const std::string id_;
+  const SessionSnapshot base_;
+  const std::vector<int32_t> added_;
+  const InfoCallback done_;
+  const bool discard_on_failure_;
+  std::optional<absl::StatusOr<scheduler::SavedState>> saved_;
+};
+
+// A generation with automatic prefix reuse: retains its final state under
+// the hash of its tokens just before the success reaches the caller.
+class SessionManager::PrefixTurn final : public scheduler::TokenSink,
+                                         public scheduler::StateReceiver {
+ public:
+  PrefixTurn(SessionStore& store, std::vector<int32_t> prompt, int cached,
+             std::shared_ptr<scheduler::TokenSink> inner)
+      : store_(store),
+        tokens_(std::move(prompt)),
+        prompt_tokens_(static_cast<int>(tokens_.size())),
+        cached_(cached),
+        inner_(std::move(inner)) {}
+
+  void OnStateSaved(absl::StatusOr<scheduler::SavedState> state) override {
+    saved_ = std::move(state);
+  }
+  void OnTokens(scheduler::TokenUpdate update) override {
+    tokens_.insert(tokens_.end(), update.token_ids.begin(),
+                   update.token_ids.end());
+    inner_->OnTokens(std::move(update));
+  }
+  void OnFinished(scheduler::TokenUpdate update,
+                  const scheduler::Completion& completion) override {
+    tokens_.insert(tokens_.end(), update.token_ids.begin(),
+                   update.token_ids.end());
+    if (saved_.has_value() && saved_->ok()) Retain(**std::move(saved_));
+    scheduler::Completion reported = completion;
+    reported.usage.prompt_tokens = prompt_tokens_;
+    reported.usage.cached_tokens = cached_;
+    inner_->OnFinished(std::move(update), reported);
+  }
+  void OnFailed(const absl::Status& status) override {
+    inner_->OnFailed(status);
+  }
+
+ private:
+  // Best effort: a state that does not fit (budget full of pinned or busy
+  // sessions) is not retained.
+  void Retain(scheduler::SavedState saved) {
+    NewSession entry;
+    entry.hidden = true;
+    entry.snapshot.state =
+        std::make_shared<const std::string>(std::move(saved.bytes));
+    entry.snapshot.position = saved.position;
+    entry.snapshot.pending_token = saved.pending_token;
+    entry.snapshot.token_count = static_cast<int64_t>(tokens_.size());
+    if (entry.snapshot.token_count !=
+        entry.snapshot.position + (saved.pending_token >= 0 ? 1 : 0)) {
+      return;
+    }
+    entry.snapshot.token_hash = ExtendTokenHash(kEmptyTokenHash, tokens_);
+    entry.snapshot.tokens =
+        std::make_shared<const std::vector<int32_t>>(tokens_);
+    entry.session_id = PrefixKey(entry.snapshot.token_hash);
+    store_.Create(std::move(entry)).IgnoreError();
+  }
+
+  SessionStore& store_;
+  std::vector<int32_t> tokens_;
+  const int prompt_tokens_;
+  const int cached_;
+  const std::shared_ptr<scheduler::TokenSink> inner_;
+  std::optional<absl::StatusOr<scheduler::SavedState>> saved_;
+};
+
+// ---------------------------------------------------------------- manager
+
+SessionManager::SessionManager(scheduler::Scheduler& scheduler,
+                               const runtime::StatePool& pool,
+                               const BlobIdentity& identity, int32_t eos_id,
+                               const SessionStoreOptions& options)
+    : scheduler_(scheduler),
+      pool_(pool),
+      identity_(identity),
+      eos_id_(eos_id),
+      store_(options) {}
+
+std::vector<int32_t> SessionManager::TurnInput(
+    const SessionSnapshot& base, const std::vector<int32_t>& tokens,
+    bool no_eos_prefix, std::vector<int32_t>* added) const {
+  added->clear();
+  if (base.token_count == 0 && !no_eos_prefix) added->push_back(eos_id_);
+  added->insert(added->end(), tokens.begin(), tokens.end());
+  std::vector<int32_t> input;
+  input.reserve(added->size() + 1);
+  if (base.pending_token >= 0) input.push_back(base.pending_token);
+  input.insert(input.end(), added->begin(), added->end());
+  return input;
+}
+
+void SessionManager::Create(CreateParams params, InfoCallback done) {
+  NewSession session;
+  session.session_id = std::move(params.session_id);
+  session.ttl = params.ttl;
+  session.pinned = params.pinned;
+  session.snapshot.token_hash = kEmptyTokenHash;
+  session.leased = !params.prompt.empty();
+  const SessionSnapshot base = session.snapshot;
+  absl::StatusOr<SessionInfo> created = store_.Create(std::move(session));
+  if (!created.ok() || params.prompt.empty()) {
+    done(std::move(created));
+    return;
+  }
+  std::vector<int32_t> added;
+  std::vector<int32_t> feed =
+      TurnInput(base, params.prompt, params.no_eos_prefix, &added);
+  RunAppend(created->session_id, base, std::move(feed), std::move(added),
+            std::move(params.request_id), params.deadline, std::move(done),
+            /*discard_on_failure=*/true);
+}
+
+void SessionManager::Append(AppendParams params, InfoCallback done) {
+  if (params.tokens.empty()) {
+    done(absl::InvalidArgumentError(
+        "a prompt is required: set text or token_ids"));
+    return;
+  }
+  absl::StatusOr<SessionSnapshot> base = store_.Begin(params.session_id);
+  if (!base.ok()) {
+    done(base.status());
+    return;
+  }
+  std::vector<int32_t> added;
+  std::vector<int32_t> feed =
+      TurnInput(*base, params.tokens, params.no_eos_prefix, &added);
+  RunAppend(params.session_id, *base, std::move(feed), std::move(added),
+            std::move(params.request_id), params.deadline, std::move(done),
+            /*discard_on_failure=*/false);
+}
+
+void SessionManager::RunAppend(const std::string& session_id,
+                               const SessionSnapshot& base,
+                               std::vector<int32_t> feed,
+                               std::vector<int32_t> added,
+                               std::string request_id, absl::Time deadline,
+                               InfoCallback done, bool discard_on_failure) {
+  if (feed.size() == 1) {
+    // Nothing to feed yet: the one token becomes the pending one.
+    SessionSnapshot next = base;
+    next.pending_token = feed[0];
+    next.token_count = base.token_count + static_cast<int64_t>(added.size());
+    next.token_hash = ExtendTokenHash(base.token_hash, added);
+    done(store_.Commit(session_id, std::move(next)));
+    return;
+  }
+  auto turn =
+      std::make_shared<AppendTurn>(store_, session_id, base, std::move(added),
+                                   std::move(done), discard_on_failure);
+  scheduler::AppendRequest request;
+  request.request_id = request_id.empty()
+                           ? absl::StrFormat("append-%s", session_id)
+                           : std::move(request_id);
+  request.pending_token = feed.back();
+  feed.pop_back();
+  request.tokens = std::move(feed);
+  request.deadline = deadline;
+  request.start_from.mode = scheduler::StartFrom::Mode::kImport;
+  request.start_from.saved = base.state;
+  request.keep.save_to = turn;
+  absl::StatusOr<scheduler::RequestHandle> handle =
+      scheduler_.SubmitAppend(std::move(request), turn);
+  if (!handle.ok()) turn->OnFailed(InSession(handle.status(), session_id));
+}
+
+absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitGeneration(
+    const std::string& session_id, bool no_eos_prefix,
+    scheduler::GenerationRequest request,
+    std::shared_ptr<scheduler::TokenSink> sink) {
+  absl::StatusOr<SessionSnapshot> base = store_.Begin(session_id);
+  if (!base.ok()) return base.status();
+  std::vector<int32_t> added;
+  request.prompt = TurnInput(*base, request.prompt, no_eos_prefix, &added);
+  if (request.prompt.empty()) {
+    store_.Abort(session_id);
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "session \"%s\" holds no token and the prompt is empty: there is "
+        "nothing to generate from (set text or token_ids)",
+        session_id));
+  }
+  auto turn = std::make_shared<GenerationTurn>(
+      store_, session_id, *base, std::move(added), std::move(sink));
+  request.start_from = scheduler::StartFrom{};
+  request.start_from.mode = scheduler::StartFrom::Mode::kImport;
+  request.start_from.saved = base->state;
+  request.keep = scheduler::KeepState{};
+  request.keep.save_to = turn;
+  absl::StatusOr<scheduler::RequestHandle> handle =
+      scheduler_.SubmitGeneration(std::move(request), turn);
+  if (!handle.ok()) {
+    store_.Abort(session_id);
+    return InSession(handle.status(), session_id);
+  }
+  return handle;
+}
+
+absl::StatusOr<scheduler::RequestHandle>
+SessionManager::SubmitGenerationReusing(
+    scheduler::GenerationRequest request,
+    std::shared_ptr<scheduler::TokenSink> sink) {
+  if (!prefix_reuse_.load(std::memory_order_relaxed) ||
+      request.start_from.mode != scheduler::StartFrom::Mode::kEmpty ||
+      request.prompt.empty()) {
+    return scheduler_.SubmitGeneration(std::move(request), std::move(sink));
+  }
+  // The prefixes as long as a retained entry (2 tokens or more), longest
+  // first: one pass of the hash, one key per entry length.
+  const std::vector<int32_t>& prompt = request.prompt;
+  const std::vector<size_t> lengths = store_.PrefixLengths();  // descending
+  std::vector<std::pair<size_t, std::string>> candidates;
+  uint64_t hash = kEmptyTokenHash;
+  size_t hashed = 0;
+  for (auto length = lengths.rbegin(); length != lengths.rend(); ++length) {
+    if (*length < 2 || *length > prompt.size()) continue;
+    hash = ExtendTokenHash(hash, std::span<const int32_t>(prompt).subspan(
+                                     hashed, *length - hashed));
+    hashed = *length;
+    candidates.emplace_back(*length, PrefixKey(hash));
+  }
+  std::reverse(candidates.begin(), candidates.end());
+  prefix_queries_.fetch_add(1, std::memory_order_relaxed);
+  const std::optional<SessionSnapshot> hit =
+      store_.FindPrefix(candidates, prompt);
+  int cached = 0;
+  std::vector<int32_t> full_prompt = prompt;
+  if (hit.has_value() && hit->pending_token >= 0 &&
+      hit->pending_token == prompt[hit->token_count - 1]) {
+    cached = static_cast<int>(hit->position);
+    prefix_hits_.fetch_add(1, std::memory_order_relaxed);
+    prefix_cached_tokens_.fetch_add(cached, std::memory_order_relaxed);
+    // Feed the entry's pending token and what follows it.
+    request.prompt.erase(request.prompt.begin(),
+                         request.prompt.begin() + hit->position);
+    request.start_from.mode = scheduler::StartFrom::Mode::kImport;
+    request.start_from.saved = hit->state;
+  }
+  auto turn = std::make_shared<PrefixTurn>(store_, std::move(full_prompt),
+                                           cached, std::move(sink));
+  request.keep.save_to = turn;
+  return scheduler_.SubmitGeneration(std::move(request), turn);
+}
+
+absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitScore(
+    const std::string& session_id, bool no_eos_prefix,
+    scheduler::ScoreRequest request,
+    std::shared_ptr<scheduler::ScoreSink> sink) {
+  absl::StatusOr<SessionSnapshot> base = store_.Begin(session_id);
+  if (!base.ok()) return base.status();
+  std::vector<int32_t> added;
+  request.tokens = TurnInput(*base, request.tokens, no_eos_prefix, &added);
+  if (request.tokens.size() < 2) {
+    store_.Abort(session_id);
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "session \"%s\": the scored sequence (the session's pending token and "
+        "the new tokens) must have at least 2 tokens, got %d",
+        session_id, request.tokens.size()));
+  }
+  auto turn = std::make_shared<ScoreTurn>(store_, session_id, *base,
+                                          std::move(added), std::move(sink));
+  request.hold_last_token = true;
+  request.start_from = scheduler::StartFrom{};
+  request.start_from.mode = scheduler::StartFrom::Mode::kImport;
+  request.start_from.saved = base->state;
+  request.keep = scheduler::KeepState{};
+  request.keep.save_to = turn;
+  absl::StatusOr<scheduler::RequestHandle> handle =
+      scheduler_.SubmitScore(std::move(request), turn);
+  if (!handle.ok()) {
+    store_.Abort(session_id);
+    return InSession(handle.status(), session_id);
+  }
+  return handle;
+}
+
+absl::StatusOr<SessionInfo> SessionManager::Fork(
+    const std::string& session_id, const std::string& new_session_id) {
+  absl::StatusOr<SessionSnapshot> snapshot = store_.Snapshot(session_id);
+  if (!snapshot.ok()) return snapshot.status();
+  absl::StatusOr<absl::Duration> ttl = store_.Ttl(session_id);
+  if (!ttl.ok()) return ttl.status();
+  NewSession fork;
+  fork.session_id = new_session_id;
+  fork.ttl = *ttl;
+  fork.snapshot = *std::move(snapshot);
+  return store_.Create(std::move(fork));
+}
+
+absl::StatusOr<std::string> SessionManager::Export(
+    const std::string& session_id) {
+  absl::StatusOr<SessionSnapshot> snapshot = store_.Snapshot(session_id);
+  if (!snapshot.ok()) return snapshot.status();
+  std::string blob = EncodeSessionBlob(*snapshot, identity_);
+  exports_.fetch_add(1, std::memory_order_relaxed);
+  export_bytes_.fetch_add(blob.size(), std::memory_order_relaxed);
+  return blob;
+}
+
+absl::StatusOr<SessionInfo> SessionManager::Import(
+    std::string_view blob, const std::string& session_id) {
+  absl::StatusOr<SessionSnapshot> snapshot = DecodeSessionBlob(blob, identity_);
+  if (snapshot.ok() && snapshot->state != nullptr) {
+    if (absl::Status status = pool_.ValidateExport(*snapshot->state);
+        !status.ok()) {
+      snapshot = absl::InvalidArgumentError(
+          absl::StrFormat("session blob: %s", status.message()));
+    } else if (const int64_t position =
+                   runtime::StatePool::ExportedPosition(*snapshot->state);
+               position != snapshot->position) {
+      snapshot = absl::InvalidArgumentError(absl::StrFormat(
+          "session blob: the header says position %d, its state has absorbed "
+          "%d tokens",
+          snapshot->position, position));
+    }
+  }
+  if (!snapshot.ok()) {
+    import_failures_.fetch_add(1, std::memory_order_relaxed);
+    return snapshot.status();
+  }
+  NewSession session;
+  session.session_id = session_id;
+  session.snapshot = *std::move(snapshot);
+  absl::StatusOr<SessionInfo> info = store_.Create(std::move(session));
+  if (!info.ok()) {
+    import_failures_.fetch_add(1, std::memory_order_relaxed);
+    return info.status();
+  }
+  imports_.fetch_add(1, std::memory_order_relaxed);
+  import_bytes_.fetch_add(blob.size(), std::memory_order_relaxed);
+  return info;
+}
+
+absl::StatusOr<std::vector<std::string>> SessionManager::OpenDisk(
+    const std::string& directory) {
+  absl::StatusOr<std::unique_ptr<SessionDisk>> disk =
+      SessionDisk::Open(directory, identity_, pool_);
+  if (!disk.ok()) return disk.status();
+  SessionDisk::ScanResult scan = (*disk)->Scan();
+  for (SpilledSession& session : scan.sessions) {
+    const std::string id = session.session_id;
+    if (absl::Status status = store_.AddSpilled(std::move(session));
+        !status.ok()) {
+      scan.problems.push_back(
+          absl::StrFormat("session \"%s\" skipped: %s", id, status.message()));
+    }
+  }
+  disk_ = *std::move(disk);
+  store_.SetSpill(disk_.get());
+  return scan.problems;
+}
+
+absl::StatusOr<SessionInfo> SessionManager::Get(const std::string& session_id) {
+  return store_.Get(session_id);
+}
+
+std::vector<SessionInfo> SessionManager::List() { return store_.List(); }
+
+absl::Status SessionManager::Close(const std::string& session_id) {
+  return store_.Close(session_id);
+}
+
+SessionTransferStats SessionManager::TransferStats() const {
+  SessionTransferStats stats;
+  stats.exports_total = exports_.load(std::memory_order_relaxed);
+  stats.export_bytes_total = export_bytes_.load(std::memory_order_relaxed);
+  stats.imports_total = imports_.load(std::memory_order_relaxed);
+  stats.import_bytes_total = import_bytes_.load(std::memory_order_relaxed);
+  stats.import_failures_total =
+      import_failures_.load(std::memory_order_relaxed);
+  stats.prefix_queries_total = prefix_queries_.load(std::memory_order_relaxed);
+  stats.prefix_hits_total = prefix_hits_.load(std::memory_order_relaxed);
+  stats.prefix_cached_tokens_total =
+      prefix_cached_tokens_.load(std::memory_order_relaxed);
+  return stats;
+}
+
+}  // namespace tvq::sessions

@@ -1,0 +1,242 @@
+// The host-memory tier of sessions: every session's saved state and its
+// bookkeeping (TTL, pinned, last use, the request running on it), under a
+// byte budget. Pure bookkeeping, no model: SessionManager moves states in
+// and out of the scheduler's slots.
+//
+// Rules:
+// - Ids: 1 to 128 printable ASCII characters without spaces; a new session
+//   without one gets "sess-" + 16 hex digits.
+// - Budget: every session is charged one state (bytes_per_state) from its
+//   creation, whether its state is empty or not, so that a request's result
+//   always fits. Creating one more when the budget is full evicts idle
+//   unpinned sessions, least recently used first; when none can go,
+//   RESOURCE_EXHAUSTED. Pinned sessions, and sessions a request is running
+//   on, are never evicted.
+// - TTL: an idle unpinned session not used for its ttl is closed (expired).
+//   Expiry is checked at every call (no thread of its own).
+// - One request at a time: Begin leases the session to one request; a
+//   second Begin fails at once with FAILED_PRECONDITION naming the session.
+//   Commit ends the lease with the request's result, Abort without (the
+//   session stays exactly as it was). A leased session can be read (Fork,
+//   Export see its last committed state) but not closed.
+// - A closed, expired or evicted session is gone: NOT_FOUND, and the message
+//   says which of the three happened to the last few thousand such ids.
+// - Prefix-reuse entries (NewSession::hidden): end-of-request states of
+//   requests without a session, under keys clients cannot name; never
+//   listed, never spilled, evicted before any session (least recently used
+//   first), replaced when created again under the same key; an entry never
+//   evicts a session to make room for itself (it is then not kept). FindPrefix
+//   finds the longest one whose tokens begin a prompt.
+// - Disk tier (SetSpill, --session-dir): an evicted session is saved to disk
+//   instead of dropped (it keeps its id, TTL and pinned flag; it no longer
+//   counts against the memory budget) and is loaded back, making room like a
+//   new one, the next time it is used; its file is removed then. A file that
+//   cannot be loaded ends the session (the error says why). SpillAll saves
+//   every idle session (at shutdown). The spill runs under the store's lock:
+//   other session calls wait for the disk.
+//
+// Thread-safe.
+#ifndef TVQ_SERVER_SESSIONS_SESSION_STORE_H_
+#define TVQ_SERVER_SESSIONS_SESSION_STORE_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/sessions/session.h"
+
+namespace tvq::sessions {
+
+struct SessionStoreOptions {
+  // Host bytes all sessions may take together (--session-memory-bytes).
+  int64_t memory_bytes = int64_t{1} << 30;
+  // What one session is charged (StatePool::ExportBytes); >= 1.
+  int64_t bytes_per_state = 1;
+  // TTL of a session that sets none (--session-ttl); > 0.
+  absl::Duration default_ttl = absl::Hours(1);
+  // Longest TTL a session may ask for.
+  absl::Duration max_ttl = absl::Hours(24 * 30);
+};
+
+struct NewSession {
+  // Empty: the store makes one.
+  std::string session_id;
+  // Zero: the default TTL.
+  absl::Duration ttl = absl::ZeroDuration();
+  bool pinned = false;
+  SessionSnapshot snapshot;
+  // Created already leased to a request (CreateSession with a prompt: the
+  // session is visible, and busy, while its prompt is prefilled).
+  bool leased = false;
+  // A prefix-reuse entry (above); session_id is its internal key.
+  bool hidden = false;
+};
+
+// A session as the disk tier stores it.
+struct SpilledSession {
+  std::string session_id;
+  // With its state when saved; without (metadata only) when listed.
+  SessionSnapshot snapshot;
+  absl::Duration ttl;
+  bool pinned = false;
+  absl::Time last_used;
+};
+
+// Where evicted sessions go (session_disk.h). Called under the store's lock.
+class SessionSpill {
+ public:
+  virtual ~SessionSpill() = default;
+  virtual absl::Status Save(const SpilledSession& session) = 0;
+  // The saved snapshot, every field checked; errors name the file.
+  virtual absl::StatusOr<SessionSnapshot> Load(
+      const std::string& session_id) = 0;
+  virtual void Remove(const std::string& session_id) = 0;
+};
+
+// Counters and gauges for metrics and GetModelInfo.
+struct SessionStoreStats {
+  int sessions_host = 0;
+  int sessions_slot = 0;
+  int sessions_disk = 0;
+  int pinned = 0;
+  int64_t state_bytes_host = 0;
+  int64_t state_bytes_slot = 0;
+  int64_t state_bytes_disk = 0;
+  // Prefix-reuse entries and their bytes (not counted above).
+  int prefix_entries = 0;
+  int64_t prefix_bytes = 0;
+  // Sessions written to disk (evicted or at shutdown), and loaded back.
+  uint64_t spills_total = 0;
+  uint64_t loads_total = 0;
+  // Sessions the budget holds (memory_bytes / bytes_per_state).
+  int64_t capacity = 0;
+  uint64_t evictions_total = 0;
+  uint64_t expiries_total = 0;
+};
+
+class SessionStore {
+ public:
+  // `now` is the clock (tests pass their own).
+  explicit SessionStore(const SessionStoreOptions& options,
+                        std::function<absl::Time()> now = &absl::Now);
+
+  const SessionStoreOptions& options() const { return options_; }
+
+  // Turns the disk tier on (null: off). `spill` must outlive the store.
+  void SetSpill(SessionSpill* spill);
+  // A session found on disk at start-up (snapshot without its state).
+  // ALREADY_EXISTS, INVALID_ARGUMENT (id).
+  absl::Status AddSpilled(SpilledSession session);
+  // Saves every idle session held in memory to disk (at shutdown); returns
+  // the first error, after trying them all.
+  absl::Status SpillAll();
+
+  // INVALID_ARGUMENT (bad id, ttl out of range), ALREADY_EXISTS (id taken),
+  // RESOURCE_EXHAUSTED (budget full of pinned or busy sessions).
+  absl::StatusOr<SessionInfo> Create(NewSession session);
+
+  // Leases the session to one request and returns its state.
+  // NOT_FOUND, FAILED_PRECONDITION (busy).
+  absl::StatusOr<SessionSnapshot> Begin(const std::string& session_id);
+  // Ends the lease with the request's result.
+  absl::StatusOr<SessionInfo> Commit(const std::string& session_id,
+                                     SessionSnapshot next);
+  // Ends the lease; the session keeps the state it had.
+  void Abort(const std::string& session_id);
+  // Ends the lease and removes the session (a CreateSession whose prompt
+  // failed: it never existed).
+  void Discard(const std::string& session_id);
+
+  // The longest prefix-reuse entry among `candidates` ((token count, key),
+  // longest first) whose tokens equal the first token-count tokens of
+  // `prompt`; counts as a use. nullopt when none.
+  std::optional<SessionSnapshot> FindPrefix(
+      const std::vector<std::pair<size_t, std::string>>& candidates,
+      std::span<const int32_t> prompt);
+
+  // The token counts of the prefix-reuse entries, longest first (so that a
+  // lookup hashes only the prefixes that could match).
+  std::vector<size_t> PrefixLengths();
+
+  // The last committed state (Fork, Export). Counts as a use.
+  absl::StatusOr<SessionSnapshot> Snapshot(const std::string& session_id);
+  // The TTL and pinned flag of a session (a fork takes its TTL).
+  absl::StatusOr<absl::Duration> Ttl(const std::string& session_id);
+
+  absl::StatusOr<SessionInfo> Get(const std::string& session_id);
+  // Every session, ordered by id.
+  std::vector<SessionInfo> List();
+  // NOT_FOUND, FAILED_PRECONDITION (a request is running on it).
+  absl::Status Close(const std::string& session_id);
+
+  SessionStoreStats Stats();
+
+  // The id rule (above); INVALID_ARGUMENT naming `field`.
+  static absl::Status CheckId(const std::string& session_id,
+                              std::string_view field);
+
+ private:
+  struct Record {
+    SessionSnapshot snapshot;
+    absl::Duration ttl;
+    bool pinned = false;
+    bool leased = false;
+    absl::Time last_used;
+    // On disk (snapshot.state is null then; disk_bytes is what it holds).
+    bool on_disk = false;
+    int64_t disk_bytes = 0;
+    bool hidden = false;
+  };
+  enum class GoneReason { kClosed, kExpired, kEvicted, kUnloadable };
+
+  SessionInfo InfoLocked(const std::string& id, const Record& record) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  absl::Status NotFoundLocked(const std::string& id) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Evicts prefix-reuse entries, then (unless `entries_only`) LRU idle
+  // unpinned sessions, until one more fits; false if it cannot.
+  bool MakeRoomLocked(bool entries_only = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void RemoveLocked(const std::string& id, GoneReason reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  absl::StatusOr<Record*> FindLocked(const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Brings a disk session back into memory (making room first).
+  absl::Status LoadLocked(const std::string& id, Record& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Saves `record` to disk and drops its state from memory.
+  absl::Status SpillLocked(const std::string& id, Record& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  int64_t InMemoryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+
+  const SessionStoreOptions options_;
+  const std::function<absl::Time()> now_;
+  absl::Mutex mutex_;
+  absl::flat_hash_map<std::string, Record> sessions_ ABSL_GUARDED_BY(mutex_);
+  // What happened to recently removed ids (bounded, oldest dropped first).
+  absl::flat_hash_map<std::string, GoneReason> gone_ ABSL_GUARDED_BY(mutex_);
+  std::deque<std::string> gone_order_ ABSL_GUARDED_BY(mutex_);
+  uint64_t evictions_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t expiries_ ABSL_GUARDED_BY(mutex_) = 0;
+  // Token count -> prefix-reuse entries of that length.
+  absl::flat_hash_map<size_t, int> prefix_lengths_ ABSL_GUARDED_BY(mutex_);
+  uint64_t spills_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t loads_ ABSL_GUARDED_BY(mutex_) = 0;
+  SessionSpill* spill_ ABSL_GUARDED_BY(mutex_) = nullptr;
+};
+
+}  // namespace tvq::sessions
+
+#endif  // TVQ_SERVER_SESSIONS_SESSION_STORE_H_

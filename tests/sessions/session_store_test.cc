@@ -1,0 +1,207 @@
+// SessionStore with an injected clock: budget and LRU eviction (pinned and
+// busy sessions never go), TTL expiry, one lease at a time, commit / abort,
+// why a session is gone, id rules.
+#include "server/sessions/session_store.h"
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace tvq::sessions {
+namespace {
+
+class SessionStoreTest : public ::testing::Test {
+ protected:
+  SessionStoreTest() {
+    options_.memory_bytes = 3 * 100;
+    options_.bytes_per_state = 100;
+    options_.default_ttl = absl::Seconds(60);
+    options_.max_ttl = absl::Hours(1);
+    store_ = std::make_unique<SessionStore>(options_, [this] { return now_; });
+  }
+  absl::StatusOr<SessionInfo> Create(
+      const std::string& id, bool pinned = false,
+      absl::Duration ttl = absl::ZeroDuration()) {
+    NewSession session;
+    session.session_id = id;
+    session.pinned = pinned;
+    session.ttl = ttl;
+    return store_->Create(std::move(session));
+  }
+  void Tick() { now_ += absl::Seconds(1); }
+
+  SessionStoreOptions options_;
+  absl::Time now_ = absl::FromUnixSeconds(1000000);
+  std::unique_ptr<SessionStore> store_;
+};
+
+TEST_F(SessionStoreTest, EvictsLeastRecentlyUsedUnpinnedIdleSessions) {
+  ASSERT_TRUE(Create("pinned", true).ok());
+  Tick();
+  ASSERT_TRUE(Create("a").ok());
+  Tick();
+  ASSERT_TRUE(Create("b").ok());
+  Tick();
+  ASSERT_TRUE(store_->Begin("a").ok());  // a is newer than b, and busy
+  Tick();
+  ASSERT_TRUE(Create("c").ok());  // evicts b
+  const absl::Status gone = store_->Get("b").status();
+  EXPECT_EQ(gone.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(gone.message().find("evicted"), std::string::npos) << gone;
+  // a is busy, pinned is pinned: c is the only one that can go.
+  Tick();
+  ASSERT_TRUE(Create("d").ok());
+  EXPECT_FALSE(store_->Get("c").ok());
+  EXPECT_TRUE(store_->Get("a").ok());
+  EXPECT_TRUE(store_->Get("pinned").ok());
+  // With d busy too, nothing can go.
+  ASSERT_TRUE(store_->Begin("d").ok());
+  const absl::Status full = Create("e").status();
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(full.message().find("--session-memory-bytes=300"),
+            std::string::npos);
+  EXPECT_EQ(store_->Stats().evictions_total, 2u);
+  EXPECT_EQ(store_->Stats().capacity, 3);
+}
+
+TEST_F(SessionStoreTest, IdleUnpinnedSessionsExpire) {
+  ASSERT_TRUE(Create("short", false, absl::Seconds(5)).ok());
+  ASSERT_TRUE(Create("default").ok());
+  ASSERT_TRUE(Create("pinned", true, absl::Seconds(5)).ok());
+  absl::StatusOr<SessionInfo> info = store_->Get("short");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->expires_at, now_ + absl::Seconds(5));
+  EXPECT_EQ(store_->Get("pinned")->expires_at, absl::InfiniteFuture());
+  now_ += absl::Seconds(5);
+  const absl::Status expired = store_->Get("short").status();
+  EXPECT_EQ(expired.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(expired.message().find("expired"), std::string::npos) << expired;
+  EXPECT_TRUE(store_->Get("default").ok());
+  // A leased session never expires while its request runs.
+  ASSERT_TRUE(store_->Begin("default").ok());
+  now_ += absl::Hours(2);
+  EXPECT_TRUE(store_->Get("default").ok());
+  store_->Abort("default");
+  EXPECT_TRUE(store_->Get("default").ok());  // the lease end was a use
+  now_ += absl::Seconds(60);
+  EXPECT_FALSE(store_->Get("default").ok());
+  EXPECT_TRUE(store_->Get("pinned").ok());
+  EXPECT_EQ(store_->Stats().expiries_total, 2u);
+}
+
+TEST_F(SessionStoreTest, OneLeaseAtATimeCommitAndAbort) {
+  ASSERT_TRUE(Create("s").ok());
+  absl::StatusOr<SessionSnapshot> base = store_->Begin("s");
+  ASSERT_TRUE(base.ok());
+  const absl::Status busy = store_->Begin("s").status();
+  EXPECT_EQ(busy.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(busy.message().find("\"s\""), std::string::npos);
+  EXPECT_EQ(store_->Close("s").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->Get("s")->tier, SessionTier::kSlot);
+  store_->Abort("s");
+  EXPECT_EQ(store_->Get("s")->position, 0);
+  ASSERT_TRUE(store_->Begin("s").ok());
+  SessionSnapshot next;
+  next.state = std::make_shared<const std::string>(100, 'x');
+  next.position = 4;
+  next.token_count = 5;
+  next.pending_token = 9;
+  absl::StatusOr<SessionInfo> committed = store_->Commit("s", next);
+  ASSERT_TRUE(committed.ok());
+  EXPECT_EQ(committed->position, 5);
+  EXPECT_EQ(committed->state_bytes, 100);
+  EXPECT_EQ(committed->tier, SessionTier::kHost);
+  EXPECT_EQ(store_->Snapshot("s")->pending_token, 9);
+  EXPECT_TRUE(store_->Close("s").ok());
+  EXPECT_NE(store_->Get("s").status().message().find("closed"),
+            std::string::npos);
+}
+
+TEST_F(SessionStoreTest, IdsAndTtlsAreChecked) {
+  EXPECT_EQ(Create("has space").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Create(std::string(129, 'x')).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Create("tab\t").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<SessionInfo> made = Create("");
+  ASSERT_TRUE(made.ok());
+  EXPECT_EQ(made->session_id.rfind("sess-", 0), 0u);
+  EXPECT_EQ(made->session_id.size(), 5u + 16u);
+  ASSERT_TRUE(Create("x").ok());
+  EXPECT_EQ(Create("x").status().code(), absl::StatusCode::kAlreadyExists);
+  const absl::Status long_ttl = Create("y", false, absl::Hours(2)).status();
+  EXPECT_EQ(long_ttl.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(long_ttl.message().find("ttl_seconds"), std::string::npos);
+  EXPECT_EQ(store_->List().size(), 2u);
+}
+
+TEST_F(SessionStoreTest, PrefixEntriesGoFirstAndNeverEvictSessions) {
+  auto entry = [this](const std::string& key, std::vector<int32_t> tokens) {
+    NewSession session;
+    session.session_id = key;
+    session.hidden = true;
+    session.snapshot.token_count = static_cast<int64_t>(tokens.size());
+    session.snapshot.tokens =
+        std::make_shared<const std::vector<int32_t>>(std::move(tokens));
+    return store_->Create(std::move(session));
+  };
+  ASSERT_TRUE(Create("s1").ok());
+  Tick();
+  ASSERT_TRUE(entry("\x01"
+                    "e1",
+                    {1, 2, 3})
+                  .ok());
+  Tick();
+  ASSERT_TRUE(entry("\x01"
+                    "e2",
+                    {1, 2, 3, 4, 5})
+                  .ok());
+  EXPECT_EQ(store_->List().size(), 1u);  // entries are not listed
+  EXPECT_EQ(store_
+                ->Get("\x01"
+                      "e1")
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->PrefixLengths(), (std::vector<size_t>{5, 3}));
+  const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6};
+  std::optional<SessionSnapshot> hit = store_->FindPrefix({{5,
+                                                            "\x01"
+                                                            "e2"},
+                                                           {3,
+                                                            "\x01"
+                                                            "e1"}},
+                                                          prompt);
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_EQ(hit->token_count, 5);
+  // A key whose tokens differ (a hash collision) never matches.
+  EXPECT_FALSE(store_
+                   ->FindPrefix({{3,
+                                  "\x01"
+                                  "e1"}},
+                                std::vector<int32_t>{1, 2, 9})
+                   .has_value());
+  // The budget (3) is full: a new session evicts the least recently used
+  // entry (e1; e2 was just used), not the session.
+  Tick();
+  ASSERT_TRUE(Create("s2").ok());
+  EXPECT_EQ(store_->PrefixLengths(), (std::vector<size_t>{5}));
+  ASSERT_TRUE(Create("s3").ok());  // evicts e2
+  EXPECT_TRUE(store_->PrefixLengths().empty());
+  // Full of sessions: an entry is not kept, and no session goes.
+  EXPECT_EQ(entry("\x01"
+                  "e3",
+                  {1, 2})
+                .status()
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(store_->List().size(), 3u);
+  EXPECT_EQ(store_->Stats().evictions_total, 0u);  // entries do not count
+}
+
+}  // namespace
+}  // namespace tvq::sessions
