@@ -7,18 +7,22 @@
 // calls UNAVAILABLE while loading), load the model, build the scheduler, go
 // SERVING. SIGTERM/SIGINT: NOT_SERVING, new requests UNAVAILABLE, in-flight
 // requests finish for up to --drain-timeout, exit 0.
-#include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <iostream>
 #include <memory>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/internal/parse.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
@@ -39,9 +43,12 @@
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_exposer.h"
 #include "server/metrics/scheduler_metrics_observer.h"
+#include "server/process/resource_limits.h"
+#include "server/process/stop_signals.h"
 #include "server/scheduler/scheduler.h"
 #include "server/service/grpc/generation_service.h"
 #include "server/service/grpc/rpc_metrics_interceptor.h"
+#include "server/service/grpc/server_options.h"
 #include "server/service/http/chat_template.h"
 #include "server/service/http/http_server.h"
 #include "server/service/http/openai_routes.h"
@@ -109,6 +116,33 @@ ABSL_FLAG(std::string, session_dir, "",
           "dropped, every session is saved at shutdown, and a restarted "
           "server with the same model lists and continues them (empty = off)");
 
+// ---- Connections and request size (issue 15, docs/security.md).
+ABSL_FLAG(int, max_connections, 1024,
+          "gRPC connections open at once; more are closed as they arrive "
+          "(0 = no cap)");
+ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
+          "A gRPC connection that has not completed the HTTP/2 handshake "
+          "(preface + SETTINGS) within this is closed");
+ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(5),
+          "A gRPC connection with no call for this long gets GOAWAY and is "
+          "closed (inf = never)");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Minutes(2),
+          "The server pings a gRPC connection quiet for this long (and closes "
+          "it when the ping is not answered within --keepalive-timeout)");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
+          "How long a keepalive ping may go unanswered before the connection "
+          "is closed");
+ABSL_FLAG(int, max_concurrent_streams, 1024,
+          "Calls one gRPC connection may have open at once (more wait on the "
+          "client side)");
+ABSL_FLAG(int64_t, max_request_bytes, int64_t{64} << 20,
+          "Largest request message in bytes (gRPC max receive message size; "
+          "the HTTP front end's body limit too)");
+ABSL_FLAG(int64_t, max_pending_output_bytes, int64_t{4} << 20,
+          "Output one stream may hold unsent because its client does not "
+          "read; past it the stream ends with RESOURCE_EXHAUSTED");
+// ---- end of the connection flags.
+
 // ---- HTTP front end (OpenAI-compatible API, docs/http.md)
 ABSL_FLAG(
     std::string, http_listen, "",
@@ -124,6 +158,7 @@ namespace {
 
 constexpr char kServiceName[] = "tvq.v1.TextGeneration";
 constexpr int kMaxSlots = 65536;
+constexpr int kMaxThreads = 1024;
 
 template <typename... Args>
 void Log(const absl::FormatSpec<Args...>& format, const Args&... args) {
@@ -155,6 +190,60 @@ std::vector<char*> NormalizeFlagNames(int argc, char** argv,
   return pointers;
 }
 
+// The connection flags' ranges (the first problem, naming the flag).
+absl::Status CheckConnectionFlags() {
+  absl::Status status;
+  if (absl::GetFlag(FLAGS_max_connections) < 0) {
+    status.Update(absl::InvalidArgumentError(
+        absl::StrFormat("--max-connections must be >= 0 (0 = no cap), got %d",
+                        absl::GetFlag(FLAGS_max_connections))));
+  }
+  if (const int streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+      streams < 1) {
+    status.Update(absl::InvalidArgumentError(absl::StrFormat(
+        "--max-concurrent-streams must be >= 1, got %d", streams)));
+  }
+  const std::pair<const char*, absl::Duration> durations[] = {
+      {"handshake-timeout", absl::GetFlag(FLAGS_handshake_timeout)},
+      {"max-connection-idle", absl::GetFlag(FLAGS_max_connection_idle)},
+      {"keepalive-time", absl::GetFlag(FLAGS_keepalive_time)},
+      {"keepalive-timeout", absl::GetFlag(FLAGS_keepalive_timeout)},
+  };
+  for (const auto& [flag, value] : durations) {
+    if (value < absl::Milliseconds(1)) {
+      status.Update(absl::InvalidArgumentError(
+          absl::StrFormat("--%s must be at least 1ms, got %s", flag,
+                          absl::FormatDuration(value))));
+    }
+  }
+  if (const int64_t pending = absl::GetFlag(FLAGS_max_pending_output_bytes);
+      pending < 4096 || pending > (int64_t{1} << 32)) {
+    status.Update(absl::InvalidArgumentError(absl::StrFormat(
+        "--max-pending-output-bytes must be in [4096, 4294967296], got %d",
+        pending)));
+  }
+  const int64_t request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  if (request_bytes < 1024 || request_bytes > (int64_t{1} << 30)) {
+    status.Update(absl::InvalidArgumentError(absl::StrFormat(
+        "--max-request-bytes must be in [1024, 1073741824], got %d",
+        request_bytes)));
+  }
+  return status;
+}
+
+// The connection flags, once.
+tvq::service::ConnectionOptions ConnectionOptionsFromFlags() {
+  tvq::service::ConnectionOptions options;
+  options.max_connections = absl::GetFlag(FLAGS_max_connections);
+  options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
+  options.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
+  options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  return options;
+}
+
 // Checks the flags that have a range; returns the first problem, naming the
 // flag.
 absl::Status CheckFlags() {
@@ -166,6 +255,11 @@ absl::Status CheckFlags() {
   };
   absl::Status status;
   status.Update(at_least("threads", absl::GetFlag(FLAGS_threads), 0));
+  if (absl::GetFlag(FLAGS_threads) > kMaxThreads) {
+    status.Update(absl::InvalidArgumentError(
+        absl::StrFormat("--threads must be <= %d, got %d", kMaxThreads,
+                        absl::GetFlag(FLAGS_threads))));
+  }
   status.Update(at_least("num-slots", absl::GetFlag(FLAGS_num_slots), 0));
   if (absl::GetFlag(FLAGS_num_slots) > kMaxSlots) {
     status.Update(absl::InvalidArgumentError(
@@ -204,6 +298,7 @@ absl::Status CheckFlags() {
     status.Update(absl::InvalidArgumentError(
         "--listen must be HOST:PORT, got an empty string"));
   }
+  status.Update(CheckConnectionFlags());
   if (const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
       !metrics_address.empty()) {
     absl::StatusOr<tvq::metrics::HostPort> parsed =
@@ -237,6 +332,12 @@ tvq::core::EngineConfig EngineConfigFromFlags() {
   config.limits.default_max_new_tokens =
       absl::GetFlag(FLAGS_default_max_new_tokens);
   config.limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  config.limits.max_pending_output_bytes =
+      absl::GetFlag(FLAGS_max_pending_output_bytes);
+  config.limits.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  config.limits.max_connections = absl::GetFlag(FLAGS_max_connections);
+  config.limits.max_concurrent_streams =
+      absl::GetFlag(FLAGS_max_concurrent_streams);
   config.sessions.memory_bytes = absl::GetFlag(FLAGS_session_memory_bytes);
   config.sessions.default_ttl_seconds =
       absl::ToInt64Seconds(absl::GetFlag(FLAGS_session_ttl));
@@ -338,19 +439,46 @@ int main(int argc, char** argv) {
   std::vector<std::string> argument_storage;
   std::vector<char*> arguments =
       NormalizeFlagNames(argc, argv, argument_storage);
-  absl::ParseCommandLine(argc, arguments.data());
+  // Parsed without absl's usage handling, which exits 1 after --help: help
+  // and --version exit 0 here.
+  const std::vector<char*> positional =
+      absl::flags_internal::ParseCommandLineImpl(
+          argc, arguments.data(),
+          absl::flags_internal::ArgvListAction::kRemoveParsedArgs,
+          absl::flags_internal::UsageFlagsAction::kIgnoreUsage,
+          absl::flags_internal::OnUndefinedFlag::kAbortIfUndefined);
+  if (const int usage = absl::flags_internal::HandleUsageFlags(
+          std::cout, absl::ProgramUsageMessage());
+      usage != -1) {
+    std::cout.flush();
+    return 0;
+  }
+  if (positional.size() > 1) {
+    Log("unexpected argument \"%s\": tvq-server takes flags only "
+        "(--model=DIR, --listen=HOST:PORT, ...; see --help)",
+        positional[1]);
+    return 2;
+  }
   if (absl::Status flags = CheckFlags(); !flags.ok()) {
     Log("%s", flags.message());
     return 2;
   }
 
-  // Signals are taken by sigwait in this thread only: block them before any
-  // other thread exists so that every thread inherits the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGTERM/SIGINT: handled before any thread of ours exists (see
+  // stop_signals.h for why blocking them is not enough). Until the model is
+  // loaded, a signal ends the process at once with exit status 0.
+  absl::StatusOr<std::unique_ptr<tvq::process::StopSignals>> installed_signals =
+      tvq::process::StopSignals::Install();
+  if (!installed_signals.ok()) {
+    Log("%s", installed_signals.status().ToString());
+    return 1;
+  }
+  tvq::process::StopSignals& stop_signals = **installed_signals;
+  stop_signals.SetCallback([](int signal_number, int /*count*/) {
+    Log("%s before the model was loaded: exiting without serving",
+        tvq::process::StopSignalName(signal_number));
+    ::_exit(0);
+  });
 
   absl::StatusOr<std::unique_ptr<tvq::metrics::ServerMetrics>> created_metrics =
       tvq::metrics::ServerMetrics::Create();
@@ -393,13 +521,34 @@ int main(int argc, char** argv) {
     metrics_exposer = *std::move(exposer);
   }
 
+  if (const tvq::process::FileDescriptorLimit fds =
+          tvq::process::RaiseFileDescriptorLimit();
+      !fds.error.empty()) {
+    Log("file descriptors: soft limit %d (hard %d); cannot raise it: %s",
+        fds.before, fds.hard, fds.error);
+  } else if (fds.after != fds.before) {
+    Log("file descriptors: soft limit raised from %d to %d", fds.before,
+        fds.after);
+  }
+  const tvq::service::ConnectionOptions connection_options =
+      ConnectionOptionsFromFlags();
+  absl::StatusOr<std::unique_ptr<tvq::service::GrpcListener>> bound =
+      tvq::service::GrpcListener::Bind(
+          listen, connection_options.max_connections,
+          [](const std::string& line) { Log("%s", line); });
+  if (!bound.ok()) {
+    Log("%s", bound.status().message());
+    return 1;
+  }
+  tvq::service::GrpcListener& listener = **bound;
+
+  tvq::service::InstallProtobufLogFilter();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  listener.AttachTo(builder);
+  tvq::service::ApplyConnectionOptions(connection_options, builder);
   builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(64 << 20);
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
@@ -407,16 +556,15 @@ int main(int argc, char** argv) {
       std::make_unique<tvq::service::RpcMetricsInterceptorFactory>(&metrics));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    Log("cannot listen on --listen=%s (address in use, or not HOST:PORT)",
-        listen);
+  if (server == nullptr) {
+    Log("cannot start the gRPC server on --listen=%s", listen);
     return 1;
   }
+  listener.Start();
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
-  const std::string address =
-      absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+  const std::string& address = listener.address();
   Log("listening on %s (version %s); loading %s", address, TVQ_VERSION,
       engine_config.model_dir);
   if (metrics_exposer != nullptr) {
@@ -448,6 +596,11 @@ int main(int argc, char** argv) {
         &readiness, std::move(http_options));
     tvq::service::http::HttpServerOptions server_options;
     server_options.address = http_listen;
+    // The body limit is --max-request-bytes, at most the HTTP default (a
+    // JSON body is far larger than the same request as a proto).
+    server_options.max_body_bytes =
+        std::min<size_t>(server_options.max_body_bytes,
+                         static_cast<size_t>(engine_config.limits.max_request_bytes));
     absl::StatusOr<std::unique_ptr<tvq::service::http::HttpServer>> started =
         tvq::service::http::HttpServer::Start(server_options, http_routes.get(),
                                               http_metrics.get());
@@ -464,13 +617,28 @@ int main(int argc, char** argv) {
 
   const absl::Time load_start = absl::Now();
   absl::StatusOr<std::unique_ptr<tvq::core::Engine>> created =
-      tvq::core::Engine::Create(engine_config, &scheduler_observer);
+      absl::InternalError("not created");
+  try {
+    created = tvq::core::Engine::Create(engine_config, &scheduler_observer);
+  } catch (const std::system_error& error) {
+    // Threads (the CPU backend's pool) the system refused to start.
+    created = absl::ResourceExhaustedError(
+        absl::StrFormat("cannot start the backend's threads (--threads=%d): %s",
+                        engine_config.threads, error.what()));
+  } catch (const std::bad_alloc&) {
+    created = absl::ResourceExhaustedError(
+        "out of memory while loading the model (see the memory check in "
+        "docs/configuration.md; lower --num-slots or --state-memory-bytes)");
+  }
   if (!created.ok()) {
     Log("cannot load the model: %s", created.status().ToString());
+    listener.Stop();
     server->Shutdown(absl::ToChronoTime(absl::Now()));
     return 1;
   }
   engine = *std::move(created);
+  // From here a signal is counted (WaitForCount below), no longer an exit.
+  stop_signals.SetCallback(nullptr);
   if (absl::Status info = metrics.SetBuildInfo(
           {TVQ_VERSION, engine->backend_name(), engine->device_name()});
       !info.ok()) {
@@ -499,11 +667,22 @@ int main(int argc, char** argv) {
       config.n_vocab, engine->num_slots(), engine->state_bytes_per_sequence(),
       engine->device_name(), engine_config.max_queue, address);
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
-  Log("%s: draining (up to %s)",
-      signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
+  // Serving until the first signal; a second one cuts the drain short (the
+  // requests still running end as --drain-timeout would end them); later
+  // ones are logged and change nothing.
+  const int signal_number = stop_signals.WaitForCount(1);
+  Log("%s: draining (up to %s; a second signal cuts it short)",
+      tvq::process::StopSignalName(signal_number),
       absl::FormatDuration(drain_timeout));
+  stop_signals.SetCallback([&engine](int number, int count) {
+    if (count == 2) {
+      Log("second stop signal (%s): cutting the drain short",
+          tvq::process::StopSignalName(number));
+      engine->Drain(absl::ZeroDuration());
+    } else {
+      Log("%s: already stopping", tvq::process::StopSignalName(number));
+    }
+  });
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
   readiness.SetDraining();
@@ -514,18 +693,29 @@ int main(int argc, char** argv) {
   }
   // Every request has ended; let their last messages reach the clients (a
   // slow reader may still be catching up), then close the connections:
-  // waiting for clients to hang up could take forever.
+  // waiting for clients to hang up could take forever. After a second
+  // signal only the short grace is left.
+  const absl::Time delivery_grace = absl::Now() + absl::Seconds(2);
   if (!service.WaitForActiveCalls(
-          std::max(drain_deadline, absl::Now() + absl::Seconds(2)))) {
+          stop_signals.count() >= 2
+              ? delivery_grace
+              : std::max(drain_deadline, delivery_grace))) {
     Log("some clients did not read their last messages in time");
   }
   // HTTP front end: the same for its responses, then close the listener.
   if (http_server != nullptr &&
       !http_server->WaitForIdle(
-          std::max(drain_deadline, absl::Now() + absl::Seconds(2)))) {
+          stop_signals.count() >= 2
+              ? delivery_grace
+              : std::max(drain_deadline, delivery_grace))) {
     Log("some HTTP clients did not read their last bytes in time");
   }
   if (http_server != nullptr) http_server->Stop();
+  // A signal from now on is only logged; the engine may go.
+  stop_signals.SetCallback([](int number, int /*count*/) {
+    Log("%s: already stopping", tvq::process::StopSignalName(number));
+  });
+  listener.Stop();
   server->Shutdown(absl::ToChronoTime(absl::Now()));
   engine->Stop();
   metrics.SetEngineSource(nullptr);

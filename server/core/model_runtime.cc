@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "server/base/status_macros.h"
+#include "server/core/memory_budget.h"
 
 namespace tvq::core {
 namespace {
@@ -28,6 +29,15 @@ absl::StatusOr<ModelRuntime> Assemble(std::unique_ptr<runtime::Backend> backend,
   result.backend = std::move(backend);
   const runtime::ModelConfig& model_config = result.config();
 
+  // Everything big is allocated below: check that it fits first.
+  TVQ_ASSIGN_OR_RETURN(const int num_slots,
+                       SlotCountFor(config, result.state_bytes_per_sequence()));
+  MemoryNeeds needs = EstimateMemoryNeeds(model_config, num_slots,
+                                          result.state_bytes_per_sequence());
+  needs.weights = 0;  // already loaded
+  TVQ_RETURN_IF_ERROR(
+      CheckMemoryNeeds(needs, ProcessMemoryAvailable(), model_config));
+
   result.prefill_chunk = PrefillChunkFor(config, model_config);
   runtime::EngineOptions engine_options;
   engine_options.block_len = config.block_len;
@@ -37,8 +47,6 @@ absl::StatusOr<ModelRuntime> Assemble(std::unique_ptr<runtime::Backend> backend,
       runtime::TransformerVq::Create(*result.model.weights, *result.backend,
                                      engine_options));
 
-  TVQ_ASSIGN_OR_RETURN(const int num_slots,
-                       SlotCountFor(config, result.state_bytes_per_sequence()));
   TVQ_ASSIGN_OR_RETURN(
       result.pool,
       runtime::StatePool::Create(model_config, *result.backend, num_slots));
@@ -79,6 +87,16 @@ absl::StatusOr<int> SlotCountFor(const EngineConfig& config,
 absl::StatusOr<ModelRuntime> LoadModelRuntime(const EngineConfig& config) {
   TVQ_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Backend> backend,
                        CreateConfiguredBackend(config));
+  // The weights, tables and slots must fit before the weights are read.
+  TVQ_ASSIGN_OR_RETURN(const runtime::ModelConfig model_config,
+                       runtime::ModelWeights::LoadConfig(config.model_dir));
+  const int64_t bytes_per_slot =
+      static_cast<int64_t>(runtime::StatePool::BytesPerSlotFor(model_config));
+  TVQ_ASSIGN_OR_RETURN(const int num_slots,
+                       SlotCountFor(config, bytes_per_slot));
+  TVQ_RETURN_IF_ERROR(CheckMemoryNeeds(
+      EstimateMemoryNeeds(model_config, num_slots, bytes_per_slot),
+      ProcessMemoryAvailable(), model_config));
   TVQ_ASSIGN_OR_RETURN(runtime::LoadedModel model,
                        runtime::LoadModelDir(config.model_dir));
   return Assemble(std::move(backend), std::move(model), config);

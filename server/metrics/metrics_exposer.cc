@@ -18,6 +18,11 @@
 namespace tvq::metrics {
 namespace {
 
+// Worker threads of the metrics listener, and how long one waits for a
+// client to send its request (or read the answer) before dropping it.
+constexpr int kMetricsThreads = 16;
+constexpr int kMetricsReadTimeoutMs = 5000;
+
 // civetweb only says "Possible problem binding to port"; binding the same
 // address ourselves gives the system's reason.
 std::string BindFailureReason(const HostPort& address) {
@@ -98,8 +103,15 @@ absl::StatusOr<std::unique_ptr<MetricsExposer>> MetricsExposer::Start(
   const std::string listening = absl::StrCat(parsed->host, ":", parsed->port);
   std::unique_ptr<prometheus::Exposer> exposer;
   try {
-    exposer = std::make_unique<prometheus::Exposer>(listening,
-                                                    /*num_threads=*/2);
+    // civetweb gives each connection a worker thread until the request is
+    // read: with 2 workers, two clients that send half a request blocked
+    // every scrape for civetweb's 30 s read timeout. More workers and a
+    // short read timeout keep /metrics answering while slow clients hang.
+    exposer = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", listening,                               //
+        "num_threads", absl::StrCat(kMetricsThreads),               //
+        "request_timeout_ms", absl::StrCat(kMetricsReadTimeoutMs),  //
+    });
   } catch (const std::exception& error) {
     return absl::UnavailableError(absl::StrFormat(
         "cannot listen for metrics on %s: %s (civetweb: %s); pick another "

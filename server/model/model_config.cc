@@ -157,7 +157,10 @@ absl::Status ParseTokenizer(const json& tokenizer, std::string_view file_name,
 
 absl::Status CheckDimension(std::string_view file_name, std::string_view key,
                             int value) {
-  const int limit = key == "n_layer" ? kMaxLayers : kMaxModelDimension;
+  const int limit = key == "n_layer" ? kMaxLayers
+                    : (key == "mem_len" || key == "block_len")
+                        ? kMaxWindowLength
+                        : kMaxModelDimension;
   if (value < 1) {
     return ConfigError(
         file_name,
@@ -227,10 +230,18 @@ absl::Status ValidateModelConfig(const ModelConfig& config,
         file_name,
         StrCat("\"pe_lam\" must be a number > 0, got ", config.pe_lam));
   }
-  if (!std::isfinite(config.e_scale)) {
+  if (config.pe_lam > kMaxPositionLambda) {
+    return ConfigError(file_name,
+                       absl::StrFormat("\"pe_lam\" must be at most %g, got %g",
+                                       kMaxPositionLambda, config.pe_lam));
+  }
+  if (!std::isfinite(config.e_scale) ||
+      std::abs(config.e_scale) > kMaxEmbeddingScale) {
     return ConfigError(
-        file_name,
-        StrCat("\"e_scale\" must be a finite number, got ", config.e_scale));
+        file_name, StrCat("\"e_scale\" must be a finite number in [-",
+                          absl::StrFormat("%g", kMaxEmbeddingScale), ", ",
+                          absl::StrFormat("%g", kMaxEmbeddingScale), "], got ",
+                          absl::StrFormat("%g", config.e_scale)));
   }
   TVQ_RETURN_IF_ERROR(
       CheckTokenId(file_name, "eos_id", config.eos_id, config.n_vocab));

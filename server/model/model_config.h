@@ -51,6 +51,13 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
 // and for n_layer.
 inline constexpr int kMaxModelDimension = 1 << 24;
 inline constexpr int kMaxLayers = 4096;
+// Largest block_len and mem_len: the position tables and every slot grow
+// with mem_len (memory_budget.h checks what a model needs as a whole).
+inline constexpr int kMaxWindowLength = 1 << 20;
+// |e_scale| and pe_lam at most these (larger ones overflow float32 in the
+// forward pass: Generate failed INTERNAL, Score gave NaN).
+inline constexpr double kMaxEmbeddingScale = 1e4;
+inline constexpr double kMaxPositionLambda = 1e12;
 
 // Checks the values of an already typed config (ranges, d_model even, ids
 // within [0, n_vocab), the byte vocabulary, the tokenizer file name).

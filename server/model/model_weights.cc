@@ -62,7 +62,10 @@ int64_t NumElements(std::span<const int64_t> shape) {
 }
 
 absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
-  const int descriptor = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
+  // refused as not a regular file); reads of regular files ignore it.
+  const int descriptor =
+      ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (descriptor < 0) {
     const int error = errno;
     if (error == ENOENT) {

@@ -1,5 +1,6 @@
 #include "server/scheduler/scheduler.h"
 
+#include <cstdint>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -198,16 +199,19 @@ absl::StatusOr<RequestHandle> Scheduler::Enqueue(
   RequestHandle handle = 0;
   {
     absl::MutexLock lock(&mutex_);
-    const int capacity =
-        options_.max_queue + (num_slots_ - busy_slots_ - pinned_slots_);
+    // 64-bit: --max-queue may be INT_MAX.
+    const int64_t capacity =
+        int64_t{options_.max_queue} +
+        (int64_t{num_slots_} - busy_slots_ - pinned_slots_);
     if (draining_ || stopping_) {
       refusal = absl::UnavailableError(
           "the server is shutting down and accepts no new requests");
-    } else if (static_cast<int>(queue_.size()) >= capacity) {
+    } else if (static_cast<int64_t>(queue_.size()) >= capacity) {
       refusal = absl::ResourceExhaustedError(absl::StrFormat(
           "the admission queue is full (%d requests waiting for %d busy "
-          "slots, --max-queue=%d); retry later",
-          queue_.size(), num_slots_, options_.max_queue));
+          "slots of %d, --max-queue=%d); retry later",
+          queue_.size(), busy_slots_ + pinned_slots_, num_slots_,
+          options_.max_queue));
     } else {
       handle = next_handle_++;
       sequence->handle = handle;

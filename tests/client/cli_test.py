@@ -12,8 +12,9 @@ import unittest
 
 import numpy as np
 
-from client_test_support import (Golden, TvqServer, describe,
-                                 golden_model_dir, run_client, run_json)
+from client_test_support import (NO_SENTENCEPIECE_REASON, Golden, TvqServer,
+                                 describe, golden_model_dir, run_client,
+                                 run_json)
 
 # Logprobs are float32 computations checked against float64 references
 # (tests/data/golden/README.md): 2e-5 absolute per logprob.
@@ -402,6 +403,8 @@ class SentencePieceCliTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
+        if NO_SENTENCEPIECE_REASON:
+            raise unittest.SkipTest(NO_SENTENCEPIECE_REASON)
         cls.server = TvqServer(golden_model_dir("tiny-tied"))
         cls.server.start()
         cls.addr = cls.server.address

@@ -30,6 +30,17 @@ PYTHON_EXAMPLES = os.environ.get("TVQ_PYTHON_EXAMPLES", "")
 _HEALTH_SERVING = b"\x08\x01"
 
 
+# Why SentencePiece models cannot be served by this build's tvq-server
+# (None when they can): ASan/TSan refuse the dlopen(RTLD_DEEPBIND) its
+# tokenizer module needs (tests/support/sanitizers.h). CMake sets
+# TVQ_SANITIZER_BUILD.
+NO_SENTENCEPIECE_REASON = (
+    "SentencePiece models cannot be loaded in an ASan/TSan build: the "
+    "tokenizer module needs dlopen(RTLD_DEEPBIND), which the sanitizer "
+    "runtimes refuse (google/sanitizers#611)"
+    if os.environ.get("TVQ_SANITIZER_BUILD") == "1" else None)
+
+
 def golden_model_dir(name):
     return os.path.join(DATA_DIR, "golden", name, "model")
 

@@ -20,6 +20,7 @@
 #include "server/core/model_runtime.h"
 #include "server/engine/state_pool.h"
 #include "server/text/byte_tokenizer.h"
+#include "tests/support/sanitizers.h"
 #include "tests/support/test_util.h"
 
 namespace tvq::core {
@@ -97,6 +98,7 @@ TEST(EngineTest, CreatesTheWholeEngineAndReportsIt) {
 }
 
 TEST(EngineTest, SentencePieceModelReportsItsTokenizer) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(CpuConfig(GoldenModelDir("tiny-tied")), nullptr);
   ASSERT_TRUE(engine.ok()) << engine.status();

@@ -15,6 +15,7 @@
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/integration/server_process.h"
+#include "tests/support/sanitizers.h"
 
 namespace tvq::testing {
 namespace {
@@ -189,6 +190,7 @@ TEST(LifecycleTest, DeadlinesEndRunningAndQueuedRequests) {
 }
 
 TEST(LifecycleTest, HealthAndReflectionListTheServices) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   auto server = ServerProcess::Start(GoldenModel("tiny-tied"), {});
   ASSERT_TRUE(server.ok()) << server.status();
   ServerProcess& process = **server;

@@ -35,13 +35,20 @@ std::string NewLogPath() {
 }
 
 // fork + exec of tvq-server with output into `log_path`.
-pid_t Spawn(const std::vector<std::string>& flags,
-            const std::string& log_path) {
+pid_t Spawn(const std::vector<std::string>& flags, const std::string& log_path,
+            const std::vector<ResourceLimit>& limits = {}) {
   std::vector<std::string> arguments = {TVQ_SERVER_BINARY};
   arguments.insert(arguments.end(), flags.begin(), flags.end());
   const pid_t pid = ::fork();
   if (pid != 0) return pid;
   // Child.
+  for (const ResourceLimit& limit : limits) {
+    const rlimit value{limit.soft, limit.hard};
+    if (::setrlimit(limit.resource, &value) != 0) {
+      std::perror("setrlimit");
+      ::_exit(126);
+    }
+  }
   const int fd = ::open(log_path.c_str(), O_WRONLY | O_TRUNC | O_CREAT, 0644);
   if (fd >= 0) {
     ::dup2(fd, STDOUT_FILENO);
@@ -64,41 +71,21 @@ std::string GoldenModel(const std::string& name) {
 
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     const std::string& model_dir, const std::vector<std::string>& extra_flags,
-    absl::Duration timeout) {
+    absl::Duration timeout, const std::vector<ResourceLimit>& limits) {
   std::unique_ptr<ServerProcess> server(new ServerProcess());
   server->log_path_ = NewLogPath();
   std::vector<std::string> flags = {absl::StrCat("--model=", model_dir),
                                     "--listen=127.0.0.1:0",
                                     "--metrics-address=", "--threads=1"};
   flags.insert(flags.end(), extra_flags.begin(), extra_flags.end());
-  server->pid_ = Spawn(flags, server->log_path_);
+  server->pid_ = Spawn(flags, server->log_path_, limits);
   if (server->pid_ < 0) return absl::InternalError("fork failed");
 
   const absl::Time deadline = absl::Now() + timeout;
-  // The chosen port is logged: "listening on 127.0.0.1:PORT ".
-  constexpr char kMarker[] = "listening on ";
-  while (server->address_.empty()) {
-    const std::string output = server->Output();
-    const size_t at = output.find(kMarker);
-    if (at != std::string::npos) {
-      const size_t begin = at + sizeof(kMarker) - 1;
-      const size_t end = output.find(' ', begin);
-      if (end != std::string::npos) {
-        server->address_ = output.substr(begin, end - begin);
-        break;
-      }
-    }
-    if (server->WaitForExit(absl::ZeroDuration()).has_value() ||
-        absl::Now() > deadline) {
-      return absl::InternalError(
-          absl::StrCat("tvq-server did not start listening:\n", output));
-    }
-    absl::SleepFor(absl::Milliseconds(5));
+  if (absl::Status listening = server->WaitUntilListening(timeout);
+      !listening.ok()) {
+    return listening;
   }
-  server->channel_ =
-      grpc::CreateChannel(server->address_, grpc::InsecureChannelCredentials());
-  server->stub_ = v1::TextGeneration::NewStub(server->channel_);
-  server->health_ = grpc::health::v1::Health::NewStub(server->channel_);
   while (HealthStatus(*server->health_, "") != "SERVING") {
     if (server->WaitForExit(absl::ZeroDuration()).has_value() ||
         absl::Now() > deadline) {
@@ -110,11 +97,50 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   return server;
 }
 
+absl::Status ServerProcess::WaitUntilListening(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  // The chosen port is logged: "listening on 127.0.0.1:PORT ".
+  constexpr char kMarker[] = "listening on ";
+  while (address_.empty()) {
+    const std::string output = Output();
+    const size_t at = output.find(kMarker);
+    if (at != std::string::npos) {
+      const size_t begin = at + sizeof(kMarker) - 1;
+      const size_t end = output.find(' ', begin);
+      if (end != std::string::npos) {
+        address_ = output.substr(begin, end - begin);
+        break;
+      }
+    }
+    if (WaitForExit(absl::ZeroDuration()).has_value() ||
+        absl::Now() > deadline) {
+      return absl::InternalError(
+          absl::StrCat("tvq-server did not start listening:\n", output));
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  stub_ = v1::TextGeneration::NewStub(channel_);
+  health_ = grpc::health::v1::Health::NewStub(channel_);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Launch(
+    const std::vector<std::string>& flags,
+    const std::vector<ResourceLimit>& limits) {
+  std::unique_ptr<ServerProcess> server(new ServerProcess());
+  server->log_path_ = NewLogPath();
+  server->pid_ = Spawn(flags, server->log_path_, limits);
+  if (server->pid_ < 0) return absl::InternalError("fork failed");
+  return server;
+}
+
 ServerProcess::Exit ServerProcess::RunToExit(
-    const std::vector<std::string>& flags, absl::Duration timeout) {
+    const std::vector<std::string>& flags, absl::Duration timeout,
+    const std::vector<ResourceLimit>& limits) {
   ServerProcess process;
   process.log_path_ = NewLogPath();
-  process.pid_ = Spawn(flags, process.log_path_);
+  process.pid_ = Spawn(flags, process.log_path_, limits);
   Exit result;
   const std::optional<int> code = process.WaitForExit(timeout);
   result.exit_code = code.value_or(-1);

@@ -3,6 +3,7 @@
 #ifndef TVQ_TESTS_INTEGRATION_SERVER_PROCESS_H_
 #define TVQ_TESTS_INTEGRATION_SERVER_PROCESS_H_
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -22,13 +23,21 @@ namespace tvq::testing {
 // Path of a golden model directory, e.g. GoldenModel("tiny-byte").
 std::string GoldenModel(const std::string& name);
 
+// Resource limits set in the child before tvq-server starts (soft, hard).
+struct ResourceLimit {
+  int resource = RLIMIT_NOFILE;
+  rlim_t soft = RLIM_INFINITY;
+  rlim_t hard = RLIM_INFINITY;
+};
+
 class ServerProcess {
  public:
   // Starts tvq-server with `--model=model_dir --listen=127.0.0.1:0` and
   // `extra_flags`; waits up to `timeout` for SERVING.
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(
       const std::string& model_dir, const std::vector<std::string>& extra_flags,
-      absl::Duration timeout = absl::Seconds(20));
+      absl::Duration timeout = absl::Seconds(20),
+      const std::vector<ResourceLimit>& limits = {});
   // Runs tvq-server with `flags` (nothing added) and returns its exit code
   // and output, for start-up errors.
   struct Exit {
@@ -36,7 +45,17 @@ class ServerProcess {
     std::string output;
   };
   static Exit RunToExit(const std::vector<std::string>& flags,
-                        absl::Duration timeout = absl::Seconds(20));
+                        absl::Duration timeout = absl::Seconds(20),
+                        const std::vector<ResourceLimit>& limits = {});
+  // Spawns tvq-server with `flags` (nothing added) under `limits` and
+  // returns at once; address() and the stubs are set once the output says
+  // "listening on" (WaitUntilListening).
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> Launch(
+      const std::vector<std::string>& flags,
+      const std::vector<ResourceLimit>& limits = {});
+  // Waits for "listening on ADDRESS" and connects the stubs.
+  absl::Status WaitUntilListening(absl::Duration timeout = absl::Seconds(20));
+  pid_t pid() const { return pid_; }
 
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;

@@ -28,6 +28,7 @@
 #include "server/model/model_dir.h"
 #include "server/model/model_weights.h"
 #include "server/model/safetensors.h"
+#include "tests/support/sanitizers.h"
 
 namespace tvq::runtime {
 namespace {
@@ -704,6 +705,7 @@ TEST(ConfigTest, ParseModelConfigNamesTheFileItIsGiven) {
 }
 
 TEST(ConfigTest, SentencePieceVocabularyMustFitNVocab) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   ModelDir model("tiny-tied");
   model.config()["n_vocab"] = 299;
   model.WriteConfig();

@@ -370,7 +370,10 @@ TEST_F(KeptStateTest, AContinuationAmongBusyPeersEqualsItAlone) {
 }
 
 TEST_F(KeptStateTest, RetainedStatesAreEvictedLeastRecentlyUsedFirst) {
-  EvictionRecorder recorder;  // outlives the scheduler (TearDown)
+  // A local: the scheduler, which reports to it from its own thread, is
+  // stopped at the end of this body (TearDown would be too late: the
+  // recorder is gone by then, a use after scope under ASan).
+  EvictionRecorder recorder;
   Build(2, &recorder);
   for (const char* key : {"old", "new"}) {
     GenerationRequest request = Greedy(kPrompt, 2);
@@ -390,6 +393,7 @@ TEST_F(KeptStateTest, RetainedStatesAreEvictedLeastRecentlyUsedFirst) {
   Generate(gone, &failure);
   EXPECT_EQ(failure.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(failure.message(), "admission: no state is kept under key \"old\"");
+  scheduler_.reset();
 }
 
 TEST_F(KeptStateTest, PinnedStatesAreNeverEvicted) {

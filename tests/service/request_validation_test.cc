@@ -360,7 +360,7 @@ struct InvalidScoreCase {
 TEST_F(RequestValidationTest, EveryInvalidScoreFieldIsNamed) {
   const std::vector<InvalidScoreCase> cases = {
       {"no input",
-       {"a prompt is required"},
+       {"text or token_ids is required"},
        [](v1::ScoreRequest& r) { r.clear_input(); }},
       {"empty text",
        {"text must not be empty"},

@@ -20,6 +20,7 @@
 #include "server/model/model_config.h"
 #include "server/model/model_dir.h"
 #include "server/text/sentencepiece_tokenizer.h"
+#include "tests/support/sanitizers.h"
 
 namespace tvq::runtime {
 namespace {
@@ -241,6 +242,7 @@ TEST(ByteTokenizerTest, DecodeReturnsRawBytesEvenWhenNotUtf8) {
 // SentencePiece
 
 TEST(SentencePieceTokenizerTest, RoundTripsEnglishWithoutAddingEos) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   std::unique_ptr<SentencePieceTokenizer> tokenizer =
       LoadSentencePiece(kTinyTiedModel);
   ASSERT_NE(tokenizer, nullptr);
@@ -267,6 +269,7 @@ TEST(SentencePieceTokenizerTest, RoundTripsEnglishWithoutAddingEos) {
 }
 
 TEST(SentencePieceTokenizerTest, DecodeDropsControlAndUnknownIds) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   std::unique_ptr<SentencePieceTokenizer> tokenizer =
       LoadSentencePiece(kTinyTiedModel);
   ASSERT_NE(tokenizer, nullptr);
@@ -284,6 +287,7 @@ TEST(SentencePieceTokenizerTest, DecodeDropsControlAndUnknownIds) {
 }
 
 TEST(SentencePieceTokenizerTest, UnknownCharactersEncodeAsUnk) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   std::unique_ptr<SentencePieceTokenizer> tokenizer =
       LoadSentencePiece(kTinyTiedModel);
   ASSERT_NE(tokenizer, nullptr);
@@ -294,6 +298,7 @@ TEST(SentencePieceTokenizerTest, UnknownCharactersEncodeAsUnk) {
 }
 
 TEST(SentencePieceTokenizerTest, DecodeRejectsIdsOutsideTheVocabulary) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   std::unique_ptr<SentencePieceTokenizer> tokenizer =
       LoadSentencePiece(kTinyTiedModel);
   ASSERT_NE(tokenizer, nullptr);
@@ -314,6 +319,7 @@ TEST(SentencePieceTokenizerTest, MissingFileIsNotFound) {
 }
 
 TEST(SentencePieceTokenizerTest, GarbageFileIsDataLoss) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   const std::filesystem::path path =
       std::filesystem::path(::testing::TempDir()) / "garbage.model";
   std::ofstream(path) << "this is not a protobuf";
@@ -337,6 +343,7 @@ TEST(LoadTokenizerTest, BytesNeedNoFile) {
 }
 
 TEST(LoadTokenizerTest, LoadsSentencePieceFromTheModelDirectory) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
       LoadTokenizer(SentencePieceConfig("tokenizer.model", 300), kTinyTiedDir);
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
@@ -345,6 +352,7 @@ TEST(LoadTokenizerTest, LoadsSentencePieceFromTheModelDirectory) {
 }
 
 TEST(LoadTokenizerTest, VocabularyLargerThanNVocabIsAnError) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
       LoadTokenizer(SentencePieceConfig("tokenizer.model", 299), kTinyTiedDir);
   EXPECT_EQ(tokenizer.status().code(), absl::StatusCode::kInvalidArgument);
@@ -354,6 +362,7 @@ TEST(LoadTokenizerTest, VocabularyLargerThanNVocabIsAnError) {
 }
 
 TEST(LoadTokenizerTest, SpecialIdsMustMatchTheConfig) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   ModelConfig config = SentencePieceConfig("tokenizer.model", 300);
   config.eos_id = 3;
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
@@ -474,6 +483,7 @@ TEST(IncrementalDetokenizerTest, ValidRandomUtf8StreamsUnchanged) {
 }
 
 TEST(IncrementalDetokenizerTest, SentencePieceMatchesFullDecode) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   std::unique_ptr<SentencePieceTokenizer> tokenizer =
       LoadSentencePiece(kTinyTiedModel);
   ASSERT_NE(tokenizer, nullptr);
@@ -498,6 +508,7 @@ TEST(IncrementalDetokenizerTest, SentencePieceMatchesFullDecode) {
 }
 
 TEST(IncrementalDetokenizerTest, SentencePieceRandomIdsMatchFullDecode) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   std::unique_ptr<SentencePieceTokenizer> tokenizer =
       LoadSentencePiece(kTinyTiedModel);
   ASSERT_NE(tokenizer, nullptr);
@@ -513,6 +524,7 @@ TEST(IncrementalDetokenizerTest, SentencePieceRandomIdsMatchFullDecode) {
 }
 
 TEST(IncrementalDetokenizerTest, SentencePieceSpacePiecesAndSpecials) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   std::unique_ptr<SentencePieceTokenizer> tokenizer =
       LoadSentencePiece(kTinyTiedModel);
   ASSERT_NE(tokenizer, nullptr);
@@ -531,6 +543,7 @@ TEST(IncrementalDetokenizerTest, SentencePieceSpacePiecesAndSpecials) {
 }
 
 TEST(IncrementalDetokenizerTest, SentencePieceRandomIdsRichInSpecials) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   std::unique_ptr<SentencePieceTokenizer> tokenizer =
       LoadSentencePiece(kTinyTiedModel);
   ASSERT_NE(tokenizer, nullptr);
@@ -582,6 +595,7 @@ TEST(IncrementalDetokenizerTest, DecodingWorkIsLinearInTheLength) {
 }
 
 TEST(IncrementalDetokenizerTest, SentencePieceByteFallbackNeverSplits) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   std::unique_ptr<SentencePieceTokenizer> tokenizer =
       LoadSentencePiece(kByteFallbackModel);
   ASSERT_NE(tokenizer, nullptr);
@@ -598,6 +612,7 @@ TEST(IncrementalDetokenizerTest, SentencePieceByteFallbackNeverSplits) {
 }
 
 TEST(IncrementalDetokenizerTest, SentencePieceByteFallbackRandomIds) {
+  TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   std::unique_ptr<SentencePieceTokenizer> tokenizer =
       LoadSentencePiece(kByteFallbackModel);
   ASSERT_NE(tokenizer, nullptr);

@@ -31,7 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 sys.path.insert(0, HERE)
 
-from client_test_support import TvqServer  # noqa: E402  (tests/client)
+from client_test_support import (  # noqa: E402  (tests/client)
+    NO_SENTENCEPIECE_REASON, TvqServer)
 from convert_flax_checkpoint_test import converted_model_dir  # noqa: E402
 from tvq_client import TvqClient  # noqa: E402
 import tvq_format  # noqa: E402
@@ -46,6 +47,10 @@ DEMO_BPB_TOLERANCE = 1e-4
 class ConvertedCheckpointScoreTest(unittest.TestCase):
     def test_score_reproduces_golden_logprobs(self):
         for name in ("tiny-byte", "tiny-noagg", "tiny-tied"):
+            if name == "tiny-tied" and NO_SENTENCEPIECE_REASON:
+                with self.subTest(model=name):
+                    self.skipTest(NO_SENTENCEPIECE_REASON)
+                continue
             with self.subTest(model=name), tempfile.TemporaryDirectory() as work:
                 model_dir = converted_model_dir(name, work)
                 golden, _, _ = tvq_format.read_safetensors(

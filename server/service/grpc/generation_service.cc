@@ -6,6 +6,7 @@
 #include <memory>
 #include <utility>
 
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/core/model_info.h"
@@ -64,6 +65,17 @@ void AppendUpdate(scheduler::TokenUpdate& update, Message* message) {
   for (const scheduler::TokenLogprob& entry : update.logprobs) {
     ToProto(entry, message->add_logprobs());
   }
+}
+
+// About how many bytes an update adds to a message (the wire size, give or
+// take the varints): what a stream's unsent output is measured in.
+int64_t ApproximateBytes(const scheduler::TokenUpdate& update) {
+  int64_t bytes = static_cast<int64_t>(update.text.size()) +
+                  5 * static_cast<int64_t>(update.token_ids.size());
+  for (const scheduler::TokenLogprob& entry : update.logprobs) {
+    bytes += 12 + 12 * static_cast<int64_t>(entry.top_alternatives.size());
+  }
+  return bytes;
 }
 
 template <typename Message>
@@ -181,8 +193,11 @@ class GenerateStreamCall final
     : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
  public:
   GenerateStreamCall(scheduler::Scheduler* scheduler,
-                     ActiveCallCounter* counter)
-      : hold_(counter), scheduler_(scheduler) {}
+                     ActiveCallCounter* counter,
+                     int64_t max_pending_output_bytes)
+      : hold_(counter),
+        scheduler_(scheduler),
+        max_pending_output_bytes_(max_pending_output_bytes) {}
 
   void Start(scheduler::GenerationRequest request,
              const SessionTarget& target) {
@@ -238,20 +253,55 @@ class GenerateStreamCall final
 
   // Queues a message. Queued messages are never in flight, so a new update
   // merges into the last queued one: a slow client gets fewer, larger
-  // messages.
+  // messages. Output the client leaves unread is bounded: past
+  // max_pending_output_bytes_ the request is cancelled (its slot freed),
+  // what is queued dropped, and the stream ends with RESOURCE_EXHAUSTED.
   void Push(scheduler::TokenUpdate& update,
             const scheduler::Completion* completion) {
+    bool overflow = false;
     {
       absl::MutexLock lock(&mutex_);
-      if (broken_) return;
+      if (broken_ || ended_) return;
       if (pending_.empty()) {
         pending_.emplace_back();
         pending_.back().set_request_id(request_id_);
         pending_.back().set_seed(seed_);
+        pending_bytes_ = 0;
       }
-      v1::GenerateStreamResponse& message = pending_.back();
-      AppendUpdate(update, &message);
-      if (completion != nullptr) SetCompletion(*completion, &message);
+      pending_bytes_ += ApproximateBytes(update);
+      if (completion == nullptr && pending_bytes_ > max_pending_output_bytes_) {
+        overflow = true;
+        broken_ = true;
+        pending_.clear();
+        pending_bytes_ = 0;
+      } else {
+        v1::GenerateStreamResponse& message = pending_.back();
+        AppendUpdate(update, &message);
+        if (completion != nullptr) SetCompletion(*completion, &message);
+      }
+    }
+    if (overflow) {
+      scheduler_->Cancel(handle_);
+      EndNow(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrFormat(
+              "the client did not read the stream: more than %d bytes of "
+              "output waited to be sent (--max-pending-output-bytes); the "
+              "request was stopped",
+              max_pending_output_bytes_)));
+      return;
+    }
+    Pump();
+  }
+
+  // Ends the call with `status` even though the stream is broken (the
+  // scheduler's own OnFailed/OnFinished for it are ignored from now on).
+  void EndNow(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mutex_);
+      ended_ = true;
+      final_status_ = std::move(status);
+      pending_.clear();
     }
     Pump();
   }
@@ -260,6 +310,7 @@ class GenerateStreamCall final
   void End(grpc::Status status) {
     {
       absl::MutexLock lock(&mutex_);
+      if (ended_) return;  // already ended by EndNow
       ended_ = true;
       final_status_ = std::move(status);
       if (!final_status_.ok()) pending_.clear();
@@ -313,8 +364,12 @@ class GenerateStreamCall final
   uint64_t seed_ = 0;
   scheduler::RequestHandle handle_ = 0;
 
+  const int64_t max_pending_output_bytes_;
+
   absl::Mutex mutex_;
   std::deque<v1::GenerateStreamResponse> pending_ ABSL_GUARDED_BY(mutex_);
+  // About the wire size of pending_ (ApproximateBytes).
+  int64_t pending_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
   // The message being written (stable until its OnWriteDone / OnDone).
   v1::GenerateStreamResponse in_flight_;
   bool writing_ ABSL_GUARDED_BY(mutex_) = false;
@@ -479,7 +534,9 @@ GenerationService::GenerateStream(grpc::CallbackServerContext* context,
     return new FailedStream(ToGrpcStatus(generation.status()));
   }
   generation->deadline = Deadline(context);
-  auto* call = new GenerateStreamCall(&(*model)->scheduler(), &active_calls_);
+  auto* call = new GenerateStreamCall(
+      &(*model)->scheduler(), &active_calls_,
+      (*model)->config().limits.max_pending_output_bytes);
   call->Start(*std::move(generation), TargetOf(*request, **model));
   return call;
 }
@@ -589,6 +646,11 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
   limits->set_max_stop_sequence_bytes(request_limits.max_stop_sequence_bytes);
   limits->set_max_stop_token_ids(request_limits.max_stop_token_ids);
   limits->set_max_top_logprobs(request_limits.max_top_logprobs);
+  limits->set_max_request_bytes(request_limits.max_request_bytes);
+  limits->set_max_pending_output_bytes(request_limits.max_pending_output_bytes);
+  limits->set_max_connections(request_limits.max_connections);
+  limits->set_max_concurrent_streams(request_limits.max_concurrent_streams);
+  limits->set_max_detokenize_tokens(request_limits.max_detokenize_tokens());
   limits->set_session_memory_bytes(info.session_config.memory_bytes);
   limits->set_max_sessions(info.sessions.capacity);
   limits->set_session_default_ttl_seconds(

@@ -43,11 +43,13 @@ absl::Status CheckTokenIds(std::string_view field,
 
 // The prompt of Generate or the sequence of Score, eos prefix applied.
 // `has_text`/`has_ids` say which oneof member is set.
-// `optional`: an unset or empty prompt is an empty list (sessions).
+// `missing` is the message when neither is set; `optional`: an unset or
+// empty prompt is an empty list (sessions).
 absl::StatusOr<std::vector<int32_t>> PromptTokens(
     bool has_text, const std::string& text, bool has_ids,
     const google::protobuf::RepeatedField<int32_t>& ids, bool no_eos_prefix,
-    const ValidationContext& context, bool optional = false) {
+    const ValidationContext& context, std::string_view missing,
+    bool optional = false) {
   const runtime::ModelConfig& config = *context.config;
   std::vector<int32_t> tokens;
   if (!no_eos_prefix) tokens.push_back(config.eos_id);
@@ -84,8 +86,7 @@ absl::StatusOr<std::vector<int32_t>> PromptTokens(
     TVQ_RETURN_IF_ERROR(CheckTokenIds("token_ids", ids, config.n_vocab));
     tokens.insert(tokens.end(), ids.begin(), ids.end());
   } else {
-    return absl::InvalidArgumentError(
-        "a prompt is required: set text or token_ids");
+    return absl::InvalidArgumentError(std::string(missing));
   }
   if (tokens.size() > static_cast<size_t>(context.limits.max_prompt_tokens)) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -234,6 +235,7 @@ absl::StatusOr<scheduler::GenerationRequest> ToGenerationRequest(
                    request.prompt_case() == v1::GenerateRequest::kTokenIds,
                    request.token_ids().ids(),
                    request.no_eos_prefix() || in_session, context,
+                   "a prompt is required: set text or token_ids",
                    /*optional=*/in_session));
   return out;
 }
@@ -255,15 +257,17 @@ absl::StatusOr<scheduler::ScoreRequest> ToScoreRequest(
                      request.text(),
                      request.input_case() == v1::ScoreRequest::kTokenIds,
                      request.token_ids().ids(), /*no_eos_prefix=*/true,
-                     context));
+                     context,
+                     "text or token_ids is required: the tokens to score"));
     return out;
   }
   TVQ_ASSIGN_OR_RETURN(
       out.tokens,
-      PromptTokens(
-          request.input_case() == v1::ScoreRequest::kText, request.text(),
-          request.input_case() == v1::ScoreRequest::kTokenIds,
-          request.token_ids().ids(), request.no_eos_prefix(), context));
+      PromptTokens(request.input_case() == v1::ScoreRequest::kText,
+                   request.text(),
+                   request.input_case() == v1::ScoreRequest::kTokenIds,
+                   request.token_ids().ids(), request.no_eos_prefix(), context,
+                   "text or token_ids is required: the sequence to score"));
   if (out.tokens.size() < 2) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "the scored sequence must have at least 2 tokens (eos prefix "
@@ -275,9 +279,18 @@ absl::StatusOr<scheduler::ScoreRequest> ToScoreRequest(
 
 absl::StatusOr<std::vector<int32_t>> TokenizeText(
     const v1::TokenizeRequest& request, const ValidationContext& context) {
+  const int max_tokens = context.limits.max_prompt_tokens;
   std::vector<int32_t> tokens;
   if (!request.no_eos_prefix()) tokens.push_back(context.config->eos_id);
   if (request.text().empty()) return tokens;
+  // The prompt limit, as for Generate and Score: bound the work before
+  // tokenizing (no tokenizer makes fewer tokens than bytes / 64).
+  if (request.text().size() / 64 > static_cast<size_t>(max_tokens)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "text has %d bytes, far more than the prompt limit of %d tokens "
+        "(--max-prompt-tokens)",
+        request.text().size(), max_tokens));
+  }
   absl::StatusOr<std::vector<int32_t>> encoded =
       context.tokenizer->Encode(request.text());
   if (!encoded.ok()) {
@@ -285,11 +298,24 @@ absl::StatusOr<std::vector<int32_t>> TokenizeText(
         "text could not be tokenized: %s", encoded.status().message()));
   }
   tokens.insert(tokens.end(), encoded->begin(), encoded->end());
+  if (tokens.size() > static_cast<size_t>(max_tokens)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "text has %d tokens (eos prefix included), more than the prompt limit "
+        "of %d (--max-prompt-tokens)",
+        tokens.size(), max_tokens));
+  }
   return tokens;
 }
 
 absl::Status ValidateDetokenizeRequest(const v1::DetokenizeRequest& request,
                                        const ValidationContext& context) {
+  const int64_t max_ids = context.limits.max_detokenize_tokens();
+  if (request.token_ids_size() > max_ids) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "token_ids has %d ids, more than %d (--max-prompt-tokens + "
+        "--max-new-tokens-limit)",
+        request.token_ids_size(), max_ids));
+  }
   return CheckTokenIds("token_ids", request.token_ids(),
                        context.config->n_vocab);
 }
@@ -332,6 +358,7 @@ absl::StatusOr<sessions::SessionManager::CreateParams> ToCreateSessionParams(
                    request.text(),
                    request.prompt_case() == v1::CreateSessionRequest::kTokenIds,
                    request.token_ids().ids(), /*no_eos_prefix=*/true, context,
+                   "a prompt is required: set text or token_ids",
                    /*optional=*/true));
   return out;
 }
@@ -352,7 +379,8 @@ absl::StatusOr<sessions::SessionManager::AppendParams> ToAppendParams(
           request.prompt_case() == v1::AppendToSessionRequest::kText,
           request.text(),
           request.prompt_case() == v1::AppendToSessionRequest::kTokenIds,
-          request.token_ids().ids(), /*no_eos_prefix=*/true, context));
+          request.token_ids().ids(), /*no_eos_prefix=*/true, context,
+          "a prompt is required: set text or token_ids"));
   return out;
 }
 
