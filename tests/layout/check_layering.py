@@ -29,6 +29,7 @@ ALLOWED = {
     "text": {"base"},
     # backend/cpu and backend/cuda count as backend: the factory names them.
     "backend": {"base", "kernels"},
+    "process": {"base"},
     "base": set(),
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^">]+)[">]')
