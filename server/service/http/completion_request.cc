@@ -697,6 +697,49 @@ absl::StatusOr<ResponsesPlan> ParseResponsesRequest(
       return Unsupported("tools", "tool calling is not supported");
     }
   }
+  // Fields other clients send with OpenAI's defaults: those defaults only.
+  if (const nlohmann::json* choice = fields.Raw("tool_choice")) {
+    if (!choice->is_string() || (*choice != "auto" && *choice != "none")) {
+      return Unsupported("tool_choice",
+                         "tool calling is not supported (only \"auto\" or "
+                         "\"none\" without tools)");
+    }
+  }
+  if (const nlohmann::json* truncation = fields.Raw("truncation")) {
+    if (!truncation->is_string() || *truncation != "disabled") {
+      return Unsupported("truncation",
+                         "only \"disabled\" (a context over the limit is an "
+                         "error)");
+    }
+  }
+  if (const nlohmann::json* text = fields.Raw("text")) {
+    if (!text->is_object()) return WrongType("text", "an object", *text);
+    for (const auto& [key, value] : text->items()) {
+      const bool plain = key == "format" && value.is_object() &&
+                         value.size() == 1 && value.contains("type") &&
+                         value["type"] == "text";
+      if (!plain && !value.is_null()) {
+        return Unsupported(StrCat("text.", key),
+                           "only plain text output (text.format.type "
+                           "\"text\")");
+      }
+    }
+  }
+  if (const nlohmann::json* reasoning = fields.Raw("reasoning")) {
+    if (!reasoning->is_object() || !reasoning->empty()) {
+      return Unsupported("reasoning", "the model does not reason");
+    }
+  }
+  if (const nlohmann::json* include = fields.Raw("include")) {
+    if (!include->is_array() || !include->empty()) {
+      return Unsupported("include", "no extra output items to include");
+    }
+  }
+  TVQ_ASSIGN_OR_RETURN(std::optional<bool> background,
+                       fields.Bool("background"));
+  if (background.value_or(false)) {
+    return Unsupported("background", "responses run in the foreground");
+  }
   if (const nlohmann::json* metadata = fields.Raw("metadata")) {
     if (!metadata->is_object()) {
       return WrongType("metadata", "an object", *metadata);

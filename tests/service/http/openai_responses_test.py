@@ -124,6 +124,17 @@ class ResponsesTest(unittest.TestCase):
                 {"type": "input_text", "text": "ft"}]}],
             previous_response_id=first.id, **OPTIONS)
         self.assertEqual(items.output_text, second.output_text)
+        defaults = self.openai.responses.create(
+            input=" left", previous_response_id=first.id, tool_choice="auto",
+            truncation="disabled", text={"format": {"type": "text"}},
+            include=[], tools=[], parallel_tool_calls=False,
+            metadata={"k": "v"}, **OPTIONS)
+        self.assertEqual(defaults.output_text, second.output_text)
+        self.assertEqual(defaults.metadata, {"k": "v"})
+        with self.assertRaises(openai.BadRequestError) as raised:
+            self.openai.responses.create(input="x", truncation="auto",
+                                         **OPTIONS)
+        self.assertEqual(raised.exception.body["param"], "truncation")
         with_instructions = self.openai.responses.create(
             instructions="A branch", input=" point", **OPTIONS)
         self.assertEqual(with_instructions.output_text, first.output_text)
