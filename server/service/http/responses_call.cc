@@ -15,9 +15,29 @@ namespace tvq::service::http {
 
 using ::tvq::runtime::StrCat;
 
-void ResponseStore::Put(const std::string& id, StoredResponse response) {
+std::vector<StoredResponse> ResponseStore::Put(const std::string& id,
+                                               StoredResponse response) {
   absl::MutexLock lock(&mutex_);
   responses_[id] = std::move(response);
+  order_.push_back(id);
+  std::vector<StoredResponse> forgotten;
+  while (responses_.size() > capacity_ && !order_.empty()) {
+    auto it = responses_.find(order_.front());
+    order_.pop_front();
+    if (it == responses_.end()) continue;
+    forgotten.push_back(std::move(it->second));
+    responses_.erase(it);
+  }
+  // Ids deleted meanwhile pile up in order_ only until it is twice the
+  // size of the map.
+  if (order_.size() > 2 * responses_.size() + 64) {
+    std::deque<std::string> kept;
+    for (std::string& key : order_) {
+      if (responses_.contains(key)) kept.push_back(std::move(key));
+    }
+    order_ = std::move(kept);
+  }
+  return forgotten;
 }
 
 std::optional<StoredResponse> ResponseStore::Get(const std::string& id) {
@@ -284,7 +304,10 @@ void ResponsesCall::OnFinished(scheduler::TokenUpdate update,
   }
   Json body = Body(&completion);
   if (plan_.store) {
-    store_->Put(id_, StoredResponse{session_id_, root_, body});
+    for (const StoredResponse& forgotten :
+         store_->Put(id_, StoredResponse{session_id_, root_, body})) {
+      (void)sessions().Close(forgotten.session_id);
+    }
   } else {
     CloseSession();
   }

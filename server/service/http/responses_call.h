@@ -9,10 +9,12 @@
 #ifndef TVQ_SERVER_SERVICE_HTTP_RESPONSES_CALL_H_
 #define TVQ_SERVER_SERVICE_HTTP_RESPONSES_CALL_H_
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -32,16 +34,27 @@ struct StoredResponse {
   nlohmann::ordered_json body;
 };
 
-// The stored responses (store: true). Thread-safe.
+// The stored responses (store: true), at most `capacity`: past it the
+// oldest is forgotten. Thread-safe.
 class ResponseStore {
  public:
-  void Put(const std::string& id, StoredResponse response);
+  static constexpr size_t kDefaultCapacity = 65536;
+  explicit ResponseStore(size_t capacity = kDefaultCapacity)
+      : capacity_(capacity) {}
+
+  // Returns the responses forgotten to make room (the caller closes their
+  // sessions).
+  std::vector<StoredResponse> Put(const std::string& id,
+                                  StoredResponse response);
   std::optional<StoredResponse> Get(const std::string& id);
   std::optional<StoredResponse> Remove(const std::string& id);
 
  private:
+  const size_t capacity_;
   absl::Mutex mutex_;
   std::map<std::string, StoredResponse> responses_ ABSL_GUARDED_BY(mutex_);
+  // Ids in the order they were stored (deleted ones are skipped).
+  std::deque<std::string> order_ ABSL_GUARDED_BY(mutex_);
 };
 
 // Runs one POST /v1/responses on the exchange's strand and answers it.
