@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "server/service/http/completion_response.h"
 #include "server/service/http/http_errors.h"
+#include "server/sessions/session_manager.h"
 
 namespace tvq::service::http {
 namespace {
@@ -183,10 +184,12 @@ void CompletionCall::Start() {
 
 absl::Status CompletionCall::SubmitGenerations() {
   if (!plan_.generate) return absl::OkStatus();
-  scheduler::Scheduler& scheduler = engine_->scheduler();
+  // Through automatic prefix reuse, as gRPC Generate does (the scheduler's
+  // SubmitGeneration as is when --prefix-reuse is off).
+  sessions::SessionManager& sessions = engine_->sessions();
   for (size_t i = 0; i < plan_.choices.size(); ++i) {
     absl::StatusOr<scheduler::RequestHandle> handle =
-        scheduler.SubmitGeneration(
+        sessions.SubmitGenerationReusing(
             plan_.choices[i], std::make_shared<ChoiceSink>(
                                   shared_from_this(), static_cast<int>(i)));
     if (!handle.ok()) {
@@ -326,10 +329,13 @@ void CompletionCall::FinishIfDone() {
       choices_.front().completion.usage.prompt_tokens > 0
           ? choices_.front().completion.usage.prompt_tokens
           : prompt_tokens_;
+  // The first choice's: with n > 1 the choices run side by side, so the
+  // others find at most the same retained state.
+  const int cached_tokens = choices_.front().completion.usage.cached_tokens;
   if (plan_.stream) {
     if (plan_.include_usage) {
-      exchange_->SendEvent(
-          DumpJson(shaper_.UsageChunk(prompt_tokens, completion_tokens)));
+      exchange_->SendEvent(DumpJson(shaper_.UsageChunk(
+          prompt_tokens, completion_tokens, cached_tokens)));
     }
     exchange_->SendEvent("[DONE]");
     exchange_->EndEventStream();
@@ -345,7 +351,7 @@ void CompletionCall::FinishIfDone() {
       200, DumpJson(shaper_.Response(
                outputs, completions, plan_.echo_text,
                prompt_logprobs_.has_value() ? &*prompt_logprobs_ : nullptr,
-               prompt_tokens)));
+               prompt_tokens, cached_tokens)));
 }
 
 }  // namespace

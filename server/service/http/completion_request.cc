@@ -560,4 +560,212 @@ absl::StatusOr<CompletionPlan> ParseChatCompletionRequest(
   return plan;
 }
 
+namespace {
+
+// One content part's text (input_text, output_text or text), or a string.
+absl::Status AppendContentText(const nlohmann::json& content,
+                               const std::string& name, std::string& out) {
+  if (content.is_string()) {
+    out += content.get_ref<const std::string&>();
+    return absl::OkStatus();
+  }
+  if (!content.is_array()) {
+    return WrongType(name, "a string or an array of content parts", content);
+  }
+  for (size_t i = 0; i < content.size(); ++i) {
+    const std::string part_name = StrCat(name, "[", i, "]");
+    const nlohmann::json& part = content[i];
+    if (!part.is_object()) return WrongType(part_name, "an object", part);
+    JsonFields fields(part, part_name + ".");
+    TVQ_ASSIGN_OR_RETURN(std::optional<std::string> type,
+                         fields.String("type"));
+    if (type.has_value() && *type != "input_text" && *type != "output_text" &&
+        *type != "text") {
+      return Unsupported(fields.Name("type"),
+                         StrCat("only text parts (input_text, output_text) "
+                                "are accepted, got \"",
+                                *type, "\""));
+    }
+    TVQ_ASSIGN_OR_RETURN(std::optional<std::string> text,
+                         fields.String("text"));
+    if (!text.has_value()) {
+      return InvalidField(fields.Name("text"),
+                          StrCat(fields.Name("text"), " is required"));
+    }
+    // Output parts may carry annotations and logprobs: not used.
+    (void)fields.Raw("annotations");
+    (void)fields.Raw("logprobs");
+    TVQ_RETURN_IF_ERROR(fields.RejectUnknown());
+    out += *text;
+  }
+  return absl::OkStatus();
+}
+
+// `input`: a string, or message items {type?: "message", role, content}.
+absl::StatusOr<std::string> ResponsesInputText(const nlohmann::json& input) {
+  if (input.is_string()) return input.get<std::string>();
+  if (!input.is_array()) {
+    return WrongType("input", "a string or an array of message items", input);
+  }
+  if (input.empty()) {
+    return InvalidField("input", "input must not be an empty array");
+  }
+  std::string text;
+  for (size_t i = 0; i < input.size(); ++i) {
+    const std::string name = StrCat("input[", i, "]");
+    const nlohmann::json& item = input[i];
+    if (!item.is_object()) return WrongType(name, "an object", item);
+    JsonFields fields(item, name + ".");
+    TVQ_ASSIGN_OR_RETURN(std::optional<std::string> type,
+                         fields.String("type"));
+    if (type.has_value() && *type != "message") {
+      return Unsupported(fields.Name("type"),
+                         StrCat("only message items are accepted, got \"",
+                                *type, "\""));
+    }
+    TVQ_ASSIGN_OR_RETURN(std::optional<std::string> role,
+                         fields.String("role"));
+    if (!role.has_value()) {
+      return InvalidField(fields.Name("role"),
+                          StrCat(fields.Name("role"), " is required"));
+    }
+    if (*role != "user" && *role != "assistant" && *role != "system" &&
+        *role != "developer") {
+      return InvalidField(
+          fields.Name("role"),
+          StrCat(fields.Name("role"),
+                 " must be user, assistant, system or developer, got \"",
+                 *role, "\""));
+    }
+    const nlohmann::json* content = fields.Raw("content");
+    if (content == nullptr) {
+      return InvalidField(fields.Name("content"),
+                          StrCat(fields.Name("content"), " is required"));
+    }
+    TVQ_RETURN_IF_ERROR(
+        AppendContentText(*content, fields.Name("content"), text));
+    (void)fields.Raw("id");
+    (void)fields.Raw("status");
+    TVQ_RETURN_IF_ERROR(fields.RejectUnknown());
+  }
+  return text;
+}
+
+}  // namespace
+
+absl::StatusOr<ResponsesPlan> ParseResponsesRequest(
+    const nlohmann::json& body, const RequestContext& context) {
+  JsonFields fields(body, "");
+  CommonFields common;
+  TVQ_RETURN_IF_ERROR(ParseCommon(fields, context, common));
+  if (common.n != 1) {
+    return Unsupported("n", "/v1/responses makes one output (n = 1)");
+  }
+  ResponsesPlan plan;
+  plan.stream = common.stream;
+  plan.request = std::move(common.base);
+  plan.request.request_id = StrCat("resp_", RandomHex());
+  // Echoed back as given (ParseCommon checked them).
+  plan.temperature = plan.request.sampling.temperature;
+  plan.top_p = plan.request.sampling.top_p;
+  if (const auto it = body.find("temperature");
+      it != body.end() && it->is_number()) {
+    plan.temperature = it->get<double>();
+  }
+  if (const auto it = body.find("top_p"); it != body.end() && it->is_number()) {
+    plan.top_p = it->get<double>();
+  }
+  TVQ_ASSIGN_OR_RETURN(plan.request.max_new_tokens,
+                       ParseMaxTokens(fields, "max_output_tokens", "",
+                                      context.limits));
+  if (const auto it = body.find("max_output_tokens");
+      it != body.end() && !it->is_null()) {
+    plan.max_output_tokens = plan.request.max_new_tokens;
+  }
+  TVQ_ASSIGN_OR_RETURN(std::optional<bool> store, fields.Bool("store"));
+  plan.store = store.value_or(true);
+  TVQ_ASSIGN_OR_RETURN(std::optional<std::string> previous,
+                       fields.String("previous_response_id"));
+  plan.previous_response_id = previous.value_or("");
+  TVQ_ASSIGN_OR_RETURN(plan.instructions, fields.String("instructions"));
+  // Accepted as OpenAI's defaults only.
+  TVQ_ASSIGN_OR_RETURN(std::optional<bool> parallel_tool_calls,
+                       fields.Bool("parallel_tool_calls"));
+  (void)parallel_tool_calls;
+  if (const nlohmann::json* tools = fields.Raw("tools")) {
+    if (!tools->is_array() || !tools->empty()) {
+      return Unsupported("tools", "tool calling is not supported");
+    }
+  }
+  // Fields other clients send with OpenAI's defaults: those defaults only.
+  if (const nlohmann::json* choice = fields.Raw("tool_choice")) {
+    if (!choice->is_string() || (*choice != "auto" && *choice != "none")) {
+      return Unsupported("tool_choice",
+                         "tool calling is not supported (only \"auto\" or "
+                         "\"none\" without tools)");
+    }
+  }
+  if (const nlohmann::json* truncation = fields.Raw("truncation")) {
+    if (!truncation->is_string() || *truncation != "disabled") {
+      return Unsupported("truncation",
+                         "only \"disabled\" (a context over the limit is an "
+                         "error)");
+    }
+  }
+  if (const nlohmann::json* text = fields.Raw("text")) {
+    if (!text->is_object()) return WrongType("text", "an object", *text);
+    for (const auto& [key, value] : text->items()) {
+      const bool plain = key == "format" && value.is_object() &&
+                         value.size() == 1 && value.contains("type") &&
+                         value["type"] == "text";
+      if (!plain && !value.is_null()) {
+        return Unsupported(StrCat("text.", key),
+                           "only plain text output (text.format.type "
+                           "\"text\")");
+      }
+    }
+  }
+  if (const nlohmann::json* reasoning = fields.Raw("reasoning")) {
+    if (!reasoning->is_object() || !reasoning->empty()) {
+      return Unsupported("reasoning", "the model does not reason");
+    }
+  }
+  if (const nlohmann::json* include = fields.Raw("include")) {
+    if (!include->is_array() || !include->empty()) {
+      return Unsupported("include", "no extra output items to include");
+    }
+  }
+  TVQ_ASSIGN_OR_RETURN(std::optional<bool> background,
+                       fields.Bool("background"));
+  if (background.value_or(false)) {
+    return Unsupported("background", "responses run in the foreground");
+  }
+  if (const nlohmann::json* metadata = fields.Raw("metadata")) {
+    if (!metadata->is_object()) {
+      return WrongType("metadata", "an object", *metadata);
+    }
+    plan.metadata = *metadata;
+  }
+  const nlohmann::json* input = fields.Raw("input");
+  if (input == nullptr) {
+    return InvalidField("input",
+                        "input is required (a string or an array of "
+                        "message items)");
+  }
+  TVQ_ASSIGN_OR_RETURN(std::string text, ResponsesInputText(*input));
+  if (plan.instructions.has_value()) text = *plan.instructions + text;
+  if (text.empty()) {
+    return InvalidField("input", "input must have some text");
+  }
+  // No eos prefix: the session adds it to the first tokens of a
+  // conversation (session_manager.h).
+  TVQ_ASSIGN_OR_RETURN(plan.request.prompt,
+                       TokenizePrompt(text, false, "input", context));
+  if (plan.request.prompt.empty()) {
+    return InvalidField("input", "input must have some text");
+  }
+  TVQ_RETURN_IF_ERROR(fields.RejectUnknown());
+  return plan;
+}
+
 }  // namespace tvq::service::http

@@ -9,6 +9,7 @@
 #define TVQ_SERVER_SERVICE_HTTP_COMPLETION_REQUEST_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,27 @@ absl::StatusOr<CompletionPlan> ParseCompletionRequest(
     const nlohmann::json& body, const RequestContext& context);
 
 absl::StatusOr<CompletionPlan> ParseChatCompletionRequest(
+    const nlohmann::json& body, const RequestContext& context);
+
+// POST /v1/responses: this turn's generation (its prompt is the turn's new
+// tokens: `instructions` then the text of `input`, without the eos prefix,
+// which the session adds to a conversation's first tokens), plus what the
+// response echoes back. Sampling fields and the vLLM extras as completions
+// take them; `max_output_tokens` for max_tokens; n must be 1.
+struct ResponsesPlan {
+  scheduler::GenerationRequest request;
+  bool stream = false;
+  bool store = true;
+  // Empty: a new conversation.
+  std::string previous_response_id;
+  std::optional<std::string> instructions;
+  std::optional<int> max_output_tokens;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  nlohmann::json metadata = nlohmann::json::object();
+};
+
+absl::StatusOr<ResponsesPlan> ParseResponsesRequest(
     const nlohmann::json& body, const RequestContext& context);
 
 // The `model` field of any request: absent, or the served name (else 404).

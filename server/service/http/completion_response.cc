@@ -35,11 +35,11 @@ std::string DumpJson(const Json& value) {
   return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-Json UsageJson(int prompt_tokens, int completion_tokens) {
+Json UsageJson(int prompt_tokens, int completion_tokens, int cached_tokens) {
   return Json{{"prompt_tokens", prompt_tokens},
               {"completion_tokens", completion_tokens},
               {"total_tokens", prompt_tokens + completion_tokens},
-              {"prompt_tokens_details", {{"cached_tokens", 0}}}};
+              {"prompt_tokens_details", {{"cached_tokens", cached_tokens}}}};
 }
 
 namespace {
@@ -168,7 +168,7 @@ Json ResponseShaper::Response(
     const std::vector<ChoiceDelta>& outputs,
     const std::vector<scheduler::Completion>& completions,
     const std::string& echo_text, const PromptLogprobs* prompt,
-    int prompt_tokens) const {
+    int prompt_tokens, int cached_tokens) const {
   Json response = Envelope(false);
   Json choices = Json::array();
   int completion_tokens = 0;
@@ -194,7 +194,8 @@ Json ResponseShaper::Response(
     choices.push_back(std::move(choice));
   }
   response["choices"] = std::move(choices);
-  response["usage"] = UsageJson(prompt_tokens, completion_tokens);
+  response["usage"] =
+      UsageJson(prompt_tokens, completion_tokens, cached_tokens);
   return response;
 }
 
@@ -230,11 +231,11 @@ Json ResponseShaper::Chunk(int index, const ChoiceDelta& delta,
   return chunk;
 }
 
-Json ResponseShaper::UsageChunk(int prompt_tokens,
-                                int completion_tokens) const {
+Json ResponseShaper::UsageChunk(int prompt_tokens, int completion_tokens,
+                                int cached_tokens) const {
   Json chunk = Envelope(true);
   chunk["choices"] = Json::array();
-  chunk["usage"] = UsageJson(prompt_tokens, completion_tokens);
+  chunk["usage"] = UsageJson(prompt_tokens, completion_tokens, cached_tokens);
   return chunk;
 }
 

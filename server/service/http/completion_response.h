@@ -56,7 +56,7 @@ class ResponseShaper {
   Json Response(const std::vector<ChoiceDelta>& outputs,
                 const std::vector<scheduler::Completion>& completions,
                 const std::string& echo_text, const PromptLogprobs* prompt,
-                int prompt_tokens) const;
+                int prompt_tokens, int cached_tokens) const;
 
   // One stream chunk of choice `index`. `text_offset` (completions
   // logprobs) is where the delta starts in the choice's text, in
@@ -66,7 +66,8 @@ class ResponseShaper {
              const scheduler::Completion* finish, bool role,
              bool include_usage) const;
   // The last chunk with include_usage: no choices, the usage.
-  Json UsageChunk(int prompt_tokens, int completion_tokens) const;
+  Json UsageChunk(int prompt_tokens, int completion_tokens,
+                  int cached_tokens) const;
 
  private:
   Json Envelope(bool chunk) const;
@@ -89,8 +90,9 @@ class ResponseShaper {
 };
 
 // usage{prompt_tokens, completion_tokens, total_tokens,
-// prompt_tokens_details{cached_tokens}}.
-Json UsageJson(int prompt_tokens, int completion_tokens);
+// prompt_tokens_details{cached_tokens}}. `cached_tokens`: the prompt tokens
+// not recomputed (automatic prefix reuse, usage.cached_tokens).
+Json UsageJson(int prompt_tokens, int completion_tokens, int cached_tokens);
 
 // Characters (code points) in UTF-8 `text`: bytes that do not continue a
 // sequence.

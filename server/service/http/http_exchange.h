@@ -56,8 +56,9 @@ class HttpExchange {
                      std::string_view content_type = "application/json",
                      const HeaderList& headers = {}) = 0;
 
-  // A Server-Sent Events response: 200, text/event-stream, chunked.
-  virtual void StartEventStream() = 0;
+  // A Server-Sent Events response: 200, text/event-stream, chunked;
+  // `headers` go out too.
+  virtual void StartEventStream(const HeaderList& headers = {}) = 0;
   // Queues "data: <data>\n\n". Returns false when the client is gone, or when
   // the output waiting for a slow client would pass the server's bound: the
   // exchange then counts as gone (OnClientGone runs, the connection closes).

@@ -54,7 +54,7 @@ class Exchange final : public HttpExchange {
   void Post(std::function<void()> task) override;
   void Reply(int status, std::string body, std::string_view content_type,
              const HeaderList& headers) override;
-  void StartEventStream() override;
+  void StartEventStream(const HeaderList& headers) override;
   bool SendEvent(std::string_view data) override;
   void EndEventStream() override;
   void OnClientGone(std::function<void()> callback) override;
@@ -103,7 +103,7 @@ class Session final : public std::enable_shared_from_this<Session> {
   }
   void Reply(uint64_t sequence, int status, std::string body,
              std::string_view content_type, const HeaderList& headers);
-  void StartEventStream(uint64_t sequence);
+  void StartEventStream(uint64_t sequence, const HeaderList& headers);
   bool SendEvent(uint64_t sequence, std::string_view data);
   void EndEventStream(uint64_t sequence);
   void OnClientGone(uint64_t sequence, std::function<void()> callback) {
@@ -371,7 +371,8 @@ void Session::WriteResponse(
       });
 }
 
-void Session::StartEventStream(uint64_t sequence) {
+void Session::StartEventStream(uint64_t sequence,
+                               const HeaderList& headers) {
   if (!Current(sequence) || responding_) return;
   responding_ = true;
   streaming_ = true;
@@ -381,8 +382,11 @@ void Session::StartEventStream(uint64_t sequence) {
   pending_ = StrCat(
       "HTTP/1.1 200 OK\r\nServer: ", kServerHeader,
       "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-      "X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n",
-      keep_alive_ ? "" : "Connection: close\r\n", "\r\n");
+      "X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n");
+  for (const auto& [name, value] : headers) {
+    pending_ += StrCat(name, ": ", value, "\r\n");
+  }
+  pending_ += StrCat(keep_alive_ ? "" : "Connection: close\r\n", "\r\n");
   Flush();
 }
 
@@ -543,7 +547,9 @@ void Exchange::Reply(int status, std::string body,
                      std::string_view content_type, const HeaderList& headers) {
   session_->Reply(sequence_, status, std::move(body), content_type, headers);
 }
-void Exchange::StartEventStream() { session_->StartEventStream(sequence_); }
+void Exchange::StartEventStream(const HeaderList& headers) {
+  session_->StartEventStream(sequence_, headers);
+}
 bool Exchange::SendEvent(std::string_view data) {
   return session_->SendEvent(sequence_, data);
 }

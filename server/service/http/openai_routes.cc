@@ -21,6 +21,7 @@ using ::tvq::runtime::StrCat;
 namespace {
 
 constexpr char kModelsPrefix[] = "/v1/models/";
+constexpr char kResponsesPrefix[] = "/v1/responses/";
 
 void ReplyJson(HttpExchange& exchange, const Json& body) {
   exchange.Reply(200, DumpJson(body));
@@ -86,6 +87,20 @@ void OpenAiRoutes::Handle(std::shared_ptr<HttpExchange> exchange) {
   const std::string& path = request.path;
   const bool model_path = absl::StartsWith(path, kModelsPrefix) &&
                           path.size() > sizeof(kModelsPrefix) - 1;
+  if (absl::StartsWith(path, kResponsesPrefix) &&
+      path.size() > sizeof(kResponsesPrefix) - 1) {
+    exchange->SetRoute("/v1/responses/{id}");
+    if (request.method != "GET" && request.method != "DELETE") {
+      ApiError error = MethodNotAllowedError(StrCat(
+          path, " takes GET or DELETE, not ", request.method));
+      exchange->Reply(error.http_status, ErrorBody(error), "application/json",
+                      {{"Allow", "GET, DELETE"}});
+      return;
+    }
+    return StoredResponseRoute(
+        *exchange,
+        std::string_view(path).substr(sizeof(kResponsesPrefix) - 1));
+  }
   const Route* route = nullptr;
   for (const Route& candidate : kRoutes) {
     if (candidate.path == path) route = &candidate;
@@ -122,12 +137,49 @@ void OpenAiRoutes::Handle(std::shared_ptr<HttpExchange> exchange) {
   if (path == "/v1/chat/completions") {
     return Completions(std::move(exchange), ApiKind::kChat);
   }
-  // /v1/responses: stateful conversations need sessions (issue 13).
-  ReplyStatus(*exchange,
-              absl::UnimplementedError(
-                  "/v1/responses is not implemented yet: it will keep each "
-                  "conversation's state in a session (sessions API); use "
-                  "/v1/chat/completions"));
+  CreateResponse(std::move(exchange));
+}
+
+void OpenAiRoutes::CreateResponse(std::shared_ptr<HttpExchange> exchange) {
+  absl::StatusOr<core::Engine*> engine = readiness_->ForNewWork();
+  if (!engine.ok()) return ReplyStatus(*exchange, engine.status());
+  absl::StatusOr<nlohmann::json> body =
+      ParseRequestBody(exchange->request().body);
+  if (!body.ok()) return ReplyStatus(*exchange, body.status());
+  absl::StatusOr<ResponsesPlan> plan =
+      ParseResponsesRequest(*body, Context(**engine));
+  if (!plan.ok()) return ReplyStatus(*exchange, plan.status());
+  StartResponsesCall(std::move(exchange), *engine, *std::move(plan),
+                     options_.served_model_name, responses_);
+}
+
+// GET: the stored response. DELETE: forgets it and closes its session
+// (responses continued from it keep their own).
+void OpenAiRoutes::StoredResponseRoute(HttpExchange& exchange,
+                                       std::string_view id) {
+  absl::StatusOr<core::Engine*> engine = readiness_->ForQueries();
+  if (!engine.ok()) return ReplyStatus(exchange, engine.status());
+  const std::string key(id);
+  const bool remove = exchange.request().method == "DELETE";
+  std::optional<StoredResponse> stored =
+      remove ? responses_->Remove(key) : responses_->Get(key);
+  if (!stored.has_value()) {
+    return ReplyError(
+        exchange,
+        NotFoundError(StrCat("no stored response \"", key,
+                             "\" (unknown, deleted, or made with "
+                             "store: false)"),
+                      "not_found"));
+  }
+  if (remove) {
+    (void)(*engine)->sessions().Close(stored->session_id);
+    return exchange.Reply(
+        200,
+        DumpJson(Json{{"id", key}, {"object", "response"}, {"deleted", true}}),
+        "application/json", {{"x-session-id", stored->root}});
+  }
+  exchange.Reply(200, DumpJson(stored->body), "application/json",
+                 {{"x-session-id", stored->root}});
 }
 
 void OpenAiRoutes::Health(HttpExchange& exchange) {

@@ -4,6 +4,7 @@
 //   GET  /v1/models, GET /v1/models/{id}
 //   POST /tokenize, POST /detokenize
 //   GET  /health                200 serving; 503 loading or draining
+//   POST /v1/responses, GET/DELETE /v1/responses/{id}   responses_call.h
 // Anything else is 404 (405 for a known path with another method). Each
 // route asks core::Readiness first: new work (completions) is 503 while
 // loading or draining, queries (models, tokenize) only while loading. The
@@ -21,6 +22,7 @@
 #include "server/service/http/completion_request.h"
 #include "server/service/http/http_errors.h"
 #include "server/service/http/http_exchange.h"
+#include "server/service/http/responses_call.h"
 
 namespace tvq::service::http {
 
@@ -45,6 +47,8 @@ class OpenAiRoutes final : public HttpHandler {
   void Tokenize(HttpExchange& exchange);
   void Detokenize(HttpExchange& exchange);
   void Completions(std::shared_ptr<HttpExchange> exchange, ApiKind kind);
+  void CreateResponse(std::shared_ptr<HttpExchange> exchange);
+  void StoredResponseRoute(HttpExchange& exchange, std::string_view id);
 
   RequestContext Context(const core::Engine& engine) const;
 
@@ -52,6 +56,8 @@ class OpenAiRoutes final : public HttpHandler {
   const OpenAiOptions options_;
   // /v1/models' "created": when the server started.
   const int64_t created_;
+  const std::shared_ptr<ResponseStore> responses_ =
+      std::make_shared<ResponseStore>();
 };
 
 // Answers `exchange` with `error` in OpenAI's shape.

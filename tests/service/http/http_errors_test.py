@@ -1,8 +1,8 @@
 """Every error status of the HTTP front end, in OpenAI's shape
 {"error": {"message", "type", "param", "code"}}, from the real tvq-server
 through the real openai SDK and curl: 400 (each invalid field named), 404
-(unknown model, unknown route), 405, 413, 429 (queue full), 501
-(/v1/responses), 503 (draining). Ctest label http."""
+(unknown model, unknown route, unknown stored response), 405, 413, 429
+(queue full), 503 (draining). Ctest label http."""
 
 import json
 import os
@@ -211,11 +211,30 @@ class InvalidRequestTest(unittest.TestCase):
         status, _ = curl_json(self.server.base_url + "/health")
         self.assertEqual(status, 200)
 
-    def test_responses_api_is_501_until_sessions(self):
-        status, answer = curl_json(self.server.base_url + "/v1/responses",
-                                   {"model": MODEL, "input": "Hi"})
-        self.assertEqual(status, 501)
-        self.assertIn("sessions", answer["error"]["message"])
+    def test_responses_errors_name_the_field(self):
+        url = self.server.base_url + "/v1/responses"
+        status, answer = curl_json(url, {"model": MODEL})
+        self.assertEqual(status, 400)
+        self.assertEqual(answer["error"]["param"], "input")
+        status, answer = curl_json(url, {"model": MODEL, "input": "Hi",
+                                         "max_output_tokens": 0})
+        self.assertEqual(status, 400)
+        self.assertEqual(answer["error"]["param"], "max_output_tokens")
+        status, answer = curl_json(url, {"model": MODEL, "input": [
+            {"role": "robot", "content": "Hi"}]})
+        self.assertEqual(status, 400)
+        self.assertEqual(answer["error"]["param"], "input[0].role")
+        status, answer = curl_json(url, {"model": MODEL, "input": "Hi",
+                                         "previous_response_id": "resp_x"})
+        self.assertEqual(status, 404)
+        self.assertEqual(answer["error"]["param"], "previous_response_id")
+        status, answer = curl_json(url + "/resp_nothing")
+        self.assertEqual(status, 404)
+        self.assertEqual(answer["error"]["code"], "not_found")
+        status, answer = curl_json(url + "/resp_nothing", method="DELETE")
+        self.assertEqual(status, 404)
+        status, _ = curl_json(url + "/resp_nothing", {}, method="PUT")
+        self.assertEqual(status, 405)
 
 
 class QueueFullTest(unittest.TestCase):
