@@ -23,13 +23,32 @@ absl::Status InSession(const absl::Status& status, const std::string& id) {
                                                      status.message()));
 }
 
+absl::Status NotSaved(const std::string& id, const absl::Status& why) {
+  return absl::InternalError(absl::StrFormat(
+      "session \"%s\": the request ran but its state could not be saved (%s); "
+      "the session is unchanged",
+      id, why.message()));
+}
+
+// What the scheduler handed a turn's StateReceiver: nothing yet, a saved
+// state, or why it could not save one.
+using SavedSlot = std::optional<absl::StatusOr<scheduler::SavedState>>;
+
 // The session after a request fed `added` (and generated `generated`) and
-// the scheduler saved `saved`.
+// the scheduler saved `saved`; an error naming the session when it saved
+// nothing or the state does not match the tokens (the caller then leaves
+// the session as it was).
 absl::StatusOr<SessionSnapshot> Advance(const std::string& id,
                                         const SessionSnapshot& base,
                                         const std::vector<int32_t>& added,
                                         const std::vector<int32_t>& generated,
-                                        scheduler::SavedState saved) {
+                                        SavedSlot& saved_slot) {
+  if (!saved_slot.has_value() || !saved_slot->ok()) {
+    return NotSaved(id, saved_slot.has_value()
+                            ? saved_slot->status()
+                            : absl::InternalError("nothing was saved"));
+  }
+  scheduler::SavedState saved = **std::move(saved_slot);
   SessionSnapshot next;
   next.state = std::make_shared<const std::string>(std::move(saved.bytes));
   next.position = saved.position;
@@ -45,13 +64,6 @@ absl::StatusOr<SessionSnapshot> Advance(const std::string& id,
         id, next.position, next.token_count - 1));
   }
   return next;
-}
-
-absl::Status NotSaved(const std::string& id, const absl::Status& why) {
-  return absl::InternalError(absl::StrFormat(
-      "session \"%s\": the request ran but its state could not be saved (%s); "
-      "the session is unchanged",
-      id, why.message()));
 }
 
 }  // namespace
@@ -93,15 +105,8 @@ class SessionManager::GenerationTurn final : public scheduler::TokenSink,
       inner_->OnFinished(std::move(update), reported);
       return;
     }
-    if (!saved_.has_value() || !saved_->ok()) {
-      store_.Abort(id_);
-      inner_->OnFailed(NotSaved(
-          id_, saved_.has_value() ? saved_->status()
-                                  : absl::InternalError("nothing was saved")));
-      return;
-    }
     absl::StatusOr<SessionSnapshot> next =
-        Advance(id_, base_, added_, generated_, **std::move(saved_));
+        Advance(id_, base_, added_, generated_, saved_);
     if (!next.ok()) {
       store_.Abort(id_);
       inner_->OnFailed(next.status());
@@ -126,7 +131,7 @@ class SessionManager::GenerationTurn final : public scheduler::TokenSink,
   const std::vector<int32_t> added_;
   const std::shared_ptr<scheduler::TokenSink> inner_;
   std::vector<int32_t> generated_;
-  std::optional<absl::StatusOr<scheduler::SavedState>> saved_;
+  SavedSlot saved_;
 };
 
 class SessionManager::ScoreTurn final : public scheduler::ScoreSink,
@@ -145,15 +150,8 @@ class SessionManager::ScoreTurn final : public scheduler::ScoreSink,
     saved_ = std::move(state);
   }
   void OnScored(scheduler::ScoreResult result) override {
-    if (!saved_.has_value() || !saved_->ok()) {
-      store_.Abort(id_);
-      inner_->OnFailed(NotSaved(
-          id_, saved_.has_value() ? saved_->status()
-                                  : absl::InternalError("nothing was saved")));
-      return;
-    }
     absl::StatusOr<SessionSnapshot> next =
-        Advance(id_, base_, added_, {}, **std::move(saved_));
+        Advance(id_, base_, added_, {}, saved_);
     if (!next.ok()) {
       store_.Abort(id_);
       inner_->OnFailed(next.status());
@@ -178,7 +176,7 @@ class SessionManager::ScoreTurn final : public scheduler::ScoreSink,
   const SessionSnapshot base_;
   const std::vector<int32_t> added_;
   const std::shared_ptr<scheduler::ScoreSink> inner_;
-  std::optional<absl::StatusOr<scheduler::SavedState>> saved_;
+  SavedSlot saved_;
 };
 
 class SessionManager::AppendTurn final : public scheduler::AppendSink,
@@ -198,14 +196,8 @@ class SessionManager::AppendTurn final : public scheduler::AppendSink,
     saved_ = std::move(state);
   }
   void OnAppended(scheduler::AppendResult /*result*/) override {
-    if (!saved_.has_value() || !saved_->ok()) {
-      OnFailed(NotSaved(id_, saved_.has_value()
-                                 ? saved_->status()
-                                 : absl::InternalError("nothing was saved")));
-      return;
-    }
     absl::StatusOr<SessionSnapshot> next =
-        Advance(id_, base_, added_, {}, **std::move(saved_));
+        Advance(id_, base_, added_, {}, saved_);
     if (!next.ok()) {
       OnFailed(next.status());
       return;
@@ -228,7 +220,7 @@ class SessionManager::AppendTurn final : public scheduler::AppendSink,
   const std::vector<int32_t> added_;
   const InfoCallback done_;
   const bool discard_on_failure_;
-  std::optional<absl::StatusOr<scheduler::SavedState>> saved_;
+  SavedSlot saved_;
 };
 
 // A generation with automatic prefix reuse: retains its final state under
@@ -293,7 +285,7 @@ class SessionManager::PrefixTurn final : public scheduler::TokenSink,
   const int prompt_tokens_;
   const int cached_;
   const std::shared_ptr<scheduler::TokenSink> inner_;
-  std::optional<absl::StatusOr<scheduler::SavedState>> saved_;
+  SavedSlot saved_;
 };
 
 // ---------------------------------------------------------------- manager
