@@ -2,16 +2,18 @@
 openai SDK against the real tvq-server, n=4 gives the same texts as four
 single requests with seeds seed..seed+3 (completions and chat), the usage is
 that of a cold run, and no temporary session remains afterwards (gRPC
-ListSessions); with a session budget too small for the prompt's session the
-request falls back to independent generations with the same results (ctest
-label http)."""
+ListSessions); with a session budget that holds the prompt's session but
+no fork, choices 2..n fall back to independent generations with the same
+results; a
+client that leaves mid-stream leaves no session either (ctest label http)."""
 
 import time
 import unittest
 
 import openai
 
-from http_test_support import MODEL, HttpServer, model_dir_with_chat_template
+from http_test_support import (MODEL, HttpServer, model_dir_with_chat_template,
+                               raw_request)
 from tvq_client import TvqClient
 
 PROMPT = "Forking the prompt of several choices"
@@ -85,6 +87,24 @@ class ForkedChoices:
             self.assertEqual(choice.message.content,
                              alone.choices[0].message.content)
         self.assert_no_session_left()
+
+    def test_client_gone_mid_stream_leaves_no_session(self):
+        sock = raw_request(self.server.http_address, "POST", "/v1/completions",
+                           {"model": MODEL, "prompt": PROMPT, "n": 4,
+                            "seed": 3, "max_tokens": 400, "stream": True,
+                            "ignore_eos": True})
+        received = b""
+        while b"data: " not in received:
+            chunk = sock.recv(4096)
+            self.assertTrue(chunk, received)
+            received += chunk
+        self.assertNotIn(b'"error"', received)
+        sock.close()
+        self.assert_no_session_left()
+        # The server goes on serving.
+        self.openai.completions.create(n=2, seed=1, **OPTIONS)
+        self.assert_no_session_left()
+
 
 
 class ForkedChoicesTest(ForkedChoices, unittest.TestCase):
