@@ -60,11 +60,24 @@ class CompletionCall final
     // Unary: everything so far.
     ChoiceDelta output;
     scheduler::Completion completion;
+    // n > 1 through a forked session: the temporary session this choice
+    // generates on (closed when the choice ends); empty otherwise.
+    std::string session_id;
   };
 
   // Queues one generation per choice (none for max_tokens 0); on an error
   // withdraws those already queued.
   absl::Status SubmitGenerations();
+  // One independent generation per choice (n == 1, or the fallback).
+  absl::Status SubmitIndependent();
+  // Choice `index` as an independent generation.
+  absl::StatusOr<scheduler::RequestHandle> SubmitOne(int index);
+  // n > 1: the prompt's session is ready (or refused); forks it and submits
+  // one generation per choice on its own session.
+  void OnPromptSession(absl::StatusOr<sessions::SessionInfo> info);
+  // Closes choice `index`'s temporary session, if any.
+  void CloseSession(int index);
+  void CloseAllSessions();
   // max_tokens 0: every choice ends at once with the echoed prompt.
   void FinishWithoutGenerating();
   void CancelAll();
@@ -184,14 +197,119 @@ void CompletionCall::Start() {
 
 absl::Status CompletionCall::SubmitGenerations() {
   if (!plan_.generate) return absl::OkStatus();
+  if (plan_.choices.size() < 2) return SubmitIndependent();
+  // n > 1: the prompt is prefilled once into a temporary session holding all
+  // of it but its last token (pending), which is forked once per further
+  // choice; each choice then generates from its own copy with its own seed.
+  // The plan's prompt has its eos prefix already.
+  sessions::SessionManager::CreateParams params;
+  params.prompt = plan_.choices.front().prompt;
+  params.no_eos_prefix = true;
+  // Pinned, so that its own forks cannot evict it (they may evict one
+  // another when the budget is full: such a choice runs independently).
+  params.pinned = true;
+  params.request_id = shaper_.id() + "-prompt";
+  params.deadline = plan_.choices.front().deadline;
+  engine_->sessions().Create(
+      std::move(params),
+      [self = shared_from_this()](absl::StatusOr<sessions::SessionInfo> info) {
+        self->exchange().Post([self, info = std::move(info)]() mutable {
+          self->OnPromptSession(std::move(info));
+        });
+      });
+  return absl::OkStatus();
+}
+
+void CompletionCall::CloseSession(int index) {
+  Choice& choice = choices_[index];
+  if (choice.session_id.empty()) return;
+  (void)engine_->sessions().Close(choice.session_id);
+  choice.session_id.clear();
+}
+
+void CompletionCall::CloseAllSessions() {
+  for (size_t i = 0; i < choices_.size(); ++i) {
+    CloseSession(static_cast<int>(i));
+  }
+}
+
+void CompletionCall::OnPromptSession(
+    absl::StatusOr<sessions::SessionInfo> info) {
+  if (!info.ok()) {
+    if (ended_) return;
+    if (absl::IsResourceExhausted(info.status())) {
+      // The session budget is full: n independent generations instead.
+      if (absl::Status submitted = SubmitIndependent(); !submitted.ok()) {
+        Fail(submitted);
+      }
+      return;
+    }
+    Fail(info.status());
+    return;
+  }
+  choices_.front().session_id = info->session_id;
+  if (ended_) {
+    // The client left (or the request failed) while the prompt was prefilled.
+    CloseAllSessions();
+    return;
+  }
+  for (size_t i = 1; i < choices_.size(); ++i) {
+    absl::StatusOr<sessions::SessionInfo> fork =
+        engine_->sessions().Fork(info->session_id, "");
+    if (!fork.ok()) {
+      // The budget is full: the choices left run independently.
+      if (absl::IsResourceExhausted(fork.status())) break;
+      CloseAllSessions();
+      Fail(fork.status());
+      return;
+    }
+    choices_[i].session_id = fork->session_id;
+  }
+  for (size_t i = 0; i < choices_.size(); ++i) {
+    absl::StatusOr<scheduler::RequestHandle> handle =
+        absl::NotFoundError("no session");
+    if (!choices_[i].session_id.empty()) {
+      scheduler::GenerationRequest request = plan_.choices[i];
+      // The session holds the prompt; its pending token starts the input.
+      request.prompt.clear();
+      handle = engine_->sessions().SubmitGeneration(
+          choices_[i].session_id, true, std::move(request),
+          std::make_shared<ChoiceSink>(shared_from_this(),
+                                       static_cast<int>(i)));
+    }
+    if (!handle.ok() && (absl::IsNotFound(handle.status()) ||
+                         absl::IsResourceExhausted(handle.status()))) {
+      // No session for this choice (refused, or evicted by a later fork when
+      // the budget is full): it runs on its own, with the same result.
+      CloseSession(static_cast<int>(i));
+      handle = SubmitOne(static_cast<int>(i));
+    }
+    if (!handle.ok()) {
+      Fail(handle.status());
+      // Those not submitted are closed now; the others when they end.
+      for (size_t j = i; j < choices_.size(); ++j) {
+        CloseSession(static_cast<int>(j));
+      }
+      return;
+    }
+    choices_[i].handle = *handle;
+    choices_[i].submitted = true;
+  }
+}
+
+absl::StatusOr<scheduler::RequestHandle> CompletionCall::SubmitOne(
+    int index) {
   // Through automatic prefix reuse, as gRPC Generate does (the scheduler's
   // SubmitGeneration as is when --prefix-reuse is off).
-  sessions::SessionManager& sessions = engine_->sessions();
+  return engine_->sessions().SubmitGenerationReusing(
+      plan_.choices[index],
+      std::make_shared<ChoiceSink>(shared_from_this(), index));
+}
+
+absl::Status CompletionCall::SubmitIndependent() {
   for (size_t i = 0; i < plan_.choices.size(); ++i) {
     absl::StatusOr<scheduler::RequestHandle> handle =
-        sessions.SubmitGenerationReusing(
-            plan_.choices[i], std::make_shared<ChoiceSink>(
-                                  shared_from_this(), static_cast<int>(i)));
+        SubmitOne(static_cast<int>(i));
     if (!handle.ok()) {
       CancelAll();
       return handle.status();
@@ -297,8 +415,16 @@ void CompletionCall::OnFinished(int index, scheduler::TokenUpdate update,
                                 const scheduler::Completion& completion) {
   Choice& choice = choices_[index];
   choice.done = true;
+  const bool forked = !choice.session_id.empty();
+  CloseSession(index);
   if (ended_) return;
   choice.completion = completion;
+  if (forked) {
+    // As a cold run reports it: the whole prompt, nothing cached (the
+    // session was made by this request).
+    choice.completion.usage.prompt_tokens = prompt_tokens_;
+    choice.completion.usage.cached_tokens = 0;
+  }
   ++finished_;
   if (plan_.stream) {
     SendChunk(index, {std::move(update.text), std::move(update.logprobs)},
@@ -314,6 +440,7 @@ void CompletionCall::OnFinished(int index, scheduler::TokenUpdate update,
 
 void CompletionCall::OnFailed(int index, const absl::Status& status) {
   choices_[index].done = true;
+  CloseSession(index);
   if (ended_) return;
   Fail(status);
 }

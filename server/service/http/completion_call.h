@@ -1,6 +1,10 @@
 // One /v1/completions or /v1/chat/completions request in flight: submits
-// one generation per choice to the scheduler, gathers what the sinks report
-// and answers through the exchange, whole or as Server-Sent Events:
+// one generation per choice to the scheduler (n > 1: the prompt is
+// prefilled once into a temporary session, forked once per further choice,
+// and each choice generates on its own session, closed when it ends; when
+// the session budget refuses, n independent generations), gathers what the
+// sinks report and answers through the exchange, whole or as Server-Sent
+// Events:
 //
 //   data: {chunk}\n\n ...           one or more per choice; the last of a
 //                                   choice carries its finish_reason
@@ -26,8 +30,9 @@
 namespace tvq::service::http {
 
 // Starts the request; the exchange is answered later (or at once when the
-// scheduler refuses it: 429 queue full, 503 draining). Call on the
-// exchange's strand.
+// scheduler refuses it: 429 queue full, 503 draining; with n > 1 such a
+// refusal comes once the prompt's session has been made, as a failed
+// request). Call on the exchange's strand.
 void StartCompletionCall(std::shared_ptr<HttpExchange> exchange,
                          core::Engine* engine, CompletionPlan plan,
                          std::string model_name);
