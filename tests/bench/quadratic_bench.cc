@@ -18,8 +18,12 @@
 //
 //   quadratic_bench [--contexts=1024,4096,16384,65536,131072]
 //                   [--batches=1,8] [--prefill-max=65536] [--steps=N]
-//                   [--quick]
-// --quick: contexts 1024 and 4096, 3 steps (a smoke run).
+//                   [--no-quadratic] [--quick]
+// --quick: contexts 1024 and 4096, 3 steps (a smoke run). --prefill-max:
+// the longest prompt the baseline prefills (its prefill is quadratic: about
+// 4x the time per doubling). --no-quadratic: Transformer-VQ alone (for
+// tests/bench/llama_cpp/compare_llama_cpp.py). The last lines, "result
+// engine=... context=... ...", repeat the figures for scripts.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -55,6 +59,7 @@ struct Flags {
   std::vector<int> batches = {1, 8};
   int64_t prefill_max = 65536;
   int steps = 0;  // 0: as many as fit in about 2 s (at least 3)
+  bool quadratic = true;  // --no-quadratic: Transformer-VQ alone
 };
 
 std::vector<int64_t> ParseList(const char* text) {
@@ -219,6 +224,10 @@ int Run(const Flags& flags) {
     }
     // ---- the quadratic baseline: decode over a synthesized cache.
     for (const int batch : flags.batches) {
+      if (!flags.quadratic) {
+        row.quadratic_step.push_back(0);
+        continue;
+      }
       const int64_t capacity = context + 256;
       const double need = batch * capacity * kv_per_token;
       if (need > 0.7 * AvailableBytes()) {
@@ -268,7 +277,7 @@ int Run(const Flags& flags) {
       }));
     }
     // ---- the quadratic baseline: a real prefill of the prompt.
-    if (context <= flags.prefill_max &&
+    if (flags.quadratic && context <= flags.prefill_max &&
         context * kv_per_token < 0.7 * AvailableBytes()) {
       absl::StatusOr<std::unique_ptr<QuadraticTransformer>> quadratic =
           QuadraticTransformer::Create(
@@ -339,6 +348,25 @@ int Run(const Flags& flags) {
   std::printf("(weights read per decode step: tvq %.1f MB, quadratic %.1f MB)\n"
               "load at the end: %s\n",
               vq_weights / 1e6, quadratic_weights / 1e6, MachineLoad().c_str());
+  // Machine-readable lines for scripts (tests/bench/llama_cpp); 0 = not run.
+  for (const Row& row : rows) {
+    for (size_t i = 0; i < flags.batches.size(); ++i) {
+      std::printf("result engine=tvq context=%lld batch=%d us_per_token=%.3f\n",
+                  static_cast<long long>(row.context), flags.batches[i],
+                  row.vq_step[i] * 1e6 / flags.batches[i]);
+      std::printf(
+          "result engine=quadratic context=%lld batch=%d us_per_token=%.3f\n",
+          static_cast<long long>(row.context), flags.batches[i],
+          row.quadratic_step[i] * 1e6 / flags.batches[i]);
+    }
+    std::printf("result engine=tvq context=%lld prefill_tokens_per_s=%.1f\n",
+                static_cast<long long>(row.context),
+                row.vq_prefill > 0 ? row.context / row.vq_prefill : 0);
+    std::printf(
+        "result engine=quadratic context=%lld prefill_tokens_per_s=%.1f\n",
+        static_cast<long long>(row.context),
+        row.quadratic_prefill > 0 ? row.context / row.quadratic_prefill : 0);
+  }
   return 0;
 }
 
@@ -360,13 +388,15 @@ int main(int argc, char** argv) {
       flags.prefill_max = std::atoll(arg + 14);
     } else if (std::strncmp(arg, "--steps=", 8) == 0) {
       flags.steps = std::atoi(arg + 8);
+    } else if (std::strcmp(arg, "--no-quadratic") == 0) {
+      flags.quadratic = false;
     } else if (std::strcmp(arg, "--quick") == 0) {
       flags.contexts = {1024, 4096};
       flags.steps = 3;
     } else {
       std::fprintf(stderr,
                    "usage: %s [--contexts=N,...] [--batches=N,...] "
-                   "[--prefill-max=N] [--steps=N] [--quick]\n",
+                   "[--prefill-max=N] [--steps=N] [--no-quadratic] [--quick]\n",
                    argv[0]);
       return 2;
     }
