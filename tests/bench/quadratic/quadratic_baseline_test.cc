@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <vector>
 
@@ -84,6 +85,11 @@ struct AttentionCase {
   int n;
   bool decode;
 };
+
+void PrintTo(const AttentionCase& c, std::ostream* os) {
+  *os << (c.decode ? "decode" : "prefill") << " of " << c.n
+      << " queries after " << c.first << " keys";
+}
 
 class SoftmaxAttentionTest : public ::testing::TestWithParam<AttentionCase> {};
 
