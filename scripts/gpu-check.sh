@@ -134,7 +134,11 @@ if ! timeout "$(cap 120)" cmake -S . -B "$build" -G Ninja \
 fi
 note "configured $build (${SECONDS} s)"
 
-if ! timeout "$(cap 360)" cmake --build "$build" -j "$jobs" \
+# On the GPU machine the build gets 360 s; preparing (CI, 2 cores) gets the
+# whole budget that is left.
+build_cap=360
+if [ "$prepare_only" -eq 1 ]; then build_cap=$(left); fi
+if ! timeout "$(cap "$build_cap")" cmake --build "$build" -j "$jobs" \
   --target "${targets[@]}" >"$out/build.log" 2>&1; then
   grep -B2 -A20 "FAILED\|error" "$out/build.log" | head -60
   note "build: failed or out of time (see build.log)"
