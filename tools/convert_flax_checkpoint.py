@@ -137,12 +137,33 @@ def _ext_hook(code, data):
     return msgpack.ExtType(code, data)
 
 
+OCDBT_MARKERS = ("manifest.ocdbt", "_METADATA", "ocdbt.process_0")
+OCDBT_HOW_TO = (
+    "restore it with the Flax/Orbax version that wrote it and save the train "
+    "state as msgpack, e.g. in Python: "
+    "state = orbax.checkpoint.PyTreeCheckpointer().restore(PATH); "
+    "open('checkpoint_N', 'wb').write(flax.serialization.to_bytes(state)); "
+    "then convert that file")
+
+
+def is_ocdbt_checkpoint(path):
+    """True for a directory that current Orbax wrote in its OCDBT layout."""
+    return os.path.isdir(path) and any(
+        os.path.exists(os.path.join(path, marker)) for marker in OCDBT_MARKERS)
+
+
 def find_checkpoint_file(path):
     """Resolves CHECKPOINT to the msgpack file to read."""
     if os.path.isfile(path):
         return path
     if not os.path.isdir(path):
         raise ConversionError("checkpoint %s does not exist" % path)
+    if is_ocdbt_checkpoint(path):
+        raise ConversionError(
+            "%s is an Orbax OCDBT checkpoint (current Flax/Orbax: _METADATA, "
+            "manifest.ocdbt, ocdbt.process_0/ hold the arrays in TensorStore's "
+            "OCDBT key-value format), which this converter does not read; %s"
+            % (path, OCDBT_HOW_TO))
     orbax_file = os.path.join(path, "checkpoint")
     if os.path.isfile(orbax_file):
         return orbax_file
@@ -154,7 +175,8 @@ def find_checkpoint_file(path):
     if not steps:
         raise ConversionError(
             "%s holds no checkpoint: expected a file checkpoint_N, or a "
-            "directory with a msgpack file named 'checkpoint'" % path)
+            "directory with a msgpack file named 'checkpoint' (flax 0.6.11)"
+            % path)
     _, newest = max(steps)
     print("using %s (highest step in %s)" % (newest, path))
     return find_checkpoint_file(os.path.join(path, newest))
@@ -452,9 +474,15 @@ def parse_args(argv):
     for key in CONFIG_KEYS:
         parser.add_argument("--" + key)
     parser.add_argument("--tokenizer", help="byte (default) or sentencepiece:FILE")
-    parser.add_argument("--dtype", default="float32",
+    parser.add_argument("--out-dtype", "--out_dtype", dest="out_dtype",
+                        default="float32",
                         choices=("float32", "fp32", "f32", "bfloat16", "bf16"),
-                        help="dtype of model.safetensors (default float32)")
+                        help="dtype of the written model.safetensors (default float32)")
+    # The official launcher's --dtype is the activation (compute) dtype; its
+    # parameters are float32 whatever it says. Accepted so that a pasted
+    # launch line works, and never taken as the output dtype.
+    parser.add_argument("--dtype", dest="official_dtype",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--force", action="store_true",
                         help="overwrite files in a non-empty out_dir")
     # Drop the launcher's training-only flags before parsing, with their
@@ -473,6 +501,10 @@ def parse_args(argv):
     args = parser.parse_args(kept)
     if ignored:
         print("ignoring training-only flags: %s" % " ".join(ignored))
+    if args.official_dtype is not None:
+        print("ignoring --dtype=%s: it is the official activation dtype (the "
+              "checkpoint's parameters are float32); the output is %s (choose it "
+              "with --out-dtype)" % (args.official_dtype, args.out_dtype))
     return args
 
 
@@ -500,7 +532,7 @@ def convert(args):
             raise ConversionError("parameter %s has dtype %s, not floating point" %
                                   (name, array.dtype))
 
-    dtype = "BF16" if args.dtype in ("bfloat16", "bf16") else "F32"
+    dtype = "BF16" if args.out_dtype in ("bfloat16", "bf16") else "F32"
     os.makedirs(args.out_dir, exist_ok=True)
     step = tree.get("step")
     metadata = {"generator": "tools/convert_flax_checkpoint.py",
