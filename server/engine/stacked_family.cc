@@ -101,7 +101,22 @@ absl::Status TransformerVq::LoadStacked(const ModelWeights& weights) {
   TVQ_ASSIGN_OR_RETURN(embeddings_, whole("token_embed/embedding"));
   if (!config.e_tie) {
     TVQ_ASSIGN_OR_RETURN(output_kernel_, whole("out_proj/kernel"));
-    TVQ_ASSIGN_OR_RETURN(output_bias_, whole("out_proj/bias"));
+    // logits = (e_scale x) W + b is computed as (x W + b / e_scale) e_scale
+    // by LogSoftmax (the batch-invariant GEMM of decode has alpha = 1);
+    // e_scale != 0 is checked with the config.
+    std::span<const float> bias = weights.Tensor("out_proj/bias");
+    if (bias.size() != static_cast<size_t>(config.n_vocab)) {
+      return absl::InvalidArgumentError(
+          "model: tensor \"out_proj/bias\" is missing");
+    }
+    scaled_output_bias_.resize(bias.size());
+    for (size_t i = 0; i < bias.size(); ++i) {
+      scaled_output_bias_[i] =
+          static_cast<float>(static_cast<double>(bias[i]) / config.e_scale);
+    }
+    TVQ_ASSIGN_OR_RETURN(const float* scaled_bias,
+                         upload_owned(scaled_output_bias_));
+    output_bias_ = F32(scaled_bias, {config.n_vocab});
   }
   if (config.pe_abs) {
     std::span<const float> scale = weights.Tensor("pos_embed/scale");
@@ -430,7 +445,8 @@ absl::Status TransformerVq::ForwardStacked(StatePool& pool,
   if (rows == LogprobRows::kNone) return absl::OkStatus();
 
   // Head: optional RMS norm (no gain), x *= e_scale, logits = x W + b (or
-  // x Eᵀ when tied, no bias), log-softmax.
+  // x Eᵀ when tied, no bias), log-softmax; e_scale is applied by LogSoftmax
+  // as (x W + b / e_scale) e_scale.
   const int first_row = rows == LogprobRows::kLast ? n - 1 : 0;
   const int row_count = n - first_row;
   const float* hidden = x + static_cast<int64_t>(first_row) * D;
@@ -443,20 +459,18 @@ absl::Status TransformerVq::ForwardStacked(StatePool& pool,
   const float e_scale = static_cast<float>(config_.e_scale);
   if (config_.e_tie) {
     TVQ_RETURN_IF_ERROR(backend_.Gemm({.transpose_b = true,
-                                       .alpha = e_scale,
                                        .a = F32(hidden, {row_count, D}),
                                        .b = embeddings_,
                                        .c = F32(logits, {row_count, V}),
                                        .batch_invariant = !prefill}));
   } else {
-    TVQ_RETURN_IF_ERROR(backend_.Gemm({.alpha = e_scale,
-                                       .a = F32(hidden, {row_count, D}),
+    TVQ_RETURN_IF_ERROR(backend_.Gemm({.a = F32(hidden, {row_count, D}),
                                        .b = output_kernel_,
                                        .c = F32(logits, {row_count, V}),
                                        .batch_invariant = !prefill}));
   }
   TVQ_RETURN_IF_ERROR(
-      backend_.LogSoftmax(row_count, V, output_bias_, 1.0f, logits));
+      backend_.LogSoftmax(row_count, V, output_bias_, e_scale, logits));
   const size_t offset = logprobs->size();
   logprobs->resize(offset + static_cast<size_t>(row_count) * V);
   return backend_.CopyToHost(logprobs->data() + offset, logits,

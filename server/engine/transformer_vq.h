@@ -98,6 +98,8 @@ class TransformerVq {
   TensorView out_ln_gain_;    // [D] (e_preln; empty otherwise)
   TensorView out_ln_bias_;    // [D] (e_preln; empty otherwise)
   float position_scale_ = 0;
+  // format_version 2, not e_tie: out_proj/bias / e_scale (see ForwardStacked).
+  std::vector<float> scaled_output_bias_;
 };
 
 }  // namespace tvq::runtime

@@ -271,6 +271,17 @@ absl::Status DeriveOptimizedShape(const ConfigReader& reader,
   return absl::OkStatus();
 }
 
+// format_version 2 applies e_scale before the output bias; a zero factor
+// would leave only the bias (and the engine divides the bias by it).
+absl::Status CheckOptimizedScale(const ModelConfig& config,
+                                 std::string_view file_name) {
+  if (config.format_version == 2 && config.e_scale == 0) {
+    return ConfigError(file_name,
+                       "\"e_scale\" must be nonzero in format_version 2, got 0");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidateModelConfig(const ModelConfig& config,
@@ -307,6 +318,7 @@ absl::Status ValidateModelConfig(const ModelConfig& config,
                           absl::StrFormat("%g", kMaxEmbeddingScale), "], got ",
                           absl::StrFormat("%g", config.e_scale)));
   }
+  TVQ_RETURN_IF_ERROR(CheckOptimizedScale(config, file_name));
   TVQ_RETURN_IF_ERROR(
       CheckTokenId(file_name, "eos_id", config.eos_id, config.n_vocab));
   TVQ_RETURN_IF_ERROR(

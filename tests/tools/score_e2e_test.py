@@ -5,6 +5,10 @@
   Score of the golden tokens reproduces the golden logprobs (the scored
   token's and the 20 most likely alternatives' at every position) within
   2e-5 (spec §5).
+- Every optimized-branch golden (format_version 2): the official work
+  directory written by the official code's own checkpointing, converted
+  with its pasted launch line, served; Score reproduces the logprobs the
+  official code computed, within 2e-5.
 - The demo model (models/demo): Score of every held-out cookie of
   heldout_scores.jsonl reproduces the float64 trainer's sums, and their total
   the bits per byte of MODEL_CARD.md to 1e-4. Per cookie the tolerance is
@@ -34,6 +38,8 @@ sys.path.insert(0, HERE)
 from client_test_support import (  # noqa: E402  (tests/client)
     NO_SENTENCEPIECE_REASON, TvqServer)
 from convert_flax_checkpoint_test import converted_model_dir  # noqa: E402
+from convert_optimized_checkpoint_test import (  # noqa: E402
+    converted_optimized_model_dir)
 from tvq_client import TvqClient  # noqa: E402
 import tvq_format  # noqa: E402
 
@@ -52,32 +58,41 @@ class ConvertedCheckpointScoreTest(unittest.TestCase):
                     self.skipTest(NO_SENTENCEPIECE_REASON)
                 continue
             with self.subTest(model=name), tempfile.TemporaryDirectory() as work:
-                model_dir = converted_model_dir(name, work)
-                golden, _, _ = tvq_format.read_safetensors(
-                    os.path.join(DATA_DIR, "golden", name, "golden.safetensors"))
-                tokens = [int(t) for t in golden["tokens"]]
-                expected = golden["logprobs"].astype(np.float64)
-                with TvqServer(model_dir) as server, \
-                        TvqClient(server.address, timeout=60) as client:
-                    client.wait_until_ready()
-                    response = client.score(token_ids=tokens, no_eos_prefix=True,
-                                            top_logprobs=20)
-                self.assertEqual(list(response.token_ids), tokens)
-                self.assertEqual(len(response.token_logprobs), len(tokens) - 1)
-                worst = 0.0
-                for position, entry in enumerate(response.token_logprobs):
-                    self.assertEqual(entry.token_id, tokens[position + 1])
-                    pairs = [(entry.token_id, entry.logprob)] + [
-                        (alt.token_id, alt.logprob) for alt in entry.top_logprobs]
-                    self.assertEqual(len(pairs), 21)
-                    for token, logprob in pairs:
-                        error = abs(logprob - expected[position, token])
-                        worst = max(worst, error)
-                        self.assertLessEqual(error, LOGPROB_TOLERANCE,
-                                             "%s position %d token %d" %
-                                             (name, position, token))
-                print("%s: Score of the converted model, max |diff| %.2e over %d "
-                      "positions x 21 tokens" % (name, worst, len(tokens) - 1))
+                self.assert_scores_like_golden(name, converted_model_dir(name, work))
+
+    def test_optimized_checkpoints_score_like_the_official_code(self):
+        for head_type in ("shga", "mqa", "mha"):
+            name = "optimized-" + head_type
+            with self.subTest(model=name), tempfile.TemporaryDirectory() as work:
+                self.assert_scores_like_golden(
+                    name, converted_optimized_model_dir(head_type, work))
+
+    def assert_scores_like_golden(self, name, model_dir):
+        golden, _, _ = tvq_format.read_safetensors(
+            os.path.join(DATA_DIR, "golden", name, "golden.safetensors"))
+        tokens = [int(t) for t in golden["tokens"]]
+        expected = golden["logprobs"].astype(np.float64)
+        with TvqServer(model_dir) as server, \
+                TvqClient(server.address, timeout=60) as client:
+            client.wait_until_ready()
+            response = client.score(token_ids=tokens, no_eos_prefix=True,
+                                    top_logprobs=20)
+        self.assertEqual(list(response.token_ids), tokens)
+        self.assertEqual(len(response.token_logprobs), len(tokens) - 1)
+        worst = 0.0
+        for position, entry in enumerate(response.token_logprobs):
+            self.assertEqual(entry.token_id, tokens[position + 1])
+            pairs = [(entry.token_id, entry.logprob)] + [
+                (alt.token_id, alt.logprob) for alt in entry.top_logprobs]
+            self.assertEqual(len(pairs), 21)
+            for token, logprob in pairs:
+                error = abs(logprob - expected[position, token])
+                worst = max(worst, error)
+                self.assertLessEqual(error, LOGPROB_TOLERANCE,
+                                     "%s position %d token %d" %
+                                     (name, position, token))
+        print("%s: Score of the converted model, max |diff| %.2e over %d "
+              "positions x 21 tokens" % (name, worst, len(tokens) - 1))
 
 
 class DemoModelScoreTest(unittest.TestCase):
