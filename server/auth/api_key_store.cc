@@ -188,6 +188,7 @@ KeyCheck ApiKeyStore::CheckAuthorization(
   const std::string_view value = Trim(authorization);
   if (value.empty()) return KeyCheck::kMissing;
   constexpr std::string_view kScheme = "bearer";
+  if (EqualsIgnoreCase(value, kScheme)) return KeyCheck::kMissing;
   if (value.size() <= kScheme.size() ||
       !EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme) ||
       value[kScheme.size()] != ' ') {
