@@ -207,17 +207,25 @@ class ApiKeysTest(unittest.TestCase):
         self.http(None)
         self.http(WRONG_KEY)
         self.http(KEY)
-        after = self.server.metrics()
 
         def grew(name, labels):
             return metric(after, name, labels) - metric(before, name, labels)
+        # The HTTP response is counted once its last byte is written, which
+        # may be just after curl has it.
+        deadline = time.monotonic() + 10
+        while True:
+            after = self.server.metrics()
+            if (grew("tvq_http_requests_total", 'code="401",route="other"')
+                    >= 2 or time.monotonic() > deadline):
+                break
+            time.sleep(0.05)
         failures = "tvq_auth_failures_total"
         self.assertEqual(grew(failures, 'frontend="grpc",reason="missing"'), 1)
         self.assertEqual(grew(failures, 'frontend="grpc",reason="invalid"'), 2)
         self.assertEqual(grew(failures, 'frontend="http",reason="missing"'), 1)
         self.assertEqual(grew(failures, 'frontend="http",reason="invalid"'), 1)
         self.assertEqual(grew("tvq_http_requests_total",
-                              'route="other",code="401"'), 2)
+                              'code="401",route="other"'), 2)
         # A refused gRPC call never reaches the service: not in the request
         # counters.
         self.assertNotIn('code="UNAUTHENTICATED"', after)

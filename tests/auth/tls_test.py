@@ -1,6 +1,6 @@
 """TLS and mutual TLS of the real tvq-server (--tls-cert, --tls-key,
 --tls-client-ca) on both front ends, with the real tvq-client, the Python
-client, curl and the openai SDK (httpx with the test CA); certificates are
+client, curl and the openai SDK (its httpx client trusting the test CA); certificates are
 made with the openssl command line (tls_test_support.py). Start-up refuses
 bad TLS and key flags with an error naming them (ctest label security)."""
 
@@ -10,7 +10,7 @@ import tempfile
 import unittest
 
 import grpc
-import httpx
+import ssl
 import openai
 
 from client_test_support import SERVER, describe, golden_model_dir, run_client
@@ -100,7 +100,8 @@ class TlsTest(unittest.TestCase):
         self.assertNotEqual(plain.returncode, 0, plain.stdout)
 
     def test_openai_sdk_with_the_test_ca(self):
-        with httpx.Client(verify=self.pki.ca) as http:
+        trust = ssl.create_default_context(cafile=self.pki.ca)
+        with openai.DefaultHttpx2Client(verify=trust) as http:
             client = openai.OpenAI(
                 base_url=f"https://{self.server.http_address}/v1",
                 api_key="unused", max_retries=0, timeout=60, http_client=http)
@@ -187,13 +188,15 @@ class MutualTlsTest(unittest.TestCase):
         self.assertNotEqual(other_ca.returncode, 0, other_ca.stdout)
 
     def test_openai_sdk(self):
-        with httpx.Client(verify=self.pki.ca, cert=(self.cert, self.key)) \
-                as http:
+        trust = ssl.create_default_context(cafile=self.pki.ca)
+        trust.load_cert_chain(self.cert, self.key)
+        with openai.DefaultHttpx2Client(verify=trust) as http:
             client = openai.OpenAI(
                 base_url=f"https://{self.server.http_address}/v1",
                 api_key="unused", max_retries=0, timeout=60, http_client=http)
             self.assertEqual([m.id for m in client.models.list()], [MODEL])
-        with httpx.Client(verify=self.pki.ca) as http:
+        no_cert = ssl.create_default_context(cafile=self.pki.ca)
+        with openai.DefaultHttpx2Client(verify=no_cert) as http:
             client = openai.OpenAI(
                 base_url=f"https://{self.server.http_address}/v1",
                 api_key="unused", max_retries=0, timeout=10, http_client=http)
