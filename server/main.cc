@@ -6,7 +6,8 @@
 // (no flag is read anywhere else), start listening (health NOT_SERVING,
 // calls UNAVAILABLE while loading), load the model, build the scheduler, go
 // SERVING. SIGTERM/SIGINT: NOT_SERVING, new requests UNAVAILABLE, in-flight
-// requests finish for up to --drain-timeout, exit 0.
+// requests finish for up to --drain-timeout, exit 0. SIGHUP re-reads
+// --api-keys-file (TLS and keys: docs/security.md).
 #include <signal.h>
 #include <unistd.h>
 

@@ -92,9 +92,6 @@ class Session final : public std::enable_shared_from_this<Session<Stream>> {
         write_timer_(stream_.get_executor()) {
     Opened();
   }
-  void Opened() {
-    if (shared_->observer != nullptr) shared_->observer->OnConnectionOpened();
-  }
   ~Session() {
     // Only when the server stops with the exchange unanswered.
     if (exchange_active_) {
@@ -139,6 +136,10 @@ class Session final : public std::enable_shared_from_this<Session<Stream>> {
 
  private:
   using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+  // Counts the connection (constructors).
+  void Opened() {
+    if (shared_->observer != nullptr) shared_->observer->OnConnectionOpened();
+  }
   // The TCP layer (timeouts, cancel, close).
   beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
   // TLS: the handshake (within request_timeout), then ReadHeader; a client
