@@ -18,8 +18,8 @@ ROOT = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
 
 # Folder -> folders it may include (transitively closed below).
 ALLOWED = {
-    "service/grpc": {"core", "sessions", "metrics", "scheduler", "engine", "model", "text", "backend", "base"},
-    "service/http": {"core", "sessions", "metrics", "scheduler", "engine", "model", "text", "backend", "base"},
+    "service/grpc": {"core", "sessions", "metrics", "auth", "scheduler", "engine", "model", "text", "backend", "base"},
+    "service/http": {"core", "sessions", "metrics", "auth", "scheduler", "engine", "model", "text", "backend", "base"},
     "core": {"sessions", "metrics", "scheduler", "engine", "model", "text", "backend", "base"},
     "sessions": {"scheduler", "engine", "model", "text", "backend", "base"},
     "metrics": {"scheduler", "base"},
@@ -30,6 +30,8 @@ ALLOWED = {
     # backend/cpu and backend/cuda count as backend: the factory names them.
     "backend": {"base", "kernels"},
     "process": {"base"},
+    # Credentials of the front ends: API keys, TLS files (OpenSSL, no gRPC).
+    "auth": {"base"},
     "base": set(),
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^">]+)[">]')
