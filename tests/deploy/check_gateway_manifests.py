@@ -278,8 +278,10 @@ def check_picker_config(where, config, args, pool, pod, failures, context):
             unknown = set(entry) - ENGINE_CONFIG_KEYS
             failures.check(not unknown, f"{where}: engineConfigs {engine}: unknown fields"
                            f" {sorted(unknown)}")
-            for key in SPEC_KEYS:
-                spec = entry.get(key, "")
+            specs = [(key, entry.get(key, "")) for key in SPEC_KEYS]
+            specs += [(f"customMetrics {m.get('attributeKey')}", m.get("metricSpec", ""))
+                      for m in entry.get("customMetrics", [])]
+            for key, spec in specs:
                 metric = re.match(r"[A-Za-z_:][A-Za-z0-9_:]*", spec)
                 failures.check(metric and metric.group(0) in context["metrics"],
                                f"{where}: engineConfigs {engine}: {key} {spec!r} is not a"
