@@ -359,6 +359,13 @@ def tvq_pod(repo, failures):
     failures.check("http-listen" in args and args["http-listen"].endswith(
         f":{ports.get('http')}"), "deploy/k8s/deployment.yaml: --http-listen must listen on the"
         f" container port named http ({ports.get('http')})")
+    for document in yaml.safe_load_all((repo / "deploy/k8s/services.yaml").read_text()):
+        for port in (document or {}).get("spec", {}).get("ports", []):
+            if port.get("targetPort") == "grpc":
+                failures.check(port.get("appProtocol") == "kubernetes.io/h2c",
+                               f"deploy/k8s/services.yaml: Service"
+                               f" {document['metadata']['name']}: the gRPC port needs"
+                               " appProtocol: kubernetes.io/h2c")
     ttl = args.get("session-ttl", "1h")
     if ttl == "1h" and "session-ttl" in flags:
         match = re.fullmatch(r"absl::(Hours|Minutes|Seconds)\((\d+)\)", flags["session-ttl"])

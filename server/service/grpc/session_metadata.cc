@@ -13,7 +13,8 @@ absl::StatusOr<std::string> SessionIdOf(
   const auto& metadata = context.client_metadata();
   absl::StatusOr<std::optional<routing::SessionKey>> key =
       routing::FindSessionKey([&metadata](std::string_view name) {
-        const auto found = metadata.find(grpc::string_ref(name.data(), name.size()));
+        const auto found =
+            metadata.find(grpc::string_ref(name.data(), name.size()));
         if (found == metadata.end()) return std::string_view();
         return std::string_view(found->second.data(), found->second.size());
       });
@@ -21,8 +22,8 @@ absl::StatusOr<std::string> SessionIdOf(
   absl::StatusOr<std::string> session_id =
       routing::CombineSessionId(*key, field_value, field_name);
   if (!session_id.ok() || session_id->empty()) return session_id;
-  if (absl::Status valid = sessions::SessionStore::CheckId(
-          *session_id, field_name);
+  if (absl::Status valid =
+          sessions::SessionStore::CheckId(*session_id, field_name);
       !valid.ok()) {
     return valid;
   }

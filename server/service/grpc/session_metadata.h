@@ -4,10 +4,10 @@
 #ifndef TVQ_SERVER_SERVICE_GRPC_SESSION_METADATA_H_
 #define TVQ_SERVER_SERVICE_GRPC_SESSION_METADATA_H_
 
+#include <grpcpp/grpcpp.h>
+
 #include <string>
 #include <string_view>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
 

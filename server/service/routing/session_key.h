@@ -34,12 +34,12 @@ inline constexpr std::string_view kSessionIdHeader = "x-session-id";
 
 // Request headers read as the session key, in priority order.
 inline constexpr std::array<std::string_view, 6> kSessionKeyHeaders = {
-    "x-session-id",             // llm-d session_id strategy, nginx/Envoy hash
-    "x-dynamo-session-id",      // NVIDIA Dynamo session affinity
-    "x-claude-code-session-id", // Claude Code
-    "x-session-affinity",       // OpenCode
-    "session-id",               // Codex
-    "session_id",               // Codex
+    "x-session-id",              // llm-d session_id strategy, nginx/Envoy hash
+    "x-dynamo-session-id",       // NVIDIA Dynamo session affinity
+    "x-claude-code-session-id",  // Claude Code
+    "x-session-affinity",        // OpenCode
+    "session-id",                // Codex
+    "session_id",                // Codex
 };
 
 // A session key found in a request's headers.
