@@ -403,6 +403,7 @@ tvq::metrics::EngineSnapshotSource EngineSource(
     tvq::metrics::EngineSnapshot snapshot;
     snapshot.num_slots = stats.num_slots;
     snapshot.busy_slots = stats.busy_slots;
+    snapshot.pinned_slots = stats.pinned_slots;
     snapshot.queued_requests = stats.queued_requests;
     snapshot.state_bytes_per_sequence = engine.state_bytes_per_sequence();
     return snapshot;
