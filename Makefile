@@ -7,6 +7,11 @@ METRICS ?= 127.0.0.1:9464
 HTTP ?= 127.0.0.1:8000
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+# After the release suite, `make test` runs the clang ASan+UBSan build (its
+# tests and the fuzz targets) and the TSan build of the scheduler, core and
+# service tests (scripts/sanitizer-tests.sh, docs/building.md).
+# `make test SANITIZERS=0` skips them for a quick local run.
+SANITIZERS ?= 1
 
 .PHONY: serve test build deps test-venv configure clean container-smoke
 
@@ -28,6 +33,9 @@ serve: build
 
 test: build test-venv
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
+ifneq ($(SANITIZERS),0)
+	JOBS=$(JOBS) bash scripts/sanitizer-tests.sh
+endif
 
 clean:
 	rm -rf $(BUILD_DIR)

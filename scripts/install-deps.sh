@@ -14,6 +14,9 @@ packages=(
   nlohmann-json3-dev zlib1g-dev
   # HTTP front end (server/service/http): Boost.Beast + Asio, header-only
   libboost-dev
+  # the sanitizer and fuzz builds (scripts/sanitizer-tests.sh): clang 14
+  # with its sanitizer and libFuzzer runtimes
+  clang libclang-rt-14-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-sentencepiece python3-grpcio python3-protobuf
