@@ -11,13 +11,21 @@
 # halt_on_error). Tests that cannot run under a sanitizer skip with the
 # reason (tests/support/sanitizers.h).
 #
-# usage: scripts/sanitizer-tests.sh [asan|tsan|all]   (default all)
+# usage: scripts/sanitizer-tests.sh [STAGE...]   (default: $SANITIZER_STAGES,
+#        else "asan tsan")
+#   asan  the ASan+UBSan build of everything, its ctest, then the fuzz label
+#   fuzz  only the fuzz targets of that build and the fuzz label
+#   tsan  the TSan build of the scheduler, core and service tests
 # environment: JOBS (default nproc), SANITIZER_BUILD_ROOT (default build),
 #              FUZZ_SECONDS (per fuzz target, default from tests/fuzz)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-which_builds=${1:-all}
+if [ $# -gt 0 ]; then
+  stages=("$@")
+else
+  read -r -a stages <<<"${SANITIZER_STAGES:-asan tsan}"
+fi
 jobs=${JOBS:-$(nproc)}
 root=${SANITIZER_BUILD_ROOT:-build}
 started=$SECONDS
@@ -54,23 +62,38 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:strict_stri
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
 
+fuzz_targets=(safetensors_header_fuzzer model_config_fuzzer model_dir_fuzzer
+              request_validation_fuzzer openai_request_fuzzer tokenizer_fuzzer
+              stop_matcher_fuzzer session_blob_fuzzer)
+
+configure_asan() {
+  # fuzzer-no-link: the project code carries libFuzzer's coverage
+  # instrumentation, so the fuzz targets link against the same libraries.
+  configure "$root/asan" \
+    "-fsanitize=address,undefined -fno-sanitize-recover=all -fsanitize=fuzzer-no-link" \
+    -DTVQ_BUILD_FUZZERS=ON
+}
+
+run_fuzz() {
+  local dir=$root/asan t0=$SECONDS
+  cmake --build "$dir" -j "$jobs" --target "${fuzz_targets[@]}"
+  echo "sanitizer-tests: fuzz target build took $((SECONDS - t0)) s"
+  t0=$SECONDS
+  (cd "$dir" && ctest --output-on-failure -j "$jobs" -L fuzz)
+  echo "sanitizer-tests: fuzz targets took $((SECONDS - t0)) s"
+}
+
 run_asan() {
   local dir=$root/asan
   local t0=$SECONDS
   echo "sanitizer-tests: ASan+UBSan build in $dir"
-  # fuzzer-no-link: the project code carries libFuzzer's coverage
-  # instrumentation, so the fuzz targets link against the same libraries.
-  configure "$dir" \
-    "-fsanitize=address,undefined -fno-sanitize-recover=all -fsanitize=fuzzer-no-link" \
-    -DTVQ_BUILD_FUZZERS=ON
+  configure_asan
   cmake --build "$dir" -j "$jobs"
   echo "sanitizer-tests: ASan+UBSan build took $((SECONDS - t0)) s"
   t0=$SECONDS
   (cd "$dir" && ctest --output-on-failure -j "$jobs" -LE 'container|bench|soak|fuzz')
   echo "sanitizer-tests: ASan+UBSan tests took $((SECONDS - t0)) s"
-  t0=$SECONDS
-  (cd "$dir" && ctest --output-on-failure -j "$jobs" -L fuzz)
-  echo "sanitizer-tests: fuzz targets took $((SECONDS - t0)) s"
+  run_fuzz
 }
 
 run_tsan() {
@@ -90,10 +113,12 @@ run_tsan() {
   echo "sanitizer-tests: TSan tests took $((SECONDS - t0)) s"
 }
 
-case $which_builds in
-  asan) run_asan ;;
-  tsan) run_tsan ;;
-  all) run_asan; run_tsan ;;
-  *) echo "usage: $0 [asan|tsan|all]" >&2; exit 2 ;;
-esac
+for stage in "${stages[@]}"; do
+  case $stage in
+    asan) run_asan ;;
+    fuzz) echo "sanitizer-tests: fuzz targets in $root/asan"; configure_asan; run_fuzz ;;
+    tsan) run_tsan ;;
+    *) echo "usage: $0 [asan|fuzz|tsan]..." >&2; exit 2 ;;
+  esac
+done
 echo "sanitizer-tests: all passed in $((SECONDS - started)) s"
