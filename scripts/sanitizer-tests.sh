@@ -12,7 +12,7 @@
 # reason (tests/support/sanitizers.h).
 #
 # usage: scripts/sanitizer-tests.sh [STAGE...]   (default: $SANITIZER_STAGES,
-#        else "asan")
+#        else "fuzz")
 #   asan  the ASan+UBSan build of everything, its ctest, then the fuzz label
 #   fuzz  only the fuzz targets of that build and the fuzz label
 #   tsan  the TSan build of the scheduler, core and service tests
@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 if [ $# -gt 0 ]; then
   stages=("$@")
 else
-  read -r -a stages <<<"${SANITIZER_STAGES:-asan}"
+  read -r -a stages <<<"${SANITIZER_STAGES:-fuzz}"
 fi
 jobs=${JOBS:-$(nproc)}
 root=${SANITIZER_BUILD_ROOT:-build}
