@@ -16,6 +16,9 @@ packages=(
   libboost-dev
   # TLS of the HTTP listener and the API key store (server/auth): OpenSSL
   libssl-dev
+  # the sanitizer and fuzz builds (scripts/sanitizer-tests.sh): clang 14
+  # with its sanitizer and libFuzzer runtimes
+  clang libclang-rt-14-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-sentencepiece python3-grpcio python3-protobuf
