@@ -90,6 +90,11 @@ absl::Status SessionStore::NotFoundLocked(const std::string& id) const {
       what = "was moved to another server when this one drained";
       break;
   }
+  if (gone->second == GoneReason::kMigrated) {
+    // Retryable: the router sends the next try to the replica that has it.
+    return absl::UnavailableError(absl::StrFormat(
+        "session \"%s\" %s; retry (another replica holds it)", id, what));
+  }
   return absl::NotFoundError(absl::StrFormat("session \"%s\" %s", id, what));
 }
 
