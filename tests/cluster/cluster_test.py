@@ -271,6 +271,8 @@ class Client:
         self.lost = 0
         self.cut_streams = 0
         self.continued_after_cut = 0
+        # session id -> [(start, end)] of its generation requests.
+        self.attempts = {}
 
     def count(self, field, amount=1):
         with self.lock:
@@ -326,6 +328,7 @@ class Client:
                 request.text = text
             delivered = []
             finish = None
+            attempt_start = time.time()
             try:
                 stream = self.call(self.stub.GenerateStream, request,
                                    session_id, timeout=60.0)
@@ -336,6 +339,8 @@ class Client:
                 upstream = dict(stream.initial_metadata()).get("x-upstream")
             except grpc.RpcError as error:
                 self.count("errors_with_status")
+                self.attempts.setdefault(session_id, []).append(
+                    (attempt_start, time.time()))
                 if error.code() == grpc.StatusCode.NOT_FOUND:
                     raise SessionFailed(error.code(), error.details())
                 if error.code() not in self.RETRYABLE:
@@ -515,8 +520,10 @@ class ClusterTest(unittest.TestCase):
             self.assertEqual(transcript, reference[index],
                              f"session run-{index:02d} continued wrongly")
         # The others failed with NOT_FOUND naming the session, after the
-        # crash, and the replica that served their last turn was the one
-        # killed (their state was only in its memory).
+        # crash, and their state was only in the killed replica's memory:
+        # the replica that served their last turn before the crash was the
+        # one killed, or one of their requests was running when it died
+        # (the session then was in that replica's slot).
         killed_address = killed.address
         for index, (failure, when) in failures.items():
             session_id = f"run-{index:02d}"
@@ -525,7 +532,10 @@ class ClusterTest(unittest.TestCase):
             self.assertGreater(when, events["kill"], failure.details)
             served = [upstream for upstream, at in served_by.get(index, [])
                       if at < events["kill"]]
-            if served:
+            in_flight = any(
+                start < events["kill"] < end
+                for start, end in client.attempts.get(session_id, []))
+            if served and not in_flight:
                 self.assertEqual(served[-1], killed_address,
                                  f"{session_id} failed ({failure.details}) "
                                  f"but its last turn was on {served[-1]}")
