@@ -28,6 +28,9 @@ packages=(
   python3-venv
   # deploy tests (tests/deploy)
   python3-yaml
+  # the multi-replica test (tests/cluster): a real nginx, run as the test
+  # user with a temporary prefix (never as a system service)
+  nginx
   # tools/train and its parity test (tests/tools)
   python3-torch
 )

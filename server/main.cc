@@ -6,8 +6,9 @@
 // (no flag is read anywhere else), start listening (health NOT_SERVING,
 // calls UNAVAILABLE while loading), load the model, build the scheduler, go
 // SERVING. SIGTERM/SIGINT: NOT_SERVING, new requests UNAVAILABLE, in-flight
-// requests finish for up to --drain-timeout, exit 0. SIGHUP re-reads
-// --api-keys-file (TLS and keys: docs/security.md).
+// requests finish for up to --drain-timeout, sessions migrate (--drain-peer,
+// --session-dir), exit 0. SIGHUP re-reads --api-keys-file (TLS and keys:
+// docs/security.md).
 #include <signal.h>
 #include <unistd.h>
 
@@ -51,6 +52,7 @@
 #include "server/process/stop_signals.h"
 #include "server/scheduler/scheduler.h"
 #include "server/service/grpc/generation_service.h"
+#include "server/service/grpc/peer_session_importer.h"
 #include "server/service/grpc/grpc_credentials.h"
 #include "server/service/grpc/rpc_metrics_interceptor.h"
 #include "server/service/grpc/server_options.h"
@@ -121,6 +123,14 @@ ABSL_FLAG(std::string, session_dir, "",
           "Disk tier of sessions: evicted sessions are saved here instead of "
           "dropped, every session is saved at shutdown, and a restarted "
           "server with the same model lists and continues them (empty = off)");
+ABSL_FLAG(std::string, drain_peer, "",
+          "Migration on drain: on SIGTERM, push every session held in memory "
+          "to the tvq-server at HOST:PORT (its ImportSession); a session the "
+          "peer does not take goes to --session-dir (empty = no peer: "
+          "sessions go to --session-dir)");
+ABSL_FLAG(absl::Duration, drain_peer_timeout, absl::Seconds(10),
+          "Deadline of each session's push to --drain-peer; after a push "
+          "finds the peer unreachable the rest go to --session-dir");
 
 // ---- Connections and request size (issue 15, docs/security.md).
 ABSL_FLAG(int, max_connections, 1024,
@@ -425,6 +435,15 @@ tvq::metrics::SessionSnapshotSource SessionSource(
     snapshot.state_bytes_disk = store.state_bytes_disk;
     snapshot.spills_total = store.spills_total;
     snapshot.loads_total = store.loads_total;
+    snapshot.adoptions_total = store.adoptions_total;
+    snapshot.migrations_peer_total = transfers.migrations_peer_total;
+    snapshot.migrations_disk_total = transfers.migrations_disk_total;
+    snapshot.migration_bytes_peer_total = transfers.migration_bytes_peer_total;
+    snapshot.migration_bytes_disk_total = transfers.migration_bytes_disk_total;
+    snapshot.migration_failures_peer_total =
+        transfers.migration_failures_peer_total;
+    snapshot.migration_failures_disk_total =
+        transfers.migration_failures_disk_total;
     snapshot.pinned = store.pinned;
     snapshot.state_bytes_host = store.state_bytes_host;
     snapshot.state_bytes_slot = store.state_bytes_slot;
@@ -489,6 +508,17 @@ int main(int argc, char** argv) {
   if (absl::Status flags = CheckFlags(); !flags.ok()) {
     Log("%s", flags.message());
     return 2;
+  }
+  std::unique_ptr<tvq::sessions::SessionPeer> drain_peer;
+  if (const std::string peer = absl::GetFlag(FLAGS_drain_peer); !peer.empty()) {
+    absl::StatusOr<std::unique_ptr<tvq::sessions::SessionPeer>> made =
+        tvq::service::MakePeerSessionImporter(
+            peer, absl::GetFlag(FLAGS_drain_peer_timeout));
+    if (!made.ok()) {
+      Log("%s", made.status().message());
+      return 2;
+    }
+    drain_peer = *std::move(made);
   }
 
   // SIGTERM/SIGINT: handled before any thread of ours exists (see
@@ -732,6 +762,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   engine = *std::move(created);
+  if (drain_peer != nullptr) engine->SetDrainPeer(std::move(drain_peer));
   // From here a signal is counted (WaitForCount below), no longer an exit.
   stop_signals.SetCallback(nullptr);
   if (absl::Status info = metrics.SetBuildInfo(
@@ -782,9 +813,20 @@ int main(int argc, char** argv) {
   health->SetServingStatus(kServiceName, false);
   readiness.SetDraining();
   const absl::Time drain_deadline = absl::Now() + drain_timeout;
-  const int cut_short = engine->Drain(drain_timeout);
-  if (cut_short > 0) {
-    Log("drain timeout: %d requests cut short", cut_short);
+  const tvq::core::Engine::DrainResult drained = engine->Drain(drain_timeout);
+  if (drained.cut_short > 0) {
+    Log("drain timeout: %d requests cut short", drained.cut_short);
+  }
+  const tvq::sessions::MigrationReport& migration = drained.migration;
+  for (const std::string& problem : migration.problems) {
+    Log("migration: %s", problem);
+  }
+  if (migration.migrated() > 0 || migration.lost > 0) {
+    Log("migration: %d sessions migrated in %.3fs (%d to the peer, %d bytes; "
+        "%d to --session-dir, %d bytes); %d peer failures; %d lost",
+        migration.migrated(), absl::ToDoubleSeconds(migration.elapsed),
+        migration.to_peer, migration.peer_bytes, migration.to_disk,
+        migration.disk_bytes, migration.peer_failures, migration.lost);
   }
   // Every request has ended; let their last messages reach the clients (a
   // slow reader may still be catching up), then close the connections:

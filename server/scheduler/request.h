@@ -105,7 +105,7 @@ struct SavedState {
 };
 
 // Receives a request's final state. Called on the scheduler thread, once, on
-// success only, and always before the request's sink hears of that success
+// success only (or a generation cut short at a drain, KeepState), and always before the request's sink hears of that success
 // (so that a client told "done" finds the state saved). Never blocks.
 class StateReceiver {
  public:
@@ -121,8 +121,10 @@ class StateReceiver {
 struct KeepState {
   std::string key;
   bool pinned = false;
-  // When set, the final state of a successful request (not one cut short at
-  // a drain) is also exported to it, before the sink is told (sessions).
+  // When set, the final state of a successful request is also exported to
+  // it, before the sink is told (sessions); so is the state of a generation
+  // cut short at a drain after one or more tokens (up to its last token,
+  // which is pending), not of one cut before its first.
   std::shared_ptr<StateReceiver> save_to = nullptr;
 };
 

@@ -417,8 +417,12 @@ decltype(auto) Scheduler::RunJob(Sequence& sequence, Operation&& operation) {
                                         FinishReason reason) {
     // A job reports its success just before telling its sink: the state is
     // final here, and saved before anyone hears of the end. A generation
-    // cut short at a drain keeps nothing.
-    if (code == absl::StatusCode::kOk && reason != FinishReason::kCancelled) {
+    // cut short at a drain saves its state up to its last token (every
+    // token it generated reached its sink) when it generated any; before
+    // its first token its prompt is not fully absorbed, and nothing is
+    // saved.
+    if (code == absl::StatusCode::kOk &&
+        (reason != FinishReason::kCancelled || sequence.generated() > 0)) {
       SaveState(sequence);
     }
     ReportOutcome(sequence, code, reason);

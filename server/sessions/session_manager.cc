@@ -98,9 +98,11 @@ class SessionManager::GenerationTurn final : public scheduler::TokenSink,
                       update.token_ids.end());
     scheduler::Completion reported = completion;
     reported.usage.cached_tokens = static_cast<int>(base_.position);
-    if (completion.finish_reason == scheduler::FinishReason::kCancelled) {
-      // Cut short at a drain: the scheduler saved nothing; the session
-      // stays as it was.
+    if (completion.finish_reason == scheduler::FinishReason::kCancelled &&
+        !saved_.has_value()) {
+      // Cut short at a drain before its first token: the session stays as
+      // it was. Cut after one or more tokens, the scheduler saved the state
+      // up to the last token delivered, and the session advances to it.
       store_.Abort(id_);
       inner_->OnFinished(std::move(update), reported);
       return;
@@ -520,7 +522,8 @@ absl::StatusOr<std::string> SessionManager::Export(
 }
 
 absl::StatusOr<SessionInfo> SessionManager::Import(
-    std::string_view blob, const std::string& session_id) {
+    std::string_view blob, const std::string& session_id, absl::Duration ttl,
+    bool pinned) {
   absl::StatusOr<SessionSnapshot> snapshot = DecodeSessionBlob(blob, identity_);
   if (snapshot.ok() && snapshot->state != nullptr) {
     if (absl::Status status = pool_.ValidateExport(*snapshot->state);
@@ -543,6 +546,8 @@ absl::StatusOr<SessionInfo> SessionManager::Import(
   NewSession session;
   session.session_id = session_id;
   session.snapshot = *std::move(snapshot);
+  session.ttl = ttl;
+  session.pinned = pinned;
   absl::StatusOr<SessionInfo> info = store_.Create(std::move(session));
   if (!info.ok()) {
     import_failures_.fetch_add(1, std::memory_order_relaxed);
@@ -582,6 +587,78 @@ absl::Status SessionManager::Close(const std::string& session_id) {
   return store_.Close(session_id);
 }
 
+MigrationReport SessionManager::Migrate(SessionPeer* peer) {
+  const absl::Time start = absl::Now();
+  MigrationReport report;
+  bool peer_reachable = peer != nullptr;
+  const bool has_disk = disk_ != nullptr;
+  const std::vector<std::string> ids = store_.IdleInMemory();
+  if (peer == nullptr && !has_disk) {
+    report.lost = static_cast<int>(ids.size());
+    if (report.lost > 0) {
+      report.problems.push_back(absl::StrFormat(
+          "%d sessions held in memory are lost when the server exits: neither "
+          "--drain-peer nor --session-dir is set",
+          report.lost));
+    }
+    report.elapsed = absl::Now() - start;
+    return report;
+  }
+  for (const std::string& id : ids) {
+    absl::StatusOr<SpilledSession> session = store_.BeginMigration(id);
+    if (!session.ok()) continue;  // closed or busy meanwhile
+    if (peer_reachable) {
+      const std::string blob = EncodeSessionBlob(session->snapshot, identity_);
+      const absl::Status pushed =
+          peer->Import(id, blob, session->ttl, session->pinned);
+      if (pushed.ok()) {
+        store_.FinishMigration(id);
+        ++report.to_peer;
+        report.peer_bytes += static_cast<int64_t>(blob.size());
+        migrations_peer_.fetch_add(1, std::memory_order_relaxed);
+        migration_bytes_peer_.fetch_add(blob.size(), std::memory_order_relaxed);
+        continue;
+      }
+      ++report.peer_failures;
+      migration_failures_peer_.fetch_add(1, std::memory_order_relaxed);
+      report.problems.push_back(absl::StrFormat(
+          "session \"%s\": pushing it to --drain-peer=%s failed (%s)%s", id,
+          peer->Describe(), pushed.ToString(),
+          has_disk ? "; saving it to --session-dir" : ""));
+      if (absl::IsUnavailable(pushed) || absl::IsDeadlineExceeded(pushed)) {
+        peer_reachable = false;
+        report.problems.push_back(absl::StrFormat(
+            "--drain-peer=%s is unreachable: the remaining sessions go %s",
+            peer->Describe(), has_disk ? "to --session-dir" : "nowhere"));
+      }
+    }
+    absl::StatusOr<int64_t> written = store_.AbortMigration(id, has_disk);
+    if (has_disk && written.ok()) {
+      ++report.to_disk;
+      report.disk_bytes += *written;
+      migrations_disk_.fetch_add(1, std::memory_order_relaxed);
+      migration_bytes_disk_.fetch_add(static_cast<uint64_t>(*written),
+                                      std::memory_order_relaxed);
+      continue;
+    }
+    ++report.lost;
+    if (has_disk) {
+      migration_failures_disk_.fetch_add(1, std::memory_order_relaxed);
+      report.problems.push_back(
+          absl::StrFormat("session \"%s\": saving it to --session-dir failed "
+                          "(%s): lost when the server exits",
+                          id, written.status().ToString()));
+    } else {
+      report.problems.push_back(absl::StrFormat(
+          "session \"%s\": not migrated (the peer did not take it and there "
+          "is no --session-dir): lost when the server exits",
+          id));
+    }
+  }
+  report.elapsed = absl::Now() - start;
+  return report;
+}
+
 SessionTransferStats SessionManager::TransferStats() const {
   SessionTransferStats stats;
   stats.exports_total = exports_.load(std::memory_order_relaxed);
@@ -594,6 +671,16 @@ SessionTransferStats SessionManager::TransferStats() const {
   stats.prefix_hits_total = prefix_hits_.load(std::memory_order_relaxed);
   stats.prefix_cached_tokens_total =
       prefix_cached_tokens_.load(std::memory_order_relaxed);
+  stats.migrations_peer_total = migrations_peer_.load(std::memory_order_relaxed);
+  stats.migrations_disk_total = migrations_disk_.load(std::memory_order_relaxed);
+  stats.migration_bytes_peer_total =
+      migration_bytes_peer_.load(std::memory_order_relaxed);
+  stats.migration_bytes_disk_total =
+      migration_bytes_disk_.load(std::memory_order_relaxed);
+  stats.migration_failures_peer_total =
+      migration_failures_peer_.load(std::memory_order_relaxed);
+  stats.migration_failures_disk_total =
+      migration_failures_disk_.load(std::memory_order_relaxed);
   return stats;
 }
 

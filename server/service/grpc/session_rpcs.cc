@@ -159,7 +159,8 @@ class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
         session_id_ = *std::move(session_id);
       }
       absl::StatusOr<sessions::SessionInfo> info =
-          manager_->Import(blob_, session_id_);
+          manager_->Import(
+          blob_, session_id_, absl::Seconds(ttl_seconds_), pinned_);
       if (!info.ok()) {
         AnnounceSession(context_, session_id_);
         Finish(ToGrpcStatus(info.status()));
@@ -180,9 +181,19 @@ class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
         return;
       }
       session_id_ = *std::move(session_id);
-    } else if (!chunk_.session_id().empty()) {
+      ttl_seconds_ = chunk_.ttl_seconds();
+      pinned_ = chunk_.pinned();
+      if (ttl_seconds_ < 0) {
+        Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrFormat(
+            "ttl_seconds must be >= 0 (0 = the default), got %d",
+            ttl_seconds_))));
+        return;
+      }
+    } else if (!chunk_.session_id().empty() || chunk_.ttl_seconds() != 0 ||
+               chunk_.pinned()) {
       Finish(ToGrpcStatus(absl::InvalidArgumentError(
-          "session_id may only be set on the first chunk")));
+          "session_id, ttl_seconds and pinned may only be set on the first "
+          "chunk")));
       return;
     }
     if (chunk_.data().size() > kChunkBytes) {
@@ -211,6 +222,8 @@ class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
   v1::SessionChunk chunk_;
   std::string blob_;
   std::string session_id_;
+  int64_t ttl_seconds_ = 0;
+  bool pinned_ = false;
   bool first_ = true;
 };
 
@@ -318,7 +331,9 @@ grpc::ServerWriteReactor<v1::SessionChunk>* GenerationService::ExportSession(
 
 grpc::ServerReadReactor<v1::SessionChunk>* GenerationService::ImportSession(
     grpc::CallbackServerContext* context, v1::Session* response) {
-  absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
+  // New work: a draining server refuses imports (it would hold sessions it
+  // is about to lose), so a peer migrating to it falls back to its disk.
+  absl::StatusOr<core::Engine*> model = readiness_->ForNewWork();
   if (!model.ok()) return new FailedRead(ToGrpcStatus(model.status()));
   const size_t max_bytes = sessions::kBlobHeaderBytes +
                            sessions::kBlobChecksumBytes +
