@@ -36,6 +36,9 @@ struct HttpServerOptions {
   absl::Duration request_timeout = absl::Seconds(60);
   absl::Duration write_timeout = absl::Seconds(60);
   size_t max_pending_stream_bytes = size_t{1} << 20;
+  // Connections open at once (--max-connections); a new one above it is
+  // closed as it arrives. 0 = no cap.
+  int max_connections = 0;
 };
 
 class HttpServer {

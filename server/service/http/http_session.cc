@@ -72,6 +72,7 @@ class Session final : public std::enable_shared_from_this<Session> {
       : stream_(std::move(socket)),
         shared_(std::move(shared)),
         write_timer_(stream_.get_executor()) {
+    shared_->open_connections.fetch_add(1, std::memory_order_relaxed);
     if (shared_->observer != nullptr) shared_->observer->OnConnectionOpened();
   }
   ~Session() {
@@ -84,6 +85,7 @@ class Session final : public std::enable_shared_from_this<Session> {
       shared_->ExchangeEnded();
     }
     if (shared_->observer != nullptr) shared_->observer->OnConnectionClosed();
+    shared_->open_connections.fetch_sub(1, std::memory_order_relaxed);
   }
 
   void Start() {

@@ -21,6 +21,8 @@ struct ServerShared {
   HttpServerOptions options;
   HttpHandler* handler = nullptr;
   metrics::HttpObserver* observer = nullptr;
+  // Sessions alive (HttpServerOptions::max_connections).
+  std::atomic<int> open_connections{0};
 
   // Exchanges that have not ended.
   void ExchangeStarted();
