@@ -56,7 +56,7 @@ class OpenAiRoutes final : public HttpHandler {
 
   RequestContext Context(const core::Engine& engine) const;
   // A /v1/models entry: the model and every limit a request meets.
-  nlohmann::json ModelEntry(const core::ModelInfo& info) const;
+  nlohmann::ordered_json ModelEntry(const core::ModelInfo& info) const;
 
   const core::Readiness* const readiness_;
   const OpenAiOptions options_;
