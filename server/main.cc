@@ -6,7 +6,8 @@
 // (no flag is read anywhere else), start listening (health NOT_SERVING,
 // calls UNAVAILABLE while loading), load the model, build the scheduler, go
 // SERVING. SIGTERM/SIGINT: NOT_SERVING, new requests UNAVAILABLE, in-flight
-// requests finish for up to --drain-timeout, exit 0.
+// requests finish for up to --drain-timeout, exit 0. SIGHUP re-reads
+// --api-keys-file (TLS and keys: docs/security.md).
 #include <signal.h>
 #include <unistd.h>
 
@@ -35,10 +36,13 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/auth/api_key_store.h"
+#include "server/auth/tls_files.h"
 #include "server/core/engine.h"
 #include "server/core/engine_config.h"
 #include "server/core/model_info.h"
 #include "server/core/readiness.h"
+#include "server/metrics/auth_metrics.h"
 #include "server/metrics/http_metrics.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_exposer.h"
@@ -47,8 +51,10 @@
 #include "server/process/stop_signals.h"
 #include "server/scheduler/scheduler.h"
 #include "server/service/grpc/generation_service.h"
+#include "server/service/grpc/grpc_credentials.h"
 #include "server/service/grpc/rpc_metrics_interceptor.h"
 #include "server/service/grpc/server_options.h"
+#include "server/service/http/api_key_gate.h"
 #include "server/service/http/chat_template.h"
 #include "server/service/http/http_server.h"
 #include "server/service/http/openai_routes.h"
@@ -153,6 +159,26 @@ ABSL_FLAG(std::string, served_model_name, "",
           "The model name of the HTTP API (requests' \"model\", /v1/models); "
           "empty = the model directory's name");
 // ---- end HTTP front end
+
+// ---- Security: TLS and API keys (docs/security.md)
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain (leaf first) of the gRPC and HTTP listeners; "
+          "with --tls-key they serve TLS only (empty = plaintext). The "
+          "metrics port stays plaintext");
+ABSL_FLAG(std::string, tls_key, "",
+          "PEM private key (unencrypted) of --tls-cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificate(s): mutual TLS, every gRPC and HTTP client must "
+          "present a certificate this CA signed (needs --tls-cert)");
+ABSL_FLAG(std::string, api_keys_file, "",
+          "File of API keys, one per line (plain, or sha256:HEX of the key; "
+          "'#' comments); every gRPC call and HTTP request must then send "
+          "\"authorization: Bearer KEY\". Re-read on SIGHUP (empty = no "
+          "keys)");
+ABSL_FLAG(bool, auth_exempt_health, false,
+          "With --api-keys-file: grpc.health.v1.Health and HTTP GET /health "
+          "answer without a key");
+// ---- end security
 
 namespace {
 
@@ -377,6 +403,7 @@ tvq::metrics::EngineSnapshotSource EngineSource(
     tvq::metrics::EngineSnapshot snapshot;
     snapshot.num_slots = stats.num_slots;
     snapshot.busy_slots = stats.busy_slots;
+    snapshot.pinned_slots = stats.pinned_slots;
     snapshot.queued_requests = stats.queued_requests;
     snapshot.state_bytes_per_sequence = engine.state_bytes_per_sequence();
     return snapshot;
@@ -474,6 +501,54 @@ int main(int argc, char** argv) {
     return 1;
   }
   tvq::process::StopSignals& stop_signals = **installed_signals;
+
+  // ---- Security: TLS files and API keys, checked before anything listens.
+  absl::StatusOr<std::optional<tvq::auth::TlsMaterial>> tls =
+      tvq::auth::LoadTlsMaterial({absl::GetFlag(FLAGS_tls_cert),
+                                  absl::GetFlag(FLAGS_tls_key),
+                                  absl::GetFlag(FLAGS_tls_client_ca)});
+  if (!tls.ok()) {
+    Log("%s", tls.status().message());
+    return 2;
+  }
+  std::unique_ptr<tvq::auth::ApiKeyStore> api_keys;
+  if (const std::string keys_file = absl::GetFlag(FLAGS_api_keys_file);
+      !keys_file.empty()) {
+    absl::StatusOr<std::unique_ptr<tvq::auth::ApiKeyStore>> loaded =
+        tvq::auth::ApiKeyStore::Load(keys_file);
+    if (!loaded.ok()) {
+      Log("%s", loaded.status().message());
+      return 2;
+    }
+    api_keys = *std::move(loaded);
+    Log("API keys: %d from %s (reloaded on SIGHUP)%s", api_keys->size(),
+        keys_file,
+        absl::GetFlag(FLAGS_auth_exempt_health) ? "; health needs no key"
+                                                : "");
+  } else if (absl::GetFlag(FLAGS_auth_exempt_health)) {
+    Log("--auth-exempt-health needs --api-keys-file");
+    return 2;
+  }
+  stop_signals.SetReloadCallback([keys = api_keys.get()] {
+    if (keys == nullptr) {
+      Log("SIGHUP: nothing to reload (no --api-keys-file)");
+      return;
+    }
+    absl::StatusOr<int> reloaded = keys->Reload();
+    if (reloaded.ok()) {
+      Log("SIGHUP: %d API keys from %s", *reloaded, keys->path());
+    } else {
+      Log("SIGHUP: kept the %d API keys in force: %s", keys->size(),
+          reloaded.status().message());
+    }
+  });
+  absl::StatusOr<std::unique_ptr<tvq::metrics::AuthMetrics>> auth_metrics =
+      tvq::metrics::AuthMetrics::Create();
+  if (!auth_metrics.ok()) {
+    Log("%s", auth_metrics.status().ToString());
+    return 1;
+  }
+  // ---- end security
   stop_signals.SetCallback([](int signal_number, int /*count*/) {
     Log("%s before the model was loaded: exiting without serving",
         tvq::process::StopSignalName(signal_number));
@@ -512,6 +587,7 @@ int main(int argc, char** argv) {
     std::vector<std::weak_ptr<prometheus::Collectable>> collectables =
         metrics.Collectables();
     collectables.push_back(http_metrics->Collectable());  // HTTP front end
+    collectables.push_back((*auth_metrics)->Collectable());  // API keys
     absl::StatusOr<std::unique_ptr<tvq::metrics::MetricsExposer>> exposer =
         tvq::metrics::MetricsExposer::Start(metrics_address, collectables);
     if (!exposer.ok()) {
@@ -546,7 +622,13 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  listener.AttachTo(builder);
+  tvq::service::GrpcSecurityOptions grpc_security;
+  grpc_security.tls = *tls;
+  grpc_security.keys = api_keys.get();
+  grpc_security.exempt_health = absl::GetFlag(FLAGS_auth_exempt_health);
+  grpc_security.observer = auth_metrics->get();
+  listener.AttachTo(builder,
+                    tvq::service::MakeServerCredentials(grpc_security));
   tvq::service::ApplyConnectionOptions(connection_options, builder);
   builder.RegisterService(&service);
   std::vector<
@@ -565,7 +647,10 @@ int main(int argc, char** argv) {
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
   const std::string& address = listener.address();
-  Log("listening on %s (version %s); loading %s", address, TVQ_VERSION,
+  Log("listening on %s (version %s%s); loading %s", address, TVQ_VERSION,
+      !tls->has_value()        ? ", plaintext"
+      : (*tls)->mutual() ? ", TLS, client certificates required"
+                               : ", TLS",
       engine_config.model_dir);
   if (metrics_exposer != nullptr) {
     Log("metrics on %s", metrics_exposer->url());
@@ -573,6 +658,7 @@ int main(int argc, char** argv) {
 
   // ---- HTTP front end: listens while the model loads (503 until serving).
   std::unique_ptr<tvq::service::http::OpenAiRoutes> http_routes;
+  std::unique_ptr<tvq::service::http::ApiKeyGate> http_key_gate;
   std::unique_ptr<tvq::service::http::HttpServer> http_server;
   if (const std::string http_listen = absl::GetFlag(FLAGS_http_listen);
       !http_listen.empty()) {
@@ -608,8 +694,16 @@ int main(int argc, char** argv) {
     server_options.max_pending_stream_bytes = static_cast<size_t>(
         engine_config.limits.max_pending_output_bytes);
     server_options.max_connections = engine_config.limits.max_connections;
+    server_options.tls = *tls;
+    tvq::service::http::HttpHandler* http_handler = http_routes.get();
+    if (api_keys != nullptr) {
+      http_key_gate = std::make_unique<tvq::service::http::ApiKeyGate>(
+          api_keys.get(), absl::GetFlag(FLAGS_auth_exempt_health),
+          auth_metrics->get(), http_routes.get());
+      http_handler = http_key_gate.get();
+    }
     absl::StatusOr<std::unique_ptr<tvq::service::http::HttpServer>> started =
-        tvq::service::http::HttpServer::Start(server_options, http_routes.get(),
+        tvq::service::http::HttpServer::Start(server_options, http_handler,
                                               http_metrics.get());
     if (!started.ok()) {
       Log("--http-listen: %s", started.status().message());
@@ -617,7 +711,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     http_server = *std::move(started);
-    Log("HTTP API on http://%s (chat template: %s)", http_server->address(),
+    Log("HTTP API on %s://%s (chat template: %s)",
+        tls->has_value() ? "https" : "http", http_server->address(),
         has_chat ? "yes" : "none");
   }
   // ---- end HTTP front end

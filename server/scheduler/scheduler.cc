@@ -124,7 +124,6 @@ Scheduler::Scheduler(runtime::TransformerVq& engine, runtime::StatePool& pool,
                      SchedulerObserver* observer)
     : engine_(engine),
       pool_(pool),
-      tokenizer_(tokenizer),
       options_(options),
       observer_(observer != nullptr ? observer : &default_observer_),
       num_slots_(pool.num_slots()),

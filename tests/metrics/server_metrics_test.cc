@@ -221,6 +221,19 @@ TEST_F(ServerMetricsTest, EngineGaugesAreReadAtScrapeTime) {
   EXPECT_EQ(scrape.Value("tvq_state_memory_bytes", {{"state", "reserved"}}),
             8000);
   EXPECT_FALSE(scrape.Has("tvq_gpu_memory_used_bytes"));
+  EXPECT_EQ(scrape.Value("tvq_slot_capacity"), 8);
+  EXPECT_EQ(scrape.Value("tvq_slots", {{"state", "pinned"}}), 0);
+
+  // Pinned slots are neither busy nor free, and a new request cannot take
+  // them: they count as used.
+  snapshot.pinned_slots = 2;
+  scrape = Collect();
+  EXPECT_EQ(scrape.Value("tvq_requests_running"), 2);
+  EXPECT_EQ(scrape.Value("tvq_slots", {{"state", "pinned"}}), 2);
+  EXPECT_EQ(scrape.Value("tvq_slots", {{"state", "free"}}), 4);
+  EXPECT_EQ(scrape.Value("tvq_state_utilization_ratio"), 0.5);
+  EXPECT_EQ(scrape.Value("tvq_state_memory_bytes", {{"state", "used"}}), 4000);
+  snapshot.pinned_slots = 0;
 
   // The next scrape sees the change; device memory appears when reported.
   snapshot.busy_slots = 8;

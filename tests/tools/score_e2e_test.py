@@ -8,9 +8,12 @@
 - The demo model (models/demo): Score of every held-out cookie of
   heldout_scores.jsonl reproduces the float64 trainer's sums, and their total
   the bits per byte of MODEL_CARD.md to 1e-4. Per cookie the tolerance is
-  2e-2 nats: a few keys of this trained model are near-ties between two
-  codewords, which float32 (the server) and float64 (the recorded sums)
-  resolve differently (measured: at most 1.4e-2 nats, median ~1e-5).
+  2e-2 nats, except for at most 4 cookies allowed up to 0.2 nats: a few keys
+  of this trained model are near-ties between two codewords, which float32
+  (the server) and float64 (the recorded sums) resolve differently, and
+  which ones flip depends on the CPU's BLAS kernels (measured: at most
+  1.4e-2 nats on an AVX2 machine; one cookie at 6.2e-2 on an AVX-512 one;
+  median ~1e-5). The total bits per byte must still agree to 1e-4.
 
 Needs TVQ_SERVER (the tvq-server binary) and, on PYTHONPATH, the generated
 gRPC stubs, client/python and tests/client (tests/tools/CMakeLists.txt sets
@@ -41,6 +44,8 @@ DATA_DIR = os.environ.get("TVQ_TEST_DATA_DIR", os.path.join(ROOT, "tests", "data
 DEMO = os.path.join(ROOT, "models", "demo")
 LOGPROB_TOLERANCE = 2e-5
 DEMO_DOCUMENT_TOLERANCE = 2e-2
+DEMO_FLIPPED_DOCUMENTS = 4
+DEMO_FLIP_TOLERANCE = 2e-1
 DEMO_BPB_TOLERANCE = 1e-4
 
 
@@ -97,11 +102,15 @@ class DemoModelScoreTest(unittest.TestCase):
         differences = np.abs(served - recorded)
         served_bpb = -served.sum() / math.log(2) / n_bytes
         recorded_bpb = -recorded.sum() / math.log(2) / n_bytes
+        flipped = int((differences > DEMO_DOCUMENT_TOLERANCE).sum())
         print("demo: %d cookies, Score bits per byte %.6f (recorded %.6f); per "
-              "cookie max |diff| %.2e nats, median %.2e" % (
+              "cookie max |diff| %.2e nats, median %.2e; %d above %.0e, "
+              "largest %s" % (
                   len(lines), served_bpb, recorded_bpb, differences.max(),
-                  np.median(differences)))
-        self.assertLessEqual(differences.max(), DEMO_DOCUMENT_TOLERANCE)
+                  np.median(differences), flipped, DEMO_DOCUMENT_TOLERANCE,
+                  np.array2string(np.sort(differences)[-4:], precision=3)))
+        self.assertLessEqual(flipped, DEMO_FLIPPED_DOCUMENTS)
+        self.assertLessEqual(differences.max(), DEMO_FLIP_TOLERANCE)
         self.assertLessEqual(abs(served_bpb - recorded_bpb), DEMO_BPB_TOLERANCE)
 
 

@@ -150,8 +150,12 @@ void OpenAiRoutes::CreateResponse(std::shared_ptr<HttpExchange> exchange) {
   absl::StatusOr<ResponsesPlan> plan =
       ParseResponsesRequest(*body, Context(**engine));
   if (!plan.ok()) return ReplyStatus(*exchange, plan.status());
+  absl::StatusOr<std::optional<routing::SessionKey>> session_key =
+      SessionKeyOf(exchange->request());
+  if (!session_key.ok()) return ReplyStatus(*exchange, session_key.status());
   StartResponsesCall(std::move(exchange), *engine, *std::move(plan),
-                     options_.served_model_name, responses_);
+                     options_.served_model_name, responses_,
+                     *std::move(session_key));
 }
 
 // GET: the stored response. DELETE: forgets it and closes its session
@@ -162,6 +166,19 @@ void OpenAiRoutes::StoredResponseRoute(HttpExchange& exchange,
   if (!engine.ok()) return ReplyStatus(exchange, engine.status());
   const std::string key(id);
   const bool remove = exchange.request().method == "DELETE";
+  absl::StatusOr<std::optional<routing::SessionKey>> session_key =
+      SessionKeyOf(exchange.request());
+  if (!session_key.ok()) return ReplyStatus(exchange, session_key.status());
+  if (remove && session_key->has_value()) {
+    // Forget nothing that belongs to another conversation.
+    std::optional<StoredResponse> peek = responses_->Get(key);
+    if (peek.has_value()) {
+      if (absl::Status same = CheckSameConversation(*session_key, *peek);
+          !same.ok()) {
+        return ReplyStatus(exchange, same);
+      }
+    }
+  }
   std::optional<StoredResponse> stored =
       remove ? responses_->Remove(key) : responses_->Get(key);
   if (!stored.has_value()) {
@@ -178,6 +195,10 @@ void OpenAiRoutes::StoredResponseRoute(HttpExchange& exchange,
         200,
         DumpJson(Json{{"id", key}, {"object", "response"}, {"deleted", true}}),
         "application/json", {{"x-session-id", stored->root}});
+  }
+  if (absl::Status same = CheckSameConversation(*session_key, *stored);
+      !same.ok()) {
+    return ReplyStatus(exchange, same);
   }
   exchange.Reply(200, DumpJson(stored->body), "application/json",
                  {{"x-session-id", stored->root}});
