@@ -593,7 +593,7 @@ int main(int argc, char** argv) {
   }
   tvq::metrics::ServerMetrics& metrics = **created_metrics;
   absl::StatusOr<std::unique_ptr<tvq::metrics::HttpMetrics>>
-      created_http_metrics = tvq::metrics::HttpMetrics::Create();
+      created_http_metrics = tvq::metrics::HttpMetrics::Create(metrics);
   if (!created_http_metrics.ok()) {
     Log("%s", created_http_metrics.status().ToString());
     return 1;
@@ -707,16 +707,23 @@ int main(int argc, char** argv) {
           tvq::core::ModelName(engine_config.model_dir);
     }
     http_options.chat_template = *std::move(chat_template);
+    // The body limit is --max-request-bytes, at most the HTTP default (a
+    // JSON body is far larger than the same request as a proto).
+    const size_t http_body_limit = std::min<size_t>(
+        tvq::service::http::HttpServerOptions().max_body_bytes,
+        static_cast<size_t>(engine_config.limits.max_request_bytes));
+    http_options.max_request_bytes = static_cast<int64_t>(http_body_limit);
+    http_options.max_connections = engine_config.limits.max_connections;
     const bool has_chat = http_options.chat_template.has_value();
     http_routes = std::make_unique<tvq::service::http::OpenAiRoutes>(
         &readiness, std::move(http_options));
     tvq::service::http::HttpServerOptions server_options;
     server_options.address = http_listen;
-    // The body limit is --max-request-bytes, at most the HTTP default (a
-    // JSON body is far larger than the same request as a proto).
-    server_options.max_body_bytes =
-        std::min<size_t>(server_options.max_body_bytes,
-                         static_cast<size_t>(engine_config.limits.max_request_bytes));
+    server_options.max_body_bytes = http_body_limit;
+    // The same bounds as gRPC's (GetModelInfo and /v1/models report them).
+    server_options.max_pending_stream_bytes = static_cast<size_t>(
+        engine_config.limits.max_pending_output_bytes);
+    server_options.max_connections = engine_config.limits.max_connections;
     server_options.tls = *tls;
     tvq::service::http::HttpHandler* http_handler = http_routes.get();
     if (api_keys != nullptr) {

@@ -2,7 +2,8 @@
 //   tvq_auth_failures_total{frontend="grpc"|"http", reason="missing"|"invalid"}
 // A call refused for its key is counted here once. A refused gRPC call never
 // reaches the service (tvq_requests_total does not see it); a refused HTTP
-// request is also a 401 in tvq_http_requests_total, which counts responses.
+// request is also a 401 in tvq_requests_total{frontend="http"} (code
+// UNAUTHENTICATED), which counts responses.
 // AuthObserver is the plain interface the front ends report to; AuthMetrics
 // implements it with prometheus-cpp on a registry of its own.
 #ifndef TVQ_SERVER_METRICS_AUTH_METRICS_H_

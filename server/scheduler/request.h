@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/engine/sampler.h"
+#include "server/scheduler/frontend.h"
 
 namespace tvq::scheduler {
 
@@ -131,6 +132,8 @@ struct KeepState {
 struct GenerationRequest {
   // Echoed back; for logs and errors.
   std::string request_id;
+  // Where it came from (the metrics' frontend label only).
+  Frontend frontend = Frontend::kGrpc;
   // The prompt as fed to the model (eos prefix already applied); non-empty,
   // every id inside the vocabulary.
   std::vector<int32_t> prompt;
@@ -186,6 +189,7 @@ class TokenSink {
 
 struct ScoreRequest {
   std::string request_id;
+  Frontend frontend = Frontend::kGrpc;
   // The sequence (eos prefix already applied); at least 2 tokens.
   std::vector<int32_t> tokens;
   int top_logprobs = 0;
@@ -207,6 +211,7 @@ struct ScoreRequest {
 // a later generation has something to feed).
 struct AppendRequest {
   std::string request_id;
+  Frontend frontend = Frontend::kGrpc;
   // Non-empty, every id inside the vocabulary.
   std::vector<int32_t> tokens;
   int32_t pending_token = -1;

@@ -28,6 +28,9 @@ struct Scheduler::Sequence {
   bool completed = false;
 
   RequestKind kind() const { return KindOf(job); }
+  Frontend frontend() const {
+    return std::visit([](const auto& job) { return job.frontend(); }, job);
+  }
   const std::vector<int32_t>& tokens() const {
     return std::visit(
         [](const auto& job) -> const std::vector<int32_t>& {
@@ -193,6 +196,7 @@ absl::StatusOr<RequestHandle> Scheduler::SubmitAppend(
 absl::StatusOr<RequestHandle> Scheduler::Enqueue(
     std::unique_ptr<Sequence> sequence) {
   const RequestKind kind = sequence->kind();
+  const Frontend frontend = sequence->frontend();
   absl::Status refusal;
   int depth = 0;
   RequestHandle handle = 0;
@@ -221,7 +225,7 @@ absl::StatusOr<RequestHandle> Scheduler::Enqueue(
     }
   }
   if (!refusal.ok()) {
-    observer_->OnRequestRejected(kind, refusal.code());
+    observer_->OnRequestRejected(kind, frontend, refusal.code());
     return refusal;
   }
   observer_->OnRequestQueued(kind, depth);
@@ -429,6 +433,7 @@ decltype(auto) Scheduler::RunJob(Sequence& sequence, Operation&& operation) {
   };
   const JobContext context{.environment = job_environment_,
                            .observer = *observer_,
+                           .frontend = sequence.frontend(),
                            .clock = sequence.clock,
                            .report_outcome = report};
   return std::visit(
@@ -445,7 +450,7 @@ void Scheduler::AdmitSequence(std::unique_ptr<Sequence> sequence) {
   admitted.state = SlotState::kPrefilling;
   if (!admitted.admission.ok()) {
     observer_->OnRequestAdmitted(
-        admitted.kind(),
+        admitted.kind(), admitted.frontend(),
         Seconds(admitted.clock.admitted - admitted.clock.arrival));
     Fail(admitted, admitted.admission.status());
     unslotted_.push_back(std::move(sequence));
@@ -459,7 +464,7 @@ void Scheduler::AdmitSequence(std::unique_ptr<Sequence> sequence) {
   slots_[slot] = std::move(sequence);
   admitted.slot = slot;
   observer_->OnRequestAdmitted(
-      admitted.kind(),
+      admitted.kind(), admitted.frontend(),
       Seconds(admitted.clock.admitted - admitted.clock.arrival));
   absl::Status prepared;
   const StartFrom& start = admitted.start_from();
@@ -541,7 +546,7 @@ void Scheduler::RunPrefill(const PrefillChunk& chunk) {
       engine_.Prefill(pool_, chunk.slot, input, rows, &logprob_rows_);
   observer_->OnStep(StepPhase::kPrefill, 1, chunk.num_tokens,
                     Seconds(absl::Now() - start));
-  observer_->OnPrefillTokens(chunk.num_tokens);
+  observer_->OnPrefillTokens(sequence.frontend(), chunk.num_tokens);
   if (!status.ok()) {
     observer_->OnEngineError(StepPhase::kPrefill, status);
     Fail(sequence, Annotate(status, "prefill failed"));
@@ -585,6 +590,7 @@ void Scheduler::ReportOutcome(const Sequence& sequence, absl::StatusCode code,
   const RequestClock& clock = sequence.clock;
   RequestOutcome outcome;
   outcome.kind = sequence.kind();
+  outcome.frontend = sequence.frontend();
   outcome.status_code = code;
   outcome.finish_reason = reason;
   outcome.prompt_tokens = static_cast<int>(sequence.tokens().size());

@@ -322,18 +322,42 @@ void SessionManager::Create(CreateParams params, InfoCallback done) {
   session.pinned = params.pinned;
   session.snapshot.token_hash = kEmptyTokenHash;
   session.leased = !params.prompt.empty();
+  // With reuse: the prompt as the session will hold it (eos prefix
+  // included), and the retained state it may start from.
+  std::vector<int32_t> prompt = std::move(params.prompt);
+  bool no_eos_prefix = params.no_eos_prefix;
+  int64_t cached = 0;
+  if (params.reuse_prefix && !prompt.empty()) {
+    if (!no_eos_prefix) prompt.insert(prompt.begin(), eos_id_);
+    no_eos_prefix = true;
+    if (std::optional<SessionSnapshot> hit = FindRetainedPrefix(prompt);
+        hit.has_value()) {
+      cached = hit->position;
+      prompt.erase(prompt.begin(), prompt.begin() + hit->token_count);
+      session.snapshot = *std::move(hit);
+      // The entry's token list is for verifying matches; a session keeps
+      // only its hash.
+      session.snapshot.tokens = nullptr;
+    }
+  }
   const SessionSnapshot base = session.snapshot;
   absl::StatusOr<SessionInfo> created = store_.Create(std::move(session));
-  if (!created.ok() || params.prompt.empty()) {
+  if (!created.ok() || (prompt.empty() && base.pending_token < 0)) {
     done(std::move(created));
     return;
   }
+  if (cached > 0) {
+    done = [done = std::move(done),
+            cached](absl::StatusOr<SessionInfo> info) {
+      if (info.ok()) info->cached_tokens = cached;
+      done(std::move(info));
+    };
+  }
   std::vector<int32_t> added;
-  std::vector<int32_t> feed =
-      TurnInput(base, params.prompt, params.no_eos_prefix, &added);
+  std::vector<int32_t> feed = TurnInput(base, prompt, no_eos_prefix, &added);
   RunAppend(created->session_id, base, std::move(feed), std::move(added),
-            std::move(params.request_id), params.deadline, std::move(done),
-            /*discard_on_failure=*/true);
+            std::move(params.request_id), params.deadline, params.frontend,
+            std::move(done), /*discard_on_failure=*/true);
 }
 
 void SessionManager::Append(AppendParams params, InfoCallback done) {
@@ -351,8 +375,8 @@ void SessionManager::Append(AppendParams params, InfoCallback done) {
   std::vector<int32_t> feed =
       TurnInput(*base, params.tokens, params.no_eos_prefix, &added);
   RunAppend(params.session_id, *base, std::move(feed), std::move(added),
-            std::move(params.request_id), params.deadline, std::move(done),
-            /*discard_on_failure=*/false);
+            std::move(params.request_id), params.deadline, params.frontend,
+            std::move(done), /*discard_on_failure=*/false);
 }
 
 void SessionManager::RunAppend(const std::string& session_id,
@@ -360,7 +384,8 @@ void SessionManager::RunAppend(const std::string& session_id,
                                std::vector<int32_t> feed,
                                std::vector<int32_t> added,
                                std::string request_id, absl::Time deadline,
-                               InfoCallback done, bool discard_on_failure) {
+                               scheduler::Frontend frontend, InfoCallback done,
+                               bool discard_on_failure) {
   if (feed.size() == 1) {
     // Nothing to feed yet: the one token becomes the pending one.
     SessionSnapshot next = base;
@@ -381,6 +406,7 @@ void SessionManager::RunAppend(const std::string& session_id,
   feed.pop_back();
   request.tokens = std::move(feed);
   request.deadline = deadline;
+  request.frontend = frontend;
   request.start_from.mode = scheduler::StartFrom::Mode::kImport;
   request.start_from.saved = base.state;
   request.keep.save_to = turn;
@@ -420,6 +446,35 @@ absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitGeneration(
   return handle;
 }
 
+std::optional<SessionSnapshot> SessionManager::FindRetainedPrefix(
+    std::span<const int32_t> prompt) {
+  if (!prefix_reuse_.load(std::memory_order_relaxed) || prompt.empty()) {
+    return std::nullopt;
+  }
+  // The prefixes as long as a retained entry (2 tokens or more), longest
+  // first: one pass of the hash, one key per entry length.
+  const std::vector<size_t> lengths = store_.PrefixLengths();  // descending
+  std::vector<std::pair<size_t, std::string>> candidates;
+  uint64_t hash = kEmptyTokenHash;
+  size_t hashed = 0;
+  for (auto length = lengths.rbegin(); length != lengths.rend(); ++length) {
+    if (*length < 2 || *length > prompt.size()) continue;
+    hash = ExtendTokenHash(hash, prompt.subspan(hashed, *length - hashed));
+    hashed = *length;
+    candidates.emplace_back(*length, PrefixKey(hash));
+  }
+  std::reverse(candidates.begin(), candidates.end());
+  prefix_queries_.fetch_add(1, std::memory_order_relaxed);
+  std::optional<SessionSnapshot> hit = store_.FindPrefix(candidates, prompt);
+  if (!hit.has_value() || hit->pending_token < 0 ||
+      hit->pending_token != prompt[hit->token_count - 1]) {
+    return std::nullopt;
+  }
+  prefix_hits_.fetch_add(1, std::memory_order_relaxed);
+  prefix_cached_tokens_.fetch_add(hit->position, std::memory_order_relaxed);
+  return hit;
+}
+
 absl::StatusOr<scheduler::RequestHandle>
 SessionManager::SubmitGenerationReusing(
     scheduler::GenerationRequest request,
@@ -429,31 +484,12 @@ SessionManager::SubmitGenerationReusing(
       request.prompt.empty()) {
     return scheduler_.SubmitGeneration(std::move(request), std::move(sink));
   }
-  // The prefixes as long as a retained entry (2 tokens or more), longest
-  // first: one pass of the hash, one key per entry length.
   const std::vector<int32_t>& prompt = request.prompt;
-  const std::vector<size_t> lengths = store_.PrefixLengths();  // descending
-  std::vector<std::pair<size_t, std::string>> candidates;
-  uint64_t hash = kEmptyTokenHash;
-  size_t hashed = 0;
-  for (auto length = lengths.rbegin(); length != lengths.rend(); ++length) {
-    if (*length < 2 || *length > prompt.size()) continue;
-    hash = ExtendTokenHash(hash, std::span<const int32_t>(prompt).subspan(
-                                     hashed, *length - hashed));
-    hashed = *length;
-    candidates.emplace_back(*length, PrefixKey(hash));
-  }
-  std::reverse(candidates.begin(), candidates.end());
-  prefix_queries_.fetch_add(1, std::memory_order_relaxed);
-  const std::optional<SessionSnapshot> hit =
-      store_.FindPrefix(candidates, prompt);
+  const std::optional<SessionSnapshot> hit = FindRetainedPrefix(prompt);
   int cached = 0;
   std::vector<int32_t> full_prompt = prompt;
-  if (hit.has_value() && hit->pending_token >= 0 &&
-      hit->pending_token == prompt[hit->token_count - 1]) {
+  if (hit.has_value()) {
     cached = static_cast<int>(hit->position);
-    prefix_hits_.fetch_add(1, std::memory_order_relaxed);
-    prefix_cached_tokens_.fetch_add(cached, std::memory_order_relaxed);
     // Feed the entry's pending token and what follows it.
     request.prompt.erase(request.prompt.begin(),
                          request.prompt.begin() + hit->position);

@@ -29,6 +29,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -90,6 +92,15 @@ class SessionManager {
     bool no_eos_prefix = false;
     std::string request_id;
     absl::Time deadline = absl::InfiniteFuture();
+    // Who asks (metrics only).
+    scheduler::Frontend frontend = scheduler::Frontend::kGrpc;
+    // With automatic prefix reuse on (SetPrefixReuse): start from the
+    // longest retained end-of-request state whose tokens begin the prompt
+    // (eos prefix included) and prefill only the rest, as
+    // SubmitGenerationReusing does; SessionInfo::cached_tokens says how many
+    // tokens that state supplied. The session's state is the same either
+    // way.
+    bool reuse_prefix = false;
   };
   // Creates a session and prefills its prompt. `done` is called once.
   void Create(CreateParams params, InfoCallback done);
@@ -101,6 +112,7 @@ class SessionManager {
     bool no_eos_prefix = false;
     std::string request_id;
     absl::Time deadline = absl::InfiniteFuture();
+    scheduler::Frontend frontend = scheduler::Frontend::kGrpc;
   };
   // Prefills more tokens into a session. `done` is called once.
   void Append(AppendParams params, InfoCallback done);
@@ -178,6 +190,11 @@ class SessionManager {
   class AppendTurn;
   class PrefixTurn;
 
+  // The longest retained prefix-reuse state whose tokens begin `prompt` and
+  // whose pending token is the prompt's next one (counted in the prefix
+  // statistics); nullopt when none, or when prefix reuse is off.
+  std::optional<SessionSnapshot> FindRetainedPrefix(
+      std::span<const int32_t> prompt);
   // The input of a request on `base`: [pending] + eos prefix (an empty
   // session, unless no_eos_prefix) + tokens. `added` gets the tokens the
   // session gains (prefix + tokens).
@@ -189,7 +206,8 @@ class SessionManager {
   // session `session_id` whose state is `base`, then commits.
   void RunAppend(const std::string& session_id, const SessionSnapshot& base,
                  std::vector<int32_t> feed, std::vector<int32_t> added,
-                 std::string request_id, absl::Time deadline, InfoCallback done,
+                 std::string request_id, absl::Time deadline,
+                 scheduler::Frontend frontend, InfoCallback done,
                  bool discard_on_failure);
 
   scheduler::Scheduler& scheduler_;

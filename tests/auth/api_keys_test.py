@@ -215,7 +215,8 @@ class ApiKeysTest(unittest.TestCase):
         deadline = time.monotonic() + 10
         while True:
             after = self.server.metrics()
-            if (grew("tvq_http_requests_total", 'code="401",route="other"')
+            if (grew("tvq_requests_total",
+                     'code="UNAUTHENTICATED",frontend="http",method="other"')
                     >= 2 or time.monotonic() > deadline):
                 break
             time.sleep(0.05)
@@ -224,11 +225,12 @@ class ApiKeysTest(unittest.TestCase):
         self.assertEqual(grew(failures, 'frontend="grpc",reason="invalid"'), 2)
         self.assertEqual(grew(failures, 'frontend="http",reason="missing"'), 1)
         self.assertEqual(grew(failures, 'frontend="http",reason="invalid"'), 1)
-        self.assertEqual(grew("tvq_http_requests_total",
-                              'code="401",route="other"'), 2)
+        self.assertEqual(grew("tvq_requests_total",
+                              'code="UNAUTHENTICATED",frontend="http",'
+                              'method="other"'), 2)
         # A refused gRPC call never reaches the service: not in the request
         # counters.
-        self.assertNotIn('code="UNAUTHENTICATED"', after)
+        self.assertNotIn('code="UNAUTHENTICATED",frontend="grpc"', after)
 
 
 class ReloadTest(unittest.TestCase):

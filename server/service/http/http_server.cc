@@ -74,7 +74,14 @@ struct HttpServer::Impl {
           if (error == asio::error::operation_aborted || !acceptor.is_open()) {
             return;
           }
-          if (!error) {
+          const int cap = shared->options.max_connections;
+          if (!error && cap > 0 &&
+              shared->open_connections.load(std::memory_order_relaxed) >=
+                  cap) {
+            // Over --max-connections: closed as it arrives, as over gRPC.
+            error_code ignored;
+            socket.close(ignored);
+          } else if (!error) {
             error_code ignored;
             socket.set_option(tcp::no_delay(true), ignored);
             StartHttpSession(std::move(socket), shared);

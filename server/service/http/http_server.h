@@ -38,6 +38,9 @@ struct HttpServerOptions {
   absl::Duration request_timeout = absl::Seconds(60);
   absl::Duration write_timeout = absl::Seconds(60);
   size_t max_pending_stream_bytes = size_t{1} << 20;
+  // Connections open at once (--max-connections); a new one above it is
+  // closed as it arrives. 0 = no cap.
+  int max_connections = 0;
   // Set: HTTPS only (TLS 1.2 or later, OpenSSL); with tls->client_ca,
   // mutual TLS (a client without a certificate that CA signed fails the
   // handshake and is closed). The handshake must end within

@@ -102,6 +102,7 @@ class Session final : public std::enable_shared_from_this<Session<Stream>> {
       shared_->ExchangeEnded();
     }
     if (shared_->observer != nullptr) shared_->observer->OnConnectionClosed();
+    shared_->open_connections.fetch_sub(1, std::memory_order_relaxed);
   }
 
   void Start() {
@@ -138,6 +139,7 @@ class Session final : public std::enable_shared_from_this<Session<Stream>> {
   using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
   // Counts the connection (constructors).
   void Opened() {
+    shared_->open_connections.fetch_add(1, std::memory_order_relaxed);
     if (shared_->observer != nullptr) shared_->observer->OnConnectionOpened();
   }
   // The TCP layer (timeouts, cancel, close).

@@ -22,6 +22,8 @@ struct ServerShared {
   HttpServerOptions options;
   HttpHandler* handler = nullptr;
   metrics::HttpObserver* observer = nullptr;
+  // Sessions alive (HttpServerOptions::max_connections).
+  std::atomic<int> open_connections{0};
   // Set: every connection is TLS with this context (options.tls).
   std::shared_ptr<boost::asio::ssl::context> tls_context;
 

@@ -172,6 +172,7 @@ void ResponsesCall::Start() {
   }
   sessions::SessionManager::CreateParams params;
   params.request_id = id_;
+  params.frontend = scheduler::Frontend::kHttp;
   sessions().Create(std::move(params),
                     [self = shared_from_this()](
                         absl::StatusOr<sessions::SessionInfo> info) {
