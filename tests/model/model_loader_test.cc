@@ -607,8 +607,8 @@ TEST_F(ConfigDefectTest, UnknownFormatOrVersion) {
   config()["format"] = "gguf";
   ExpectConfigError({"\"format\" must be \"transformer-vq\", got \"gguf\""});
   config()["format"] = "transformer-vq";
-  config()["format_version"] = 2;
-  ExpectConfigError({"\"format_version\" 2"});
+  config()["format_version"] = 3;
+  ExpectConfigError({"\"format_version\" 3"});
   config()["format_version"] = "1";
   ExpectConfigError({"\"format_version\""});
 }
