@@ -229,9 +229,11 @@ curl -fsS --max-time 10 "http://127.0.0.1:$metrics_port/metrics" > "$work/metric
 echo "$(grep -c '^tvq_' "$work/metrics.txt") tvq_ samples, for example:"
 grep -E '^tvq_(generated_tokens_total|requests_total\{[^}]*code="OK"|build_info|slots)' "$work/metrics.txt" ||
   fail "the scrape has no tvq_generated_tokens_total / tvq_requests_total samples"
-generated=$(awk '/^tvq_generated_tokens_total/ { print $2 }' "$work/metrics.txt")
+# One series per front end (frontend="grpc"|"http"): the gRPC one counted
+# the generation above.
+generated=$(awk '/^tvq_generated_tokens_total\{[^}]*frontend="grpc"/ { print $2 }' "$work/metrics.txt")
 awk -v n="$generated" 'BEGIN { exit !(n + 0 > 0) }' ||
-  fail "tvq_generated_tokens_total is '$generated' after a generation"
+  fail "tvq_generated_tokens_total{frontend=\"grpc\"} is '$generated' after a generation"
 if command -v promtool > /dev/null; then
   promtool check metrics < "$work/metrics.txt" || fail "promtool check metrics rejects the scrape"
   echo "promtool check metrics: OK"
