@@ -327,10 +327,15 @@ absl::Status CpuBackend::DecodeAttention(
                                   scratch + item * scratch_count);
     }
   });
-  // Phase 2: weighted value sums, split by column chunks so that a batch of
-  // one still uses every thread.
+  // Phase 2: weighted value sums, a streaming read of each (slot, head)'s
+  // window values and means. With at least one item per thread each item
+  // reads its rows whole, in order (one sequential pass over its state);
+  // with fewer (a batch of one) the columns are split in chunks so that
+  // every thread streams. A column's sum is the same sequence of adds either
+  // way, so the split never changes a bit.
   constexpr int kColumnChunk = 128;
-  const int chunks = (dv + kColumnChunk - 1) / kColumnChunk;
+  const int column_chunk = items >= pool_.num_threads() ? dv : kColumnChunk;
+  const int chunks = (dv + column_chunk - 1) / column_chunk;
   pool_.ParallelFor(items * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t work = begin; work < end; ++work) {
       const int64_t item = work / chunks;
@@ -341,7 +346,7 @@ absl::Status CpuBackend::DecodeAttention(
       cpu::DecodeWeightedValues(
           head, weights + item * weight_count,
           values + b * static_cast<int64_t>(value_stride) + h * dv,
-          chunk * kColumnChunk, std::min(dv, (chunk + 1) * kColumnChunk),
+          chunk * column_chunk, std::min(dv, (chunk + 1) * column_chunk),
           out + item * dv);
     }
   });
