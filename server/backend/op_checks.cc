@@ -60,9 +60,9 @@ class OpContext {
     // Scores and VQ distances are float32 on every backend (spec §5): the
     // tables they are computed from stay F32 whatever the weights' dtype.
     if (tables.dtype != DType::kF32) {
-      return absl::UnimplementedError(
-          absl::StrCat(Prefix(), "attention tables must be F32, got ",
-                       DTypeName(tables.dtype)));
+      return absl::UnimplementedError(absl::StrCat(
+          backend_.Name(), "::", OpName(op_), " does not support ",
+          DTypeName(tables.dtype), " attention tables yet"));
     }
     TVQ_RETURN_IF_ERROR(NotNull(tables.codebook, "the codebook"));
     if (needs_sq_norm) {

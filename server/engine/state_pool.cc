@@ -4,7 +4,6 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
-#include "kernels/bf16.h"
 #include "server/base/status_macros.h"
 
 namespace tvq::runtime {
@@ -53,9 +52,9 @@ absl::Status ValidateExportedArrays(const ModelConfig& config,
     for (size_t i = 0; i < count; ++i) {
       float value;
       if (dtype == DType::kBF16) {
-        kernels::BFloat16 bits;
+        BFloat16 bits;
         std::memcpy(&bits, cursor + element * i, element);
-        value = kernels::BF16ToF32(bits);
+        value = BF16ToF32(bits);
       } else {
         std::memcpy(&value, cursor + element * i, element);
       }

@@ -6,7 +6,6 @@
 #include <unordered_set>
 
 #include "absl/strings/str_format.h"
-#include "kernels/bf16.h"
 #include "server/base/status_macros.h"
 
 namespace tvq::runtime {
@@ -95,7 +94,7 @@ absl::StatusOr<std::unique_ptr<TransformerVq>> TransformerVq::Create(
         host.dtype == DType::kF32) {
       std::vector<uint16_t>& rounded = model->bf16_weights_.emplace_back(
           static_cast<size_t>(host.elements()));
-      kernels::F32ToBF16Array(host.elements(), host.as<float>(),
+      F32ToBF16Array(host.elements(), host.as<float>(),
                               rounded.data());
       host = TensorView::Of(
           rounded.data(), DType::kBF16,

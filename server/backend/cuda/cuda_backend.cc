@@ -267,12 +267,13 @@ absl::Status CudaBackend::Synchronize() {
 }
 
 bool CudaBackend::Supports(Op op, DType dtype) const {
-  if (dtype == DType::kF32) return true;
-  // BF16 weights: GEMMs (cuBLAS GemmEx with CUDA_R_16BF inputs and float32
-  // accumulation for prefill, the invariant kernel for decode) and the
-  // embedding table. BF16 state is not implemented in the CUDA kernels yet.
-  return dtype == DType::kBF16 &&
-         (op == Op::kUploadWeights || op == Op::kGemm || op == Op::kEmbed);
+  (void)op;
+  // F32 only. The BF16 paths of Gemm (cuBLAS GemmEx with CUDA_R_16BF inputs
+  // and float32 accumulation; the invariant kernel widening bf16 weights)
+  // and Embed compile but stay off: rounding the activations to bf16 for
+  // GemmEx exceeds the conformance suite's 8e-3 budget (1.2e-2 measured in
+  // emulation), and BF16 state is not in the CUDA kernels yet.
+  return dtype == DType::kF32;
 }
 
 absl::StatusOr<TensorView> CudaBackend::UploadWeights(const TensorView& host,
