@@ -7,6 +7,13 @@ METRICS ?= 127.0.0.1:9464
 HTTP ?= 127.0.0.1:8000
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+# After the release suite, `make test` runs the sanitizer stages
+# (scripts/sanitizer-tests.sh, docs/building.md): `asan` = the clang
+# ASan+UBSan build of the unit and integration tests, then its fuzz targets
+# (label fuzz); `fuzz` = only the fuzz targets; `tsan` = the TSan build of
+# the scheduler, core and service tests. `make test SANITIZERS=0` skips them
+# for a quick local run; `make test SANITIZERS="asan"` runs the whole ASan stage.
+SANITIZERS ?= fuzz
 
 .PHONY: serve test build deps test-venv configure clean container-smoke
 
@@ -28,6 +35,9 @@ serve: build
 
 test: build test-venv
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
+ifneq ($(SANITIZERS),0)
+	JOBS=$(JOBS) bash scripts/sanitizer-tests.sh $(SANITIZERS)
+endif
 
 clean:
 	rm -rf $(BUILD_DIR)

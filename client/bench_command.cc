@@ -40,9 +40,14 @@ class BenchCommand final : public Command {
            "count from the scheduled arrival, so time spent waiting for a "
            "free stream shows up. --cancel-fraction cancels that share of "
            "the streams after a random number of tokens; their CANCELLED "
-           "status is expected and not a failure.\n\n"
+           "status is expected and not a failure. --slow-reader-fraction makes "
+           "that share read slowly (--slow-read-delay before each next "
+           "message), --short-deadline-fraction gives that share the "
+           "deadline --short-deadline instead of --timeout; their "
+           "DEADLINE_EXCEEDED is expected too.\n\n"
            "Exits non-zero when any stream fails (any status other than OK, "
-           "or CANCELLED for a stream the bench did not cancel). With "
+           "CANCELLED for a stream the bench did not cancel, or "
+           "DEADLINE_EXCEEDED for one without the short deadline). With "
            "--json, the report is one JSON object (docs/client.md).";
   }
 
@@ -67,6 +72,17 @@ class BenchCommand final : public Command {
               "Sampling temperature (server default 1; 0 = greedy).");
     flags.Add("cancel-fraction", &config_.cancel_fraction, "F",
               "Share of streams to cancel mid-way, in [0, 1].");
+    flags.Add("slow-reader-fraction", &config_.slow_reader_fraction, "F",
+              "Share of streams that read slowly, in [0, 1].");
+    flags.Add("slow-read-delay", &config_.slow_read_delay_seconds, "SECONDS",
+              "How long a slow reader waits before each next read (default "
+              "0.05).");
+    flags.Add("short-deadline-fraction", &config_.short_deadline_fraction,
+              "F",
+              "Share of streams run with --short-deadline instead of "
+              "--timeout, in [0, 1].");
+    flags.Add("short-deadline", &config_.short_deadline_seconds, "SECONDS",
+              "The deadline of those streams (default 0.5).");
     flags.Add("rate", &config_.rate, "R",
               "Open-loop arrivals: R new streams per second on average "
               "(Poisson); 0 = closed loop.");

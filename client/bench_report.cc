@@ -15,8 +15,11 @@ namespace {
 
 bool IsFailure(const StreamRecord& stream) {
   if (stream.code == grpc::StatusCode::OK) return false;
-  return !(stream.code == grpc::StatusCode::CANCELLED &&
-           stream.cancel_requested);
+  if (stream.code == grpc::StatusCode::CANCELLED && stream.cancel_requested) {
+    return false;
+  }
+  return !(stream.code == grpc::StatusCode::DEADLINE_EXCEEDED &&
+           stream.short_deadline);
 }
 
 nlohmann::ordered_json SummaryToJson(const LatencySummary& summary) {
@@ -43,6 +46,9 @@ nlohmann::ordered_json BenchReportToJson(const LoadConfig& config, int channels,
   int64_t cancelled_by_client = 0;
   int64_t failed = 0;
   int64_t cancel_requested = 0;
+  int64_t slow_readers = 0;
+  int64_t short_deadlines = 0;
+  int64_t short_deadlines_expired = 0;
   int64_t tokens = 0;
   std::vector<double> first_token;
   std::vector<double> inter_token;
@@ -51,13 +57,17 @@ nlohmann::ordered_json BenchReportToJson(const LoadConfig& config, int channels,
     ++status_counts[StatusCodeName(stream.code)];
     tokens += stream.tokens;
     if (stream.cancel_requested) ++cancel_requested;
+    if (stream.slow_reader) ++slow_readers;
+    if (stream.short_deadline) ++short_deadlines;
     if (stream.code == grpc::StatusCode::OK) {
       ++ok;
       request_latency.push_back(stream.end_seconds - stream.arrival_seconds);
     } else if (IsFailure(stream)) {
       ++failed;
-    } else {
+    } else if (stream.code == grpc::StatusCode::CANCELLED) {
       ++cancelled_by_client;
+    } else {
+      ++short_deadlines_expired;
     }
     if (stream.first_token_seconds >= 0) {
       first_token.push_back(stream.first_token_seconds -
@@ -83,6 +93,10 @@ nlohmann::ordered_json BenchReportToJson(const LoadConfig& config, int channels,
       {"temperature", nullptr},
       {"timeout_seconds", config.timeout_seconds},
       {"channels", channels},
+      {"slow_reader_fraction", config.slow_reader_fraction},
+      {"slow_read_delay_seconds", config.slow_read_delay_seconds},
+      {"short_deadline_fraction", config.short_deadline_fraction},
+      {"short_deadline_seconds", config.short_deadline_seconds},
   };
   if (config.temperature.has_value()) {
     config_json["temperature"] = *config.temperature;
@@ -96,6 +110,9 @@ nlohmann::ordered_json BenchReportToJson(const LoadConfig& config, int channels,
         {"cancel_requested", cancel_requested},
         {"cancelled_by_client", cancelled_by_client},
         {"failed", failed},
+        {"slow_readers", slow_readers},
+        {"short_deadlines", short_deadlines},
+        {"short_deadlines_expired", short_deadlines_expired},
         {"peak_in_flight", result.peak_in_flight}}},
       {"status_counts", status_counts},
       {"requests_per_second", per_second(static_cast<double>(ok))},
@@ -121,6 +138,14 @@ std::string FormatBenchReport(const nlohmann::ordered_json& report) {
       streams["cancel_requested"].get<int64_t>(), streams["ok"].get<int64_t>(),
       streams["cancelled_by_client"].get<int64_t>(),
       streams["failed"].get<int64_t>());
+  if (streams["slow_readers"].get<int64_t>() > 0 ||
+      streams["short_deadlines"].get<int64_t>() > 0) {
+    absl::StrAppendFormat(
+        &out, "  %d slow readers; %d short deadlines, %d of them expired\n",
+        streams["slow_readers"].get<int64_t>(),
+        streams["short_deadlines"].get<int64_t>(),
+        streams["short_deadlines_expired"].get<int64_t>());
+  }
   absl::StrAppendFormat(
       &out,
       "throughput: %.2f requests/s, %.1f generated tokens/s (%d tokens)\n",

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "client/flag_set.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
@@ -19,12 +20,39 @@ struct GlobalOptions {
   double timeout_seconds = 0;
   // Print results as JSON on stdout.
   bool json = false;
+
+  // TLS (docs/client.md, docs/security.md): any of these set = TLS.
+  // tls_ca: PEM CA bundle that signed the server's certificate (empty =
+  // the system's roots); tls_cert + tls_key: a client certificate for
+  // mutual TLS; tls_server_name: the name to check the certificate
+  // against instead of the host of addr.
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_server_name;
+  // A file whose first line is the API key, sent as "authorization:
+  // Bearer KEY" on every call; without it, the TVQ_API_KEY environment
+  // variable.
+  std::string api_key_file;
+
+  // Filled by LoadChannelSecurity: the files' contents and the key.
+  bool tls = false;
+  std::string tls_ca_pem;
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
+  std::string api_key;
 };
 
-// Registers --addr, --timeout and --json under a "Global flags" heading.
+// Registers --addr, --timeout, --json, the TLS flags and --api-key-file
+// under a "Global flags" heading.
 void DefineGlobalFlags(GlobalOptions& options, FlagSet& flags);
 
-// An insecure channel to options.addr. `private_connection` gives the
+// Reads the TLS files and the API key the flags name (and TVQ_API_KEY);
+// errors name the flag and the problem.
+absl::Status LoadChannelSecurity(GlobalOptions& options);
+
+// A channel to options.addr: TLS when a TLS flag is set, else plaintext;
+// with an API key, every call carries it. `private_connection` gives the
 // channel its own connection instead of sharing one with other channels to
 // the same address (the load generator spreads streams over several).
 std::shared_ptr<grpc::Channel> MakeChannel(const GlobalOptions& options,

@@ -67,6 +67,18 @@ void PrintInfo(const v1::GetModelInfoResponse& info) {
       limits.default_max_new_tokens(), limits.max_queue(),
       limits.max_stop_sequences(), limits.max_stop_sequence_bytes(),
       limits.max_stop_token_ids(), limits.max_top_logprobs());
+  absl::PrintF(
+      "transport  max_request_bytes %d, max_pending_output_bytes %d, "
+      "max_connections %d%s, max_concurrent_streams %d per connection, "
+      "max_detokenize_tokens %d\n",
+      limits.max_request_bytes(), limits.max_pending_output_bytes(),
+      limits.max_connections(), limits.max_connections() == 0 ? " (no cap)" : "",
+      limits.max_concurrent_streams(), limits.max_detokenize_tokens());
+  absl::PrintF(
+      "sessions   max_sessions %d (session_memory_bytes %d), ttl %ds by "
+      "default, at most %ds\n",
+      limits.max_sessions(), limits.session_memory_bytes(),
+      limits.session_default_ttl_seconds(), limits.session_max_ttl_seconds());
 }
 
 class InfoCommand final : public Command {

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "grpcpp/alarm.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/client_callback.h"
 
@@ -41,17 +42,23 @@ uint64_t Mix(uint64_t seed, uint64_t index, uint64_t purpose) {
 class LoadGenerator::Stream final
     : public grpc::ClientReadReactor<v1::GenerateStreamResponse> {
  public:
+  // read_delay_seconds > 0: a slow reader, waiting that long before each
+  // next read.
   Stream(LoadGenerator& owner, v1::GenerateRequest request,
-         int64_t cancel_after_tokens, Clock::time_point run_start,
-         Clock::time_point arrival)
+         int64_t cancel_after_tokens, double read_delay_seconds,
+         Clock::time_point run_start, Clock::time_point arrival)
       : owner_(owner),
         request_(std::move(request)),
         cancel_after_tokens_(cancel_after_tokens),
+        read_delay_seconds_(read_delay_seconds),
         run_start_(run_start) {
     record_.arrival_seconds = SecondsBetween(run_start_, arrival);
+    record_.slow_reader = read_delay_seconds_ > 0;
     record_.inter_token_seconds.reserve(
         static_cast<size_t>(std::max(0, request_.max_new_tokens())));
   }
+
+  void set_short_deadline(bool value) { record_.short_deadline = value; }
 
   void Start(v1::TextGeneration::Stub& stub, double timeout_seconds) {
     if (timeout_seconds > 0) {
@@ -85,7 +92,22 @@ class LoadGenerator::Stream final
       record_.cancel_requested = true;
       context_.TryCancel();
     }
-    StartRead(&response_);
+    if (read_delay_seconds_ <= 0) {
+      StartRead(&response_);
+      return;
+    }
+    // A slow reader: the next read starts from the alarm's thread, outside
+    // any reaction, so a hold keeps OnDone (and `delete this`) from running
+    // before it has started.
+    AddHold();
+    read_alarm_.Set(
+        std::chrono::system_clock::now() +
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                std::chrono::duration<double>(read_delay_seconds_)),
+        [this](bool) {
+          StartRead(&response_);
+          RemoveHold();
+        });
   }
 
   void OnDone(const grpc::Status& status) override {
@@ -101,7 +123,9 @@ class LoadGenerator::Stream final
   v1::GenerateRequest request_;
   v1::GenerateStreamResponse response_;
   const int64_t cancel_after_tokens_;
+  const double read_delay_seconds_;
   const Clock::time_point run_start_;
+  grpc::Alarm read_alarm_;
   Clock::time_point last_token_time_;
   StreamRecord record_;
 };
@@ -144,6 +168,30 @@ absl::Status ValidateLoadConfig(const LoadConfig& config) {
   if (!(config.timeout_seconds >= 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--timeout must be >= 0 seconds, got ", config.timeout_seconds));
+  }
+  if (!(config.slow_reader_fraction >= 0 && config.slow_reader_fraction <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--slow-reader-fraction must be in [0, 1], got ",
+                     config.slow_reader_fraction));
+  }
+  if (!(config.slow_read_delay_seconds > 0 &&
+        config.slow_read_delay_seconds <= 60)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--slow-read-delay must be in (0, 60] seconds, got ",
+                     config.slow_read_delay_seconds));
+  }
+  if (!(config.short_deadline_fraction >= 0 &&
+        config.short_deadline_fraction <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--short-deadline-fraction must be in [0, 1], got ",
+                     config.short_deadline_fraction));
+  }
+  if (!(config.short_deadline_seconds > 0) ||
+      std::isinf(config.short_deadline_seconds)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--short-deadline must be a finite number of seconds > "
+                     "0, got ",
+                     config.short_deadline_seconds));
   }
   return absl::OkStatus();
 }
@@ -197,6 +245,15 @@ int64_t LoadGenerator::CancelAfterTokens(int64_t index) {
   const int64_t last = std::max<int64_t>(1, config_.max_new_tokens - 1);
   std::mt19937_64 generator(Mix(config_.seed, index, /*purpose=*/2));
   return std::uniform_int_distribution<int64_t>(1, last)(generator);
+}
+
+bool LoadGenerator::Picked(int64_t index, double fraction,
+                           uint64_t purpose) const {
+  if (fraction <= 0) return false;
+  // The top 53 bits of the mix as a uniform draw in [0, 1).
+  const double draw =
+      static_cast<double>(Mix(config_.seed, index, purpose) >> 11) * 0x1p-53;
+  return draw < fraction;
 }
 
 void LoadGenerator::OnStreamDone(StreamRecord record) {
@@ -258,12 +315,20 @@ LoadResult LoadGenerator::Run() {
     ++in_flight_;
     result.peak_in_flight = std::max(result.peak_in_flight, in_flight_);
     const int64_t index = started++;
+    const bool slow = Picked(index, config_.slow_reader_fraction,
+                             /*purpose=*/4);
+    const bool short_deadline = Picked(
+        index, config_.short_deadline_fraction, /*purpose=*/5);
     auto* stream = new Stream(*this, MakeRequest(index),
-                              CancelAfterTokens(index), start, arrival);
+                              CancelAfterTokens(index),
+                              slow ? config_.slow_read_delay_seconds : 0,
+                              start, arrival);
+    stream->set_short_deadline(short_deadline);
     v1::TextGeneration::Stub& stub = *stubs_[index % stubs_.size()];
     // Unlocked: gRPC may run a reaction (OnDone, which locks) inline.
     mutex_.Unlock();
-    stream->Start(stub, config_.timeout_seconds);
+    stream->Start(stub, short_deadline ? config_.short_deadline_seconds
+                                       : config_.timeout_seconds);
     mutex_.Lock();
   }
   while (in_flight_ > 0) stream_done_.Wait(&mutex_);

@@ -43,6 +43,16 @@ struct LoadConfig {
   std::optional<float> temperature;
   // Deadline of each stream in seconds; 0 = none.
   double timeout_seconds = 0;
+  // Share of streams that read slowly: each waits slow_read_delay_seconds
+  // before asking for its next message, so the server holds their output
+  // (backpressure, --max-pending-output-bytes).
+  double slow_reader_fraction = 0;
+  double slow_read_delay_seconds = 0.05;
+  // Share of streams given the deadline short_deadline_seconds instead of
+  // timeout_seconds, meant to expire mid-stream: their DEADLINE_EXCEEDED is
+  // expected, not a failure.
+  double short_deadline_fraction = 0;
+  double short_deadline_seconds = 0.5;
 };
 
 // What the generator needs from GetModelInfo to build valid prompts.
@@ -57,6 +67,10 @@ struct PromptVocabulary {
 struct StreamRecord {
   grpc::StatusCode code = grpc::StatusCode::OK;
   bool cancel_requested = false;
+  // Read with slow_read_delay_seconds between messages.
+  bool slow_reader = false;
+  // Ran under short_deadline_seconds.
+  bool short_deadline = false;
   // Tokens received (also for cancelled and failed streams).
   int64_t tokens = 0;
   // When the stream was due: its start (closed loop) or its scheduled
@@ -96,6 +110,9 @@ class LoadGenerator {
   // Request `index` of the run, and its cancellation point (0 = never).
   v1::GenerateRequest MakeRequest(int64_t index);
   int64_t CancelAfterTokens(int64_t index);
+  // Whether stream `index` is one of the `fraction` picked for `purpose`
+  // (a reproducible draw per stream).
+  bool Picked(int64_t index, double fraction, uint64_t purpose) const;
   void OnStreamDone(StreamRecord record);
 
   const LoadConfig config_;

@@ -104,6 +104,10 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
 
+  if (absl::Status security = LoadChannelSecurity(global); !security.ok()) {
+    absl::FPrintF(stderr, "%s %s: %s\n", kProgram, name, security.message());
+    return kExitUsage;
+  }
   const absl::Status status = command->Run(global, *positional);
   if (status.ok()) return 0;
   if (IsUsageError(status)) {

@@ -14,15 +14,23 @@ packages=(
   nlohmann-json3-dev zlib1g-dev
   # HTTP front end (server/service/http): Boost.Beast + Asio, header-only
   libboost-dev
+  # TLS of the HTTP listener and the API key store (server/auth): OpenSSL
+  libssl-dev
+  # the sanitizer and fuzz builds (scripts/sanitizer-tests.sh): clang 14
+  # with its sanitizer and libFuzzer runtimes
+  clang libclang-rt-14-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-sentencepiece python3-grpcio python3-protobuf
-  python3-msgpack prometheus curl ccache
+  python3-msgpack prometheus curl ccache openssl
   # the HTTP tests' virtual environment with the openai SDK
   # (scripts/install-test-venv.sh)
   python3-venv
   # deploy tests (tests/deploy)
   python3-yaml
+  # the multi-replica test (tests/cluster): a real nginx, run as the test
+  # user with a temporary prefix (never as a system service)
+  nginx
   # tools/train and its parity test (tests/tools)
   python3-torch
 )

@@ -6,7 +6,9 @@
 // (no flag is read anywhere else), start listening (health NOT_SERVING,
 // calls UNAVAILABLE while loading), load the model, build the scheduler, go
 // SERVING. SIGTERM/SIGINT: NOT_SERVING, new requests UNAVAILABLE, in-flight
-// requests finish for up to --drain-timeout, exit 0.
+// requests finish for up to --drain-timeout, sessions migrate (--drain-peer,
+// --session-dir), exit 0. SIGHUP re-reads --api-keys-file (TLS and keys:
+// docs/security.md).
 #include <signal.h>
 #include <unistd.h>
 
@@ -36,10 +38,13 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/auth/api_key_store.h"
+#include "server/auth/tls_files.h"
 #include "server/core/engine.h"
 #include "server/core/engine_config.h"
 #include "server/core/model_info.h"
 #include "server/core/readiness.h"
+#include "server/metrics/auth_metrics.h"
 #include "server/metrics/http_metrics.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_exposer.h"
@@ -48,8 +53,11 @@
 #include "server/process/stop_signals.h"
 #include "server/scheduler/scheduler.h"
 #include "server/service/grpc/generation_service.h"
+#include "server/service/grpc/peer_session_importer.h"
+#include "server/service/grpc/grpc_credentials.h"
 #include "server/service/grpc/rpc_metrics_interceptor.h"
 #include "server/service/grpc/server_options.h"
+#include "server/service/http/api_key_gate.h"
 #include "server/service/http/chat_template.h"
 #include "server/service/http/http_server.h"
 #include "server/service/http/openai_routes.h"
@@ -123,6 +131,14 @@ ABSL_FLAG(std::string, session_dir, "",
           "Disk tier of sessions: evicted sessions are saved here instead of "
           "dropped, every session is saved at shutdown, and a restarted "
           "server with the same model lists and continues them (empty = off)");
+ABSL_FLAG(std::string, drain_peer, "",
+          "Migration on drain: on SIGTERM, push every session held in memory "
+          "to the tvq-server at HOST:PORT (its ImportSession); a session the "
+          "peer does not take goes to --session-dir (empty = no peer: "
+          "sessions go to --session-dir)");
+ABSL_FLAG(absl::Duration, drain_peer_timeout, absl::Seconds(10),
+          "Deadline of each session's push to --drain-peer; after a push "
+          "finds the peer unreachable the rest go to --session-dir");
 
 // ---- Connections and request size (issue 15, docs/security.md).
 ABSL_FLAG(int, max_connections, 1024,
@@ -161,6 +177,26 @@ ABSL_FLAG(std::string, served_model_name, "",
           "The model name of the HTTP API (requests' \"model\", /v1/models); "
           "empty = the model directory's name");
 // ---- end HTTP front end
+
+// ---- Security: TLS and API keys (docs/security.md)
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain (leaf first) of the gRPC and HTTP listeners; "
+          "with --tls-key they serve TLS only (empty = plaintext). The "
+          "metrics port stays plaintext");
+ABSL_FLAG(std::string, tls_key, "",
+          "PEM private key (unencrypted) of --tls-cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificate(s): mutual TLS, every gRPC and HTTP client must "
+          "present a certificate this CA signed (needs --tls-cert)");
+ABSL_FLAG(std::string, api_keys_file, "",
+          "File of API keys, one per line (plain, or sha256:HEX of the key; "
+          "'#' comments); every gRPC call and HTTP request must then send "
+          "\"authorization: Bearer KEY\". Re-read on SIGHUP (empty = no "
+          "keys)");
+ABSL_FLAG(bool, auth_exempt_health, false,
+          "With --api-keys-file: grpc.health.v1.Health and HTTP GET /health "
+          "answer without a key");
+// ---- end security
 
 namespace {
 
@@ -401,6 +437,7 @@ tvq::metrics::EngineSnapshotSource EngineSource(
     tvq::metrics::EngineSnapshot snapshot;
     snapshot.num_slots = stats.num_slots;
     snapshot.busy_slots = stats.busy_slots;
+    snapshot.pinned_slots = stats.pinned_slots;
     snapshot.queued_requests = stats.queued_requests;
     snapshot.state_bytes_per_sequence = engine.state_bytes_per_sequence();
     return snapshot;
@@ -422,6 +459,15 @@ tvq::metrics::SessionSnapshotSource SessionSource(
     snapshot.state_bytes_disk = store.state_bytes_disk;
     snapshot.spills_total = store.spills_total;
     snapshot.loads_total = store.loads_total;
+    snapshot.adoptions_total = store.adoptions_total;
+    snapshot.migrations_peer_total = transfers.migrations_peer_total;
+    snapshot.migrations_disk_total = transfers.migrations_disk_total;
+    snapshot.migration_bytes_peer_total = transfers.migration_bytes_peer_total;
+    snapshot.migration_bytes_disk_total = transfers.migration_bytes_disk_total;
+    snapshot.migration_failures_peer_total =
+        transfers.migration_failures_peer_total;
+    snapshot.migration_failures_disk_total =
+        transfers.migration_failures_disk_total;
     snapshot.pinned = store.pinned;
     snapshot.state_bytes_host = store.state_bytes_host;
     snapshot.state_bytes_slot = store.state_bytes_slot;
@@ -487,6 +533,17 @@ int main(int argc, char** argv) {
     Log("%s", flags.message());
     return 2;
   }
+  std::unique_ptr<tvq::sessions::SessionPeer> drain_peer;
+  if (const std::string peer = absl::GetFlag(FLAGS_drain_peer); !peer.empty()) {
+    absl::StatusOr<std::unique_ptr<tvq::sessions::SessionPeer>> made =
+        tvq::service::MakePeerSessionImporter(
+            peer, absl::GetFlag(FLAGS_drain_peer_timeout));
+    if (!made.ok()) {
+      Log("%s", made.status().message());
+      return 2;
+    }
+    drain_peer = *std::move(made);
+  }
 
   // SIGTERM/SIGINT: handled before any thread of ours exists (see
   // stop_signals.h for why blocking them is not enough). Until the model is
@@ -498,6 +555,54 @@ int main(int argc, char** argv) {
     return 1;
   }
   tvq::process::StopSignals& stop_signals = **installed_signals;
+
+  // ---- Security: TLS files and API keys, checked before anything listens.
+  absl::StatusOr<std::optional<tvq::auth::TlsMaterial>> tls =
+      tvq::auth::LoadTlsMaterial({absl::GetFlag(FLAGS_tls_cert),
+                                  absl::GetFlag(FLAGS_tls_key),
+                                  absl::GetFlag(FLAGS_tls_client_ca)});
+  if (!tls.ok()) {
+    Log("%s", tls.status().message());
+    return 2;
+  }
+  std::unique_ptr<tvq::auth::ApiKeyStore> api_keys;
+  if (const std::string keys_file = absl::GetFlag(FLAGS_api_keys_file);
+      !keys_file.empty()) {
+    absl::StatusOr<std::unique_ptr<tvq::auth::ApiKeyStore>> loaded =
+        tvq::auth::ApiKeyStore::Load(keys_file);
+    if (!loaded.ok()) {
+      Log("%s", loaded.status().message());
+      return 2;
+    }
+    api_keys = *std::move(loaded);
+    Log("API keys: %d from %s (reloaded on SIGHUP)%s", api_keys->size(),
+        keys_file,
+        absl::GetFlag(FLAGS_auth_exempt_health) ? "; health needs no key"
+                                                : "");
+  } else if (absl::GetFlag(FLAGS_auth_exempt_health)) {
+    Log("--auth-exempt-health needs --api-keys-file");
+    return 2;
+  }
+  stop_signals.SetReloadCallback([keys = api_keys.get()] {
+    if (keys == nullptr) {
+      Log("SIGHUP: nothing to reload (no --api-keys-file)");
+      return;
+    }
+    absl::StatusOr<int> reloaded = keys->Reload();
+    if (reloaded.ok()) {
+      Log("SIGHUP: %d API keys from %s", *reloaded, keys->path());
+    } else {
+      Log("SIGHUP: kept the %d API keys in force: %s", keys->size(),
+          reloaded.status().message());
+    }
+  });
+  absl::StatusOr<std::unique_ptr<tvq::metrics::AuthMetrics>> auth_metrics =
+      tvq::metrics::AuthMetrics::Create();
+  if (!auth_metrics.ok()) {
+    Log("%s", auth_metrics.status().ToString());
+    return 1;
+  }
+  // ---- end security
   stop_signals.SetCallback([](int signal_number, int /*count*/) {
     Log("%s before the model was loaded: exiting without serving",
         tvq::process::StopSignalName(signal_number));
@@ -512,7 +617,7 @@ int main(int argc, char** argv) {
   }
   tvq::metrics::ServerMetrics& metrics = **created_metrics;
   absl::StatusOr<std::unique_ptr<tvq::metrics::HttpMetrics>>
-      created_http_metrics = tvq::metrics::HttpMetrics::Create();
+      created_http_metrics = tvq::metrics::HttpMetrics::Create(metrics);
   if (!created_http_metrics.ok()) {
     Log("%s", created_http_metrics.status().ToString());
     return 1;
@@ -536,6 +641,7 @@ int main(int argc, char** argv) {
     std::vector<std::weak_ptr<prometheus::Collectable>> collectables =
         metrics.Collectables();
     collectables.push_back(http_metrics->Collectable());  // HTTP front end
+    collectables.push_back((*auth_metrics)->Collectable());  // API keys
     absl::StatusOr<std::unique_ptr<tvq::metrics::MetricsExposer>> exposer =
         tvq::metrics::MetricsExposer::Start(metrics_address, collectables);
     if (!exposer.ok()) {
@@ -570,7 +676,13 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  listener.AttachTo(builder);
+  tvq::service::GrpcSecurityOptions grpc_security;
+  grpc_security.tls = *tls;
+  grpc_security.keys = api_keys.get();
+  grpc_security.exempt_health = absl::GetFlag(FLAGS_auth_exempt_health);
+  grpc_security.observer = auth_metrics->get();
+  listener.AttachTo(builder,
+                    tvq::service::MakeServerCredentials(grpc_security));
   tvq::service::ApplyConnectionOptions(connection_options, builder);
   builder.RegisterService(&service);
   std::vector<
@@ -589,7 +701,10 @@ int main(int argc, char** argv) {
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
   const std::string& address = listener.address();
-  Log("listening on %s (version %s); loading %s", address, TVQ_VERSION,
+  Log("listening on %s (version %s%s); loading %s", address, TVQ_VERSION,
+      !tls->has_value()        ? ", plaintext"
+      : (*tls)->mutual() ? ", TLS, client certificates required"
+                               : ", TLS",
       engine_config.model_dir);
   if (metrics_exposer != nullptr) {
     Log("metrics on %s", metrics_exposer->url());
@@ -597,6 +712,7 @@ int main(int argc, char** argv) {
 
   // ---- HTTP front end: listens while the model loads (503 until serving).
   std::unique_ptr<tvq::service::http::OpenAiRoutes> http_routes;
+  std::unique_ptr<tvq::service::http::ApiKeyGate> http_key_gate;
   std::unique_ptr<tvq::service::http::HttpServer> http_server;
   if (const std::string http_listen = absl::GetFlag(FLAGS_http_listen);
       !http_listen.empty()) {
@@ -615,18 +731,33 @@ int main(int argc, char** argv) {
           tvq::core::ModelName(engine_config.model_dir);
     }
     http_options.chat_template = *std::move(chat_template);
+    // The body limit is --max-request-bytes, at most the HTTP default (a
+    // JSON body is far larger than the same request as a proto).
+    const size_t http_body_limit = std::min<size_t>(
+        tvq::service::http::HttpServerOptions().max_body_bytes,
+        static_cast<size_t>(engine_config.limits.max_request_bytes));
+    http_options.max_request_bytes = static_cast<int64_t>(http_body_limit);
+    http_options.max_connections = engine_config.limits.max_connections;
     const bool has_chat = http_options.chat_template.has_value();
     http_routes = std::make_unique<tvq::service::http::OpenAiRoutes>(
         &readiness, std::move(http_options));
     tvq::service::http::HttpServerOptions server_options;
     server_options.address = http_listen;
-    // The body limit is --max-request-bytes, at most the HTTP default (a
-    // JSON body is far larger than the same request as a proto).
-    server_options.max_body_bytes =
-        std::min<size_t>(server_options.max_body_bytes,
-                         static_cast<size_t>(engine_config.limits.max_request_bytes));
+    server_options.max_body_bytes = http_body_limit;
+    // The same bounds as gRPC's (GetModelInfo and /v1/models report them).
+    server_options.max_pending_stream_bytes = static_cast<size_t>(
+        engine_config.limits.max_pending_output_bytes);
+    server_options.max_connections = engine_config.limits.max_connections;
+    server_options.tls = *tls;
+    tvq::service::http::HttpHandler* http_handler = http_routes.get();
+    if (api_keys != nullptr) {
+      http_key_gate = std::make_unique<tvq::service::http::ApiKeyGate>(
+          api_keys.get(), absl::GetFlag(FLAGS_auth_exempt_health),
+          auth_metrics->get(), http_routes.get());
+      http_handler = http_key_gate.get();
+    }
     absl::StatusOr<std::unique_ptr<tvq::service::http::HttpServer>> started =
-        tvq::service::http::HttpServer::Start(server_options, http_routes.get(),
+        tvq::service::http::HttpServer::Start(server_options, http_handler,
                                               http_metrics.get());
     if (!started.ok()) {
       Log("--http-listen: %s", started.status().message());
@@ -634,7 +765,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     http_server = *std::move(started);
-    Log("HTTP API on http://%s (chat template: %s)", http_server->address(),
+    Log("HTTP API on %s://%s (chat template: %s)",
+        tls->has_value() ? "https" : "http", http_server->address(),
         has_chat ? "yes" : "none");
   }
   // ---- end HTTP front end
@@ -661,6 +793,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   engine = *std::move(created);
+  if (drain_peer != nullptr) engine->SetDrainPeer(std::move(drain_peer));
   // From here a signal is counted (WaitForCount below), no longer an exit.
   stop_signals.SetCallback(nullptr);
   if (absl::Status info = metrics.SetBuildInfo(
@@ -711,9 +844,20 @@ int main(int argc, char** argv) {
   health->SetServingStatus(kServiceName, false);
   readiness.SetDraining();
   const absl::Time drain_deadline = absl::Now() + drain_timeout;
-  const int cut_short = engine->Drain(drain_timeout);
-  if (cut_short > 0) {
-    Log("drain timeout: %d requests cut short", cut_short);
+  const tvq::core::Engine::DrainResult drained = engine->Drain(drain_timeout);
+  if (drained.cut_short > 0) {
+    Log("drain timeout: %d requests cut short", drained.cut_short);
+  }
+  const tvq::sessions::MigrationReport& migration = drained.migration;
+  for (const std::string& problem : migration.problems) {
+    Log("migration: %s", problem);
+  }
+  if (migration.migrated() > 0 || migration.lost > 0) {
+    Log("migration: %d sessions migrated in %.3fs (%d to the peer, %d bytes; "
+        "%d to --session-dir, %d bytes); %d peer failures; %d lost",
+        migration.migrated(), absl::ToDoubleSeconds(migration.elapsed),
+        migration.to_peer, migration.peer_bytes, migration.to_disk,
+        migration.disk_bytes, migration.peer_failures, migration.lost);
   }
   // Every request has ended; let their last messages reach the clients (a
   // slow reader may still be catching up), then close the connections:

@@ -46,6 +46,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tvq_format  # noqa: E402
+import tvq_stacked  # noqa: E402
 
 EXIT_USAGE = 2
 
@@ -137,12 +138,33 @@ def _ext_hook(code, data):
     return msgpack.ExtType(code, data)
 
 
+OCDBT_MARKERS = ("manifest.ocdbt", "_METADATA", "ocdbt.process_0")
+OCDBT_HOW_TO = (
+    "restore it with the Flax/Orbax version that wrote it and save the train "
+    "state as msgpack, e.g. in Python: "
+    "state = orbax.checkpoint.PyTreeCheckpointer().restore(PATH); "
+    "open('checkpoint_N', 'wb').write(flax.serialization.to_bytes(state)); "
+    "then convert that file")
+
+
+def is_ocdbt_checkpoint(path):
+    """True for a directory that current Orbax wrote in its OCDBT layout."""
+    return os.path.isdir(path) and any(
+        os.path.exists(os.path.join(path, marker)) for marker in OCDBT_MARKERS)
+
+
 def find_checkpoint_file(path):
     """Resolves CHECKPOINT to the msgpack file to read."""
     if os.path.isfile(path):
         return path
     if not os.path.isdir(path):
         raise ConversionError("checkpoint %s does not exist" % path)
+    if is_ocdbt_checkpoint(path):
+        raise ConversionError(
+            "%s is an Orbax OCDBT checkpoint (current Flax/Orbax: _METADATA, "
+            "manifest.ocdbt, ocdbt.process_0/ hold the arrays in TensorStore's "
+            "OCDBT key-value format), which this converter does not read; %s"
+            % (path, OCDBT_HOW_TO))
     orbax_file = os.path.join(path, "checkpoint")
     if os.path.isfile(orbax_file):
         return orbax_file
@@ -154,7 +176,8 @@ def find_checkpoint_file(path):
     if not steps:
         raise ConversionError(
             "%s holds no checkpoint: expected a file checkpoint_N, or a "
-            "directory with a msgpack file named 'checkpoint'" % path)
+            "directory with a msgpack file named 'checkpoint' (flax 0.6.11)"
+            % path)
     _, newest = max(steps)
     print("using %s (highest step in %s)" % (newest, path))
     return find_checkpoint_file(os.path.join(path, newest))
@@ -189,10 +212,12 @@ def read_checkpoint(path):
 def find_params(tree):
     """Returns (params subtree, its path) of a train state."""
     node, path = tree, []
-    while isinstance(node, dict) and "token_embedder" not in node:
+    while (isinstance(node, dict) and "token_embedder" not in node and
+           "token_embed" not in node):
         if "params" not in node:
             raise ConversionError(
-                "no 'params' with a 'token_embedder' in the checkpoint (top-level "
+                "no 'params' with a 'token_embedder' (or, optimized branch, "
+                "'token_embed') in the checkpoint (top-level "
                 "keys at %s: %s)" % ("/".join(path) or "the root",
                                      sorted(map(str, node))))
         node = node["params"]
@@ -452,9 +477,15 @@ def parse_args(argv):
     for key in CONFIG_KEYS:
         parser.add_argument("--" + key)
     parser.add_argument("--tokenizer", help="byte (default) or sentencepiece:FILE")
-    parser.add_argument("--dtype", default="float32",
+    parser.add_argument("--out-dtype", "--out_dtype", dest="out_dtype",
+                        default="float32",
                         choices=("float32", "fp32", "f32", "bfloat16", "bf16"),
-                        help="dtype of model.safetensors (default float32)")
+                        help="dtype of the written model.safetensors (default float32)")
+    # The official launcher's --dtype is the activation (compute) dtype; its
+    # parameters are float32 whatever it says. Accepted so that a pasted
+    # launch line works, and never taken as the output dtype.
+    parser.add_argument("--dtype", dest="official_dtype",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--force", action="store_true",
                         help="overwrite files in a non-empty out_dir")
     # Drop the launcher's training-only flags before parsing, with their
@@ -473,6 +504,10 @@ def parse_args(argv):
     args = parser.parse_args(kept)
     if ignored:
         print("ignoring training-only flags: %s" % " ".join(ignored))
+    if args.official_dtype is not None:
+        print("ignoring --dtype=%s: it is the official activation dtype (the "
+              "checkpoint's parameters are float32); the output is %s (choose it "
+              "with --out-dtype)" % (args.official_dtype, args.out_dtype))
     return args
 
 
@@ -500,7 +535,7 @@ def convert(args):
             raise ConversionError("parameter %s has dtype %s, not floating point" %
                                   (name, array.dtype))
 
-    dtype = "BF16" if args.dtype in ("bfloat16", "bf16") else "F32"
+    dtype = "BF16" if args.out_dtype in ("bfloat16", "bf16") else "F32"
     os.makedirs(args.out_dir, exist_ok=True)
     step = tree.get("step")
     metadata = {"generator": "tools/convert_flax_checkpoint.py",
@@ -519,8 +554,119 @@ def convert(args):
           (args.out_dir, len(arrays), n_params, dtype, params_path, source))
 
 
+def convert_stacked(argv):
+    """An optimized-branch checkpoint (format_version 2), from a pasted
+    official launch command line."""
+    try:
+        fields, notes, model_name, rest = tvq_stacked.parse_command_line(argv)
+    except tvq_stacked.StackedError as error:
+        raise ConversionError(str(error))
+    parser = argparse.ArgumentParser(
+        prog="convert_flax_checkpoint.py",
+        description="optimized-branch checkpoint (official launch flags)")
+    parser.add_argument("checkpoint", help="WORKDIR, a state_N directory or a checkpoint file")
+    parser.add_argument("out_dir")
+    parser.add_argument("--out-dtype", "--out_dtype", dest="out_dtype",
+                        default="float32",
+                        choices=("float32", "fp32", "f32", "bfloat16", "bf16"))
+    parser.add_argument("--dtype", dest="official_dtype", help=argparse.SUPPRESS)
+    parser.add_argument("--tokenizer", default=None,
+                        help="byte (enwik8, imagenet64) or sentencepiece:FILE (pg19)")
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(rest)
+    for note in notes:
+        print(note)
+    if args.official_dtype is not None:
+        print("ignoring --dtype=%s: it is the official activation dtype (the "
+              "checkpoint's parameters are float32); the output is %s (choose it "
+              "with --out-dtype)" % (args.official_dtype, args.out_dtype))
+    tokenizer = args.tokenizer
+    if tokenizer is None:
+        if fields.get("dataset", "enwik8") not in tvq_stacked.BYTE_DATASETS:
+            raise ConversionError(
+                "dataset %s uses a SentencePiece vocabulary: give --tokenizer "
+                "sentencepiece:FILE (its vocab_path)" % fields.get("dataset"))
+        tokenizer = "byte"
+    kind, tokenizer_file = parse_tokenizer(tokenizer)
+    if kind == "sentencepiece" and not os.path.isfile(tokenizer_file):
+        raise ConversionError("--tokenizer: %s does not exist" % tokenizer_file)
+    if (os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not args.force):
+        raise ConversionError("%s exists and is not empty (use --force)" % args.out_dir)
+
+    if not os.path.exists(args.checkpoint):
+        raise ConversionError("checkpoint %s does not exist" % args.checkpoint)
+    try:
+        found = tvq_stacked.find_step_checkpoint(args.checkpoint, fields, model_name)
+    except tvq_stacked.StackedError as error:
+        raise ConversionError(str(error))
+    if found is not None:
+        source, note = found
+        if note:
+            print(note)
+    else:
+        source = find_checkpoint_file(args.checkpoint)
+    tree = read_checkpoint(source)
+    if not isinstance(tree.get("params"), dict):
+        raise ConversionError("%s: the train state has no 'params' (top-level keys: %s)"
+                              % (source, sorted(map(str, tree))))
+    params = tree["params"]
+    if "stack" not in params:
+        raise ConversionError(
+            "%s: params hold no 'stack' (layers of the optimized branch); a "
+            "main-branch checkpoint is converted with the converter's own flags "
+            "(--d_model ..., see docs/models.md)" % source)
+    arrays = flatten_params(params)
+    embedding = arrays.get("token_embed/embedding")
+    if embedding is None or embedding.ndim != 2:
+        raise ConversionError("missing parameter token_embed/embedding")
+    n_vocab = int(embedding.shape[0])
+    if kind == "sentencepiece":
+        pieces = sentencepiece_piece_count(tokenizer_file)
+        if pieces > n_vocab:
+            raise ConversionError("%s has %d pieces but the embedding has %d rows"
+                                  % (tokenizer_file, pieces, n_vocab))
+    try:
+        config = tvq_stacked.make_config(fields, n_vocab, kind)
+        tvq_stacked.check_tensors(config, arrays)
+    except tvq_stacked.StackedError as error:
+        raise ConversionError(str(error))
+    for name, array in arrays.items():
+        if array.dtype.kind != "f":
+            raise ConversionError("parameter %s has dtype %s, not floating point" %
+                                  (name, array.dtype))
+    dtype = "BF16" if args.out_dtype in ("bfloat16", "bf16") else "F32"
+    os.makedirs(args.out_dir, exist_ok=True)
+    metadata = {"generator": "tools/convert_flax_checkpoint.py",
+                "source": os.path.relpath(source, args.checkpoint)
+                if os.path.isdir(args.checkpoint) else os.path.basename(source)}
+    step = tree.get("step")
+    if isinstance(step, LazyArray):
+        metadata["step"] = int(step.decode("step"))
+    elif isinstance(step, int):
+        metadata["step"] = step
+    tvq_format.write_safetensors(os.path.join(args.out_dir, "model.safetensors"),
+                                 arrays, dtype=dtype, metadata=metadata)
+    with open(os.path.join(args.out_dir, "config.json"), "w") as handle:
+        json.dump(config, handle, indent=2)
+        handle.write("\n")
+    if tokenizer_file is not None:
+        shutil.copyfile(tokenizer_file, os.path.join(args.out_dir, "tokenizer.model"))
+    n_params = sum(int(a.size) for a in arrays.values())
+    print("wrote %s: format_version 2 (%s), %d tensors, %d parameters, %s "
+          "(params of %s)" % (args.out_dir, config["head_type"], len(arrays),
+                              n_params, dtype, source))
+
+
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if tvq_stacked.is_official_command_line(argv):
+        try:
+            convert_stacked(argv)
+        except (ConversionError, OSError) as error:
+            print("convert_flax_checkpoint: error: %s" % error, file=sys.stderr)
+            return EXIT_USAGE
+        return 0
+    args = parse_args(argv)
     try:
         convert(args)
     except ConversionError as error:

@@ -81,6 +81,13 @@ void RmsNormRow(int width, const float* x, const float* gain,
   }
 }
 
+void SquaredReluRow(int n, float* x) {
+  for (int i = 0; i < n; ++i) {
+    const float positive = x[i] > 0.0f ? x[i] : 0.0f;
+    x[i] = positive * positive;
+  }
+}
+
 void SiluRow(int n, float* x) {
   for (int i = 0; i < n; ++i) {
     // x * sigmoid(x); for very negative x, exp(-x) overflows to inf and the

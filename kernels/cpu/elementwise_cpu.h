@@ -31,6 +31,9 @@ void EmbedRow(const BFloat16* embeddings, int d_model, int32_t token,
 void RmsNormRow(int width, const float* x, const float* gain,
                 const float* bias, float scale, float* y);
 
+// x = max(x, 0)^2 over n values.
+void SquaredReluRow(int n, float* x);
+
 // x = silu(x) over n values.
 void SiluRow(int n, float* x);
 

@@ -10,7 +10,10 @@ namespace tvq::kernels::cpu {
 // index of the nearest codeword (codebook [S, d_k], squared norms [S]) to
 // codes[i * code_stride], lowest index on ties. Distances are
 // |c|^2 - 2 k.c (|k|^2 does not change the argmin), dot products by GEMM in
-// float32. `scratch` holds rows * S floats. Uses BLAS: call from one thread.
+// float32; codewords within the GEMM's error bound of the best are rescored
+// in double in a fixed order, so the result does not depend on where a
+// codeword sits in the GEMM's tiling (equal codewords: the lowest index).
+// `scratch` holds rows * S floats. Uses BLAS: call from one thread.
 void VqAssign(int rows, int n_code, int d_k, const float* keys,
               int key_stride, const float* codebook,
               const float* codebook_sq_norm, int32_t* codes, int code_stride,

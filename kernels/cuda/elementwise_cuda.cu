@@ -112,6 +112,16 @@ __global__ void HeadRmsNormKernel(int rows, int heads, int width, float* q,
   for (int c = lane; c < width; c += kWarpSize) values[c] *= inverse;
 }
 
+__global__ void SquaredReluKernel(int rows, int cols, float* x, int stride) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+    float* value = x + row * stride + c;
+    const float positive = *value > 0.0f ? *value : 0.0f;
+    *value = positive * positive;
+  }
+}
+
 __global__ void SiluKernel(int rows, int cols, float* x, int stride) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= cols) return;
@@ -240,6 +250,15 @@ cudaError_t HeadRmsNorm(int rows, int heads, int width, float* q, int q_stride,
   TVQ_LAUNCH(HeadRmsNormKernel, CeilDiv(groups, kWarpsPerBlock), kBlockThreads,
              0, stream)
   (rows, heads, width, q, q_stride, scale);
+  return cudaGetLastError();
+}
+
+cudaError_t SquaredRelu(int rows, int cols, float* x, int stride,
+                        cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  TVQ_LAUNCH(SquaredReluKernel, ElementwiseGrid(rows, cols), kBlockThreads, 0,
+             stream)
+  (rows, cols, x, stride);
   return cudaGetLastError();
 }
 

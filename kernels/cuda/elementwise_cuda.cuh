@@ -45,6 +45,10 @@ cudaError_t RmsNorm(int rows, int width, const float* x, int x_stride,
 cudaError_t HeadRmsNorm(int rows, int heads, int width, float* q, int q_stride,
                         float scale, cudaStream_t stream);
 
+// In place: x <- max(x, 0)^2 on a [rows, cols] block.
+cudaError_t SquaredRelu(int rows, int cols, float* x, int stride,
+                        cudaStream_t stream);
+
 // In place: x <- x * sigmoid(x) on a [rows, cols] block.
 cudaError_t Silu(int rows, int cols, float* x, int stride, cudaStream_t stream);
 

@@ -16,6 +16,8 @@ const char* OpName(Op op) {
       return "HeadRmsNorm";
     case Op::kSilu:
       return "Silu";
+    case Op::kSquaredRelu:
+      return "SquaredRelu";
     case Op::kMultiply:
       return "Multiply";
     case Op::kVqAssign:

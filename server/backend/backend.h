@@ -102,6 +102,7 @@ enum class Op {
   kRmsNorm,
   kHeadRmsNorm,
   kSilu,
+  kSquaredRelu,
   kMultiply,
   kVqAssign,
   kBlockAttention,
@@ -172,6 +173,11 @@ class Backend {
 
   // In place: x <- silu(x) for a [rows, cols] block with row stride.
   virtual absl::Status Silu(int rows, int cols, float* x, int stride) = 0;
+
+  // In place: x <- max(x, 0)^2 for a [rows, cols] block with row stride
+  // (the MLP activation of the optimized-branch family).
+  virtual absl::Status SquaredRelu(int rows, int cols, float* x,
+                                   int stride) = 0;
 
   // In place: x <- x * gate, [rows, cols] with row strides.
   virtual absl::Status Multiply(int rows, int cols, float* x, int x_stride,

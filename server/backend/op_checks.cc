@@ -245,6 +245,11 @@ absl::Status HeadRmsNorm(const Backend& backend, int rows, int heads, int width,
                       "q");
 }
 
+absl::Status SquaredRelu(const Backend& backend, int rows, int cols,
+                         const float* x, int stride) {
+  return OpContext(backend, Op::kSquaredRelu).Rows(rows, cols, x, stride, "x");
+}
+
 absl::Status Silu(const Backend& backend, int rows, int cols, const float* x,
                   int stride) {
   return OpContext(backend, Op::kSilu).Rows(rows, cols, x, stride, "x");

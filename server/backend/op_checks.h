@@ -47,6 +47,8 @@ namespace tvq::runtime::op_checks {
                                        int q_stride);
 [[nodiscard]] absl::Status Silu(const Backend& backend, int rows, int cols,
                                 const float* x, int stride);
+[[nodiscard]] absl::Status SquaredRelu(const Backend& backend, int rows,
+                                       int cols, const float* x, int stride);
 [[nodiscard]] absl::Status Multiply(const Backend& backend, int rows, int cols,
                                     const float* x, int x_stride,
                                     const float* gate, int gate_stride);

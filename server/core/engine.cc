@@ -90,11 +90,16 @@ ModelInfo Engine::Info() const {
   return info;
 }
 
-int Engine::Drain(absl::Duration timeout) {
-  const int cut_short = scheduler_->Drain(timeout);
-  // Best effort: a session that cannot be written is lost with the process.
-  sessions_->SpillAll().IgnoreError();
-  return cut_short;
+Engine::DrainResult Engine::Drain(absl::Duration timeout) {
+  // The first call migrates (claimed before its drain, so that a second
+  // call cutting the drain short does not).
+  const bool migrate = !migrated_.exchange(true);
+  DrainResult result;
+  result.cut_short = scheduler_->Drain(timeout);
+  if (migrate) {
+    result.migration = sessions_->Migrate(drain_peer_.get());
+  }
+  return result;
 }
 
 void Engine::Stop() {

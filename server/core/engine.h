@@ -9,6 +9,7 @@
 #ifndef TVQ_SERVER_CORE_ENGINE_H_
 #define TVQ_SERVER_CORE_ENGINE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -26,6 +27,7 @@
 #include "server/sessions/fingerprint.h"
 #include "server/scheduler/scheduler_observer.h"
 #include "server/sessions/session_manager.h"
+#include "server/sessions/session_migration.h"
 #include "server/text/tokenizer.h"
 
 namespace tvq::core {
@@ -82,12 +84,28 @@ class Engine {
     return SummarizeScore(model_config(), result);
   }
 
+  // Where Drain pushes sessions (--drain-peer); null (the default): none.
+  // Set before serving.
+  void SetDrainPeer(std::unique_ptr<sessions::SessionPeer> peer) {
+    drain_peer_ = std::move(peer);
+  }
+
+  struct DrainResult {
+    // Requests cut short at the timeout (a generation cut after its first
+    // token leaves its session at the last token delivered).
+    int cut_short = 0;
+    // Migration on drain (sessions/session_migration.h); empty for a Drain
+    // that was not the first.
+    sessions::MigrationReport migration;
+  };
   // Graceful end (Scheduler::Drain): new submissions fail at once, accepted
-  // requests may finish for up to `timeout`, the rest are cut short; then,
-  // with a disk tier, every session is saved to --session-dir.
-  // Returns how many were cut short. Front ends mark Readiness draining
-  // first so that they refuse new work with their own message.
-  int Drain(absl::Duration timeout);
+  // requests may finish for up to `timeout`, the rest are cut short; then
+  // the first call migrates every idle session held in memory to the drain
+  // peer, or to --session-dir (SessionManager::Migrate). A later call
+  // (second signal) only cuts the requests short. Front ends mark
+  // Readiness draining first so that they refuse new work with their own
+  // message.
+  DrainResult Drain(absl::Duration timeout);
   // Stops the scheduler's loop. Idempotent.
   void Stop();
 
@@ -103,6 +121,8 @@ class Engine {
   // Destroyed after the scheduler: the sinks of requests still running on
   // sessions refer to it until the scheduler has ended them.
   std::unique_ptr<sessions::SessionManager> sessions_;
+  std::unique_ptr<sessions::SessionPeer> drain_peer_;
+  std::atomic<bool> migrated_{false};
   // Last: stopped and destroyed before the runtime it drives.
   std::unique_ptr<scheduler::Scheduler> scheduler_;
 };

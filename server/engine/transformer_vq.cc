@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "server/base/status_macros.h"
+#include "server/engine/transformer_vq_internal.h"
 
 namespace tvq::runtime {
 
@@ -22,12 +23,7 @@ struct TransformerVq::Sublayer {
   AttentionTables tables;
 };
 
-// Activations for up to `capacity` rows, in backend memory.
-struct TransformerVq::Workspace {
-  int capacity = 0;
-  DeviceBuffer x, normed, q, kvg, attention, logits, codes;
-  std::vector<int32_t> host_codes;
-};
+// The activation workspace: transformer_vq_internal.h.
 
 namespace {
 
@@ -80,6 +76,10 @@ absl::StatusOr<std::unique_ptr<TransformerVq>> TransformerVq::Create(
   model->shape_ = AttentionShape{config.n_head, config.n_code, config.mem_len,
                                  config.d_k, config.d_v, config.agg_cache};
   model->workspace_ = std::make_unique<Workspace>();
+  if (config.format_version == 2) {
+    TVQ_RETURN_IF_ERROR(model->LoadStacked(weights));
+    return model;
+  }
 
   // Each weight travels as a view carrying its dtype and shape. Matrices
   // (`matrix`) are rounded to BF16 first when options.weights_dtype asks.
@@ -234,9 +234,15 @@ absl::Status TransformerVq::Prefill(StatePool& pool, int slot,
     LogprobRows chunk_rows = rows;
     if (rows == LogprobRows::kLast && !last_chunk) chunk_rows = LogprobRows::kNone;
     CodeTrace chunk_codes;
-    TVQ_RETURN_IF_ERROR(Forward(pool, slots, tokens.subspan(begin, count), slot,
-                                chunk_rows, logprobs,
-                                codes != nullptr ? &chunk_codes : nullptr));
+    if (config_.format_version == 2) {
+      TVQ_RETURN_IF_ERROR(ForwardStacked(
+          pool, slots, tokens.subspan(begin, count), slot, chunk_rows, logprobs,
+          codes != nullptr ? &chunk_codes : nullptr));
+    } else {
+      TVQ_RETURN_IF_ERROR(Forward(pool, slots, tokens.subspan(begin, count),
+                                  slot, chunk_rows, logprobs,
+                                  codes != nullptr ? &chunk_codes : nullptr));
+    }
     if (codes != nullptr) {
       // Per head, chunks concatenate along the token axis.
       for (int sublayer = 0; sublayer < config_.num_sublayers(); ++sublayer) {
@@ -285,6 +291,10 @@ absl::Status TransformerVq::DecodeStep(StatePool& pool,
   }
   TVQ_RETURN_IF_ERROR(CheckTokens(tokens, config_.n_vocab));
   logprobs->clear();
+  if (config_.format_version == 2) {
+    return ForwardStacked(pool, slots, tokens, /*prefill_slot=*/-1,
+                          LogprobRows::kAll, logprobs, codes);
+  }
   return Forward(pool, slots, tokens, /*prefill_slot=*/-1, LogprobRows::kAll,
                  logprobs, codes);
 }

@@ -64,9 +64,24 @@ class TransformerVq {
 
  private:
   struct Sublayer;
+  struct StackedAttention;
+  struct StackedMlp;
   struct Workspace;
   TransformerVq(const ModelConfig& config, Backend& backend,
                 const EngineOptions& options);
+  // format_version 2 (the optimized-branch family): its weights and its
+  // forward pass; the attention and MLP sublayers are their own functions.
+  absl::Status LoadStacked(const ModelWeights& weights);
+  absl::Status ForwardStacked(StatePool& pool, std::span<const int> slots,
+                              std::span<const int32_t> tokens, int prefill_slot,
+                              LogprobRows rows, std::vector<float>* logprobs,
+                              CodeTrace* codes);
+  absl::Status StackedAttentionSublayer(int index, StatePool& pool,
+                                        std::span<const int> slots,
+                                        std::span<const int64_t> positions,
+                                        int prefill_slot, int n,
+                                        CodeTrace* codes);
+  absl::Status StackedMlpSublayer(int layer, int n, bool prefill);
   absl::Status Forward(StatePool& pool, std::span<const int> slots,
                        std::span<const int32_t> tokens, int prefill_slot,
                        LogprobRows rows, std::vector<float>* logprobs,
@@ -77,6 +92,8 @@ class TransformerVq {
   EngineOptions options_;
   AttentionShape shape_;
   std::vector<Sublayer> sublayers_;
+  std::vector<StackedAttention> stacked_attention_;  // format_version 2
+  std::vector<StackedMlp> stacked_mlp_;              // format_version 2, d_ff > 0
   std::unique_ptr<Workspace> workspace_;
   // Head and embedding weights, readable by the backend.
   std::vector<DeviceBuffer> weight_storage_;
@@ -90,6 +107,8 @@ class TransformerVq {
   TensorView out_ln_gain_;    // [D] (e_preln; empty otherwise)
   TensorView out_ln_bias_;    // [D] (e_preln; empty otherwise)
   float position_scale_ = 0;
+  // format_version 2, not e_tie: out_proj/bias / e_scale (see ForwardStacked).
+  std::vector<float> scaled_output_bias_;
 };
 
 }  // namespace tvq::runtime

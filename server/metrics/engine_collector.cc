@@ -40,7 +40,8 @@ std::vector<MetricFamily> EngineCollector::Collect() const {
     if (!source_) return {};
     snapshot = source_();
   }
-  const int free_slots = snapshot.num_slots - snapshot.busy_slots;
+  const int taken_slots = snapshot.busy_slots + snapshot.pinned_slots;
+  const int free_slots = snapshot.num_slots - taken_slots;
   const double bytes = static_cast<double>(snapshot.state_bytes_per_sequence);
   std::vector<MetricFamily> families;
 
@@ -58,19 +59,28 @@ std::vector<MetricFamily> EngineCollector::Collect() const {
   AddGauge(running, {}, snapshot.busy_slots);
   families.push_back(std::move(running));
 
-  MetricFamily slots =
-      GaugeFamily("tvq_slots", "State slots by state: busy or free.");
+  MetricFamily slots = GaugeFamily(
+      "tvq_slots",
+      "State slots by state: busy (a request runs), pinned (a pinned state) "
+      "or free (a new request can start at once); they add up to "
+      "tvq_slot_capacity.");
   AddGauge(slots, {{"state", "busy"}}, snapshot.busy_slots);
+  AddGauge(slots, {{"state", "pinned"}}, snapshot.pinned_slots);
   AddGauge(slots, {{"state", "free"}}, free_slots);
   families.push_back(std::move(slots));
 
-  MetricFamily utilization =
-      GaugeFamily("tvq_state_utilization_ratio",
-                  "Fraction of state slots in use, 0..1 (Gateway API Inference "
-                  "Extension: KVCacheUtilization).");
+  MetricFamily capacity = GaugeFamily(
+      "tvq_slot_capacity", "State slots in all (--num-slots or derived).");
+  AddGauge(capacity, {}, snapshot.num_slots);
+  families.push_back(std::move(capacity));
+
+  MetricFamily utilization = GaugeFamily(
+      "tvq_state_utilization_ratio",
+      "Fraction of state slots a new request cannot take (busy or pinned), "
+      "0..1 (the inference gateway's KV cache usage).");
   AddGauge(utilization, {},
            snapshot.num_slots > 0
-               ? static_cast<double>(snapshot.busy_slots) / snapshot.num_slots
+               ? static_cast<double>(taken_slots) / snapshot.num_slots
                : 0.0);
   families.push_back(std::move(utilization));
 
@@ -83,7 +93,7 @@ std::vector<MetricFamily> EngineCollector::Collect() const {
   MetricFamily state_memory = GaugeFamily(
       "tvq_state_memory_bytes",
       "Decode state memory: used by busy slots, reserved for all slots.");
-  AddGauge(state_memory, {{"state", "used"}}, bytes * snapshot.busy_slots);
+  AddGauge(state_memory, {{"state", "used"}}, bytes * taken_slots);
   AddGauge(state_memory, {{"state", "reserved"}}, bytes * snapshot.num_slots);
   families.push_back(std::move(state_memory));
 

@@ -33,6 +33,10 @@ struct EngineSnapshot {
   int num_slots = 0;
   // Slots holding a request (= requests running).
   int busy_slots = 0;
+  // Slots holding a pinned state (never evicted): neither busy nor free. The
+  // other slots are free: empty, or holding a retained state a new request
+  // may evict.
+  int pinned_slots = 0;
   // Requests waiting for a slot.
   int queued_requests = 0;
   int64_t state_bytes_per_sequence = 0;

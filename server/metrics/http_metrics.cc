@@ -9,8 +9,42 @@ namespace tvq::metrics {
 
 using ::tvq::runtime::StrCat;
 
-absl::StatusOr<std::unique_ptr<HttpMetrics>> HttpMetrics::Create() {
-  std::unique_ptr<HttpMetrics> metrics(new HttpMetrics());
+std::string_view GrpcCodeOfHttpStatus(int status) {
+  if (status >= 200 && status < 300) return "OK";
+  switch (status) {
+    case 400:
+      return "INVALID_ARGUMENT";
+    case 401:
+      return "UNAUTHENTICATED";
+    case 403:
+      return "PERMISSION_DENIED";
+    case 404:
+      return "NOT_FOUND";
+    case 405:
+    case 501:
+      return "UNIMPLEMENTED";
+    case 409:
+      return "FAILED_PRECONDITION";
+    case 413:
+    case 429:
+    case 431:
+      return "RESOURCE_EXHAUSTED";
+    case 499:
+      return "CANCELLED";
+    case 500:
+      return "INTERNAL";
+    case 503:
+      return "UNAVAILABLE";
+    case 504:
+      return "DEADLINE_EXCEEDED";
+    default:
+      return status >= 400 && status < 500 ? "INVALID_ARGUMENT" : "UNKNOWN";
+  }
+}
+
+absl::StatusOr<std::unique_ptr<HttpMetrics>> HttpMetrics::Create(
+    ServerMetrics& requests) {
+  std::unique_ptr<HttpMetrics> metrics(new HttpMetrics(requests));
   try {
     metrics->Register();
   } catch (const std::exception& error) {
@@ -20,21 +54,11 @@ absl::StatusOr<std::unique_ptr<HttpMetrics>> HttpMetrics::Create() {
   return metrics;
 }
 
-HttpMetrics::HttpMetrics()
-    : registry_(std::make_shared<prometheus::Registry>()) {}
+HttpMetrics::HttpMetrics(ServerMetrics& requests)
+    : requests_(requests),
+      registry_(std::make_shared<prometheus::Registry>()) {}
 
 void HttpMetrics::Register() {
-  requests_ = &prometheus::BuildCounter()
-                   .Name("tvq_http_requests_total")
-                   .Help(
-                       "HTTP responses of the OpenAI-compatible front end, by "
-                       "route and HTTP status code (499: the client went "
-                       "away first).")
-                   .Register(*registry_);
-  // Pre-created so that rate() sees them from the first scrape.
-  for (const char* route : {"/v1/completions", "/v1/chat/completions"}) {
-    requests_->Add({{"route", route}, {"code", "200"}});
-  }
   active_streams_ = &prometheus::BuildGauge()
                          .Name("tvq_http_active_streams")
                          .Help("Server-Sent Events responses being written.")
@@ -48,12 +72,7 @@ void HttpMetrics::Register() {
 }
 
 void HttpMetrics::OnHttpResponse(std::string_view route, int status) {
-  try {
-    requests_->Add({{"route", std::string(route)}, {"code", StrCat(status)}})
-        .Increment();
-  } catch (const std::exception&) {
-    // Label values cannot be refused; nothing else throws here.
-  }
+  requests_.CountRequest(Frontend::kHttp, route, GrpcCodeOfHttpStatus(status));
 }
 
 }  // namespace tvq::metrics

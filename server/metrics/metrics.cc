@@ -15,8 +15,18 @@ namespace {
 using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
+using scheduler::FrontendName;
+using scheduler::kFrontends;
 using scheduler::RequestKind;
 using scheduler::StepPhase;
+
+size_t FrontendIndex(Frontend frontend) {
+  return frontend == Frontend::kHttp ? 1 : 0;
+}
+
+std::string FrontendLabel(Frontend frontend) {
+  return std::string(FrontendName(frontend));
+}
 
 constexpr std::array<StepPhase, 2> kPhases = {StepPhase::kPrefill,
                                               StepPhase::kDecode};
@@ -26,6 +36,9 @@ constexpr std::array<StepPhase, 2> kPhases = {StepPhase::kPrefill,
 constexpr std::array<std::string_view, 6> kMethods = {
     "Generate", "GenerateStream", "Score",
     "Tokenize", "Detokenize",     "GetModelInfo"};
+// The HTTP routes that run the model, pre-created the same way.
+constexpr std::array<std::string_view, 3> kHttpRoutes = {
+    "/v1/completions", "/v1/chat/completions", "/v1/responses"};
 
 // Reasons a request can end with (docs/metrics.md): kinds that sample
 // tokens end with a finish reason, the others "complete".
@@ -102,11 +115,21 @@ void ServerMetrics::Register() {
   requests_ = &BuildCounter()
                    .Name("tvq_requests_total")
                    .Help(
-                       "RPCs of tvq.v1.TextGeneration that ended, by method "
-                       "and gRPC status code.")
+                       "Requests that ended, by front end (grpc: RPCs of "
+                       "tvq.v1.TextGeneration; http: responses of the "
+                       "OpenAI-compatible API), method (RPC or route) and "
+                       "gRPC status code name (HTTP statuses mapped as "
+                       "docs/metrics.md says).")
                    .Register(registry);
   for (std::string_view method : kMethods) {
-    requests_->Add({{"method", std::string(method)}, {"code", "OK"}});
+    requests_->Add({{"frontend", "grpc"},
+                    {"method", std::string(method)},
+                    {"code", "OK"}});
+  }
+  for (std::string_view route : kHttpRoutes) {
+    requests_->Add({{"frontend", "http"},
+                    {"method", std::string(route)},
+                    {"code", "OK"}});
   }
   requests_finished_ =
       &BuildCounter()
@@ -115,10 +138,13 @@ void ServerMetrics::Register() {
                "Requests the scheduler accepted and that ended, by kind "
                "(generate, score) and reason.")
            .Register(registry);
-  for (const scheduler::RequestKindInfo& kind : scheduler::kRequestKinds) {
-    for (std::string_view reason : FinishedReasons(kind.kind)) {
-      requests_finished_->Add(
-          {{"kind", std::string(kind.name)}, {"reason", std::string(reason)}});
+  for (Frontend frontend : kFrontends) {
+    for (const scheduler::RequestKindInfo& kind : scheduler::kRequestKinds) {
+      for (std::string_view reason : FinishedReasons(kind.kind)) {
+        requests_finished_->Add({{"frontend", FrontendLabel(frontend)},
+                                 {"kind", std::string(kind.name)},
+                                 {"reason", std::string(reason)}});
+      }
     }
   }
   requests_rejected_ =
@@ -129,10 +155,13 @@ void ServerMetrics::Register() {
                "gRPC status code (RESOURCE_EXHAUSTED: queue full; "
                "UNAVAILABLE: shutting down).")
            .Register(registry);
-  for (const scheduler::RequestKindInfo& kind : scheduler::kRequestKinds) {
-    for (const char* code : {"RESOURCE_EXHAUSTED", "UNAVAILABLE"}) {
-      requests_rejected_->Add(
-          {{"kind", std::string(kind.name)}, {"code", code}});
+  for (Frontend frontend : kFrontends) {
+    for (const scheduler::RequestKindInfo& kind : scheduler::kRequestKinds) {
+      for (const char* code : {"RESOURCE_EXHAUSTED", "UNAVAILABLE"}) {
+        requests_rejected_->Add({{"frontend", FrontendLabel(frontend)},
+                                 {"kind", std::string(kind.name)},
+                                 {"code", code}});
+      }
     }
   }
 
@@ -144,15 +173,12 @@ void ServerMetrics::Register() {
       "tvq_time_to_first_token_seconds",
       "Seconds from a generation's arrival (queue wait included) to its "
       "first token.");
-  time_to_first_token_ = &ttft->Add({}, LatencyBucketsSeconds());
   HistogramFamily* itl =
       latency("tvq_inter_token_latency_seconds",
               "Seconds between two consecutive tokens of one generation.");
-  inter_token_latency_ = &itl->Add({}, LatencyBucketsSeconds());
   HistogramFamily* decode =
       latency("tvq_decode_duration_seconds",
               "Seconds from a generation's first token to its end.");
-  decode_duration_ = &decode->Add({}, LatencyBucketsSeconds());
   HistogramFamily* duration = latency(
       "tvq_request_duration_seconds",
       "Seconds from a request's arrival to its end, whatever the outcome.");
@@ -163,45 +189,60 @@ void ServerMetrics::Register() {
       "tvq_prefill_duration_seconds",
       "Seconds from admission to the end of the prompt's prefill (the first "
       "token of a generation, the result of a score).");
-  for (const scheduler::RequestKindInfo& kind : scheduler::kRequestKinds) {
-    const prometheus::Labels labels = {{"kind", std::string(kind.name)}};
-    KindInstruments& instruments = per_kind_[kind.kind];
-    instruments.request_duration =
-        &duration->Add(labels, LatencyBucketsSeconds());
-    instruments.queue_wait = &queue->Add(labels, LatencyBucketsSeconds());
-    instruments.prefill_duration =
-        &prefill->Add(labels, LatencyBucketsSeconds());
+  for (Frontend frontend : kFrontends) {
+    for (const scheduler::RequestKindInfo& kind : scheduler::kRequestKinds) {
+      const prometheus::Labels labels = {{"frontend", FrontendLabel(frontend)},
+                                         {"kind", std::string(kind.name)}};
+      KindInstruments& instruments = per_kind_[{kind.kind, frontend}];
+      instruments.request_duration =
+          &duration->Add(labels, LatencyBucketsSeconds());
+      instruments.queue_wait = &queue->Add(labels, LatencyBucketsSeconds());
+      instruments.prefill_duration =
+          &prefill->Add(labels, LatencyBucketsSeconds());
+    }
   }
 
   // ---- tokens
-  prompt_tokens_ =
+  CounterFamily* prompt_tokens =
       &BuildCounter()
            .Name("tvq_prompt_tokens_total")
            .Help(
                "Prompt tokens fed to the model (prefill), scored sequences "
                "included.")
-           .Register(registry)
-           .Add({});
-  generated_tokens_ = &BuildCounter()
-                           .Name("tvq_generated_tokens_total")
-                           .Help("Tokens generated (sampled).")
-                           .Register(registry)
-                           .Add({});
+           .Register(registry);
+  CounterFamily* generated_tokens = &BuildCounter()
+                                         .Name("tvq_generated_tokens_total")
+                                         .Help("Tokens generated (sampled).")
+                                         .Register(registry);
   HistogramFamily* prompt_per_request =
       &BuildHistogram()
            .Name("tvq_request_prompt_tokens")
            .Help("Prompt tokens per request (the scored sequence for scores).")
            .Register(registry);
-  for (const scheduler::RequestKindInfo& kind : scheduler::kRequestKinds) {
-    per_kind_[kind.kind].request_prompt_tokens = &prompt_per_request->Add(
-        {{"kind", std::string(kind.name)}}, TokenCountBuckets());
-  }
-  request_generated_tokens_ =
+  HistogramFamily* generated_per_request =
       &BuildHistogram()
            .Name("tvq_request_generated_tokens")
            .Help("Tokens generated per generation request.")
-           .Register(registry)
-           .Add({}, TokenCountBuckets());
+           .Register(registry);
+  for (Frontend frontend : kFrontends) {
+    const prometheus::Labels labels = {{"frontend", FrontendLabel(frontend)}};
+    FrontendInstruments& instruments = per_frontend_[FrontendIndex(frontend)];
+    instruments.prompt_tokens = &prompt_tokens->Add(labels);
+    instruments.generated_tokens = &generated_tokens->Add(labels);
+    instruments.time_to_first_token =
+        &ttft->Add(labels, LatencyBucketsSeconds());
+    instruments.inter_token_latency =
+        &itl->Add(labels, LatencyBucketsSeconds());
+    instruments.decode_duration = &decode->Add(labels, LatencyBucketsSeconds());
+    instruments.request_generated_tokens =
+        &generated_per_request->Add(labels, TokenCountBuckets());
+    for (const scheduler::RequestKindInfo& kind : scheduler::kRequestKinds) {
+      per_kind_[{kind.kind, frontend}].request_prompt_tokens =
+          &prompt_per_request->Add({{"frontend", FrontendLabel(frontend)},
+                                    {"kind", std::string(kind.name)}},
+                                   TokenCountBuckets());
+    }
+  }
 
   // ---- engine
   batch_size_ = &BuildHistogram()
@@ -310,29 +351,40 @@ std::string ServerMetrics::SerializeText() const {
 }
 
 void ServerMetrics::OnRpcFinished(std::string_view method, int code) {
+  CountRequest(Frontend::kGrpc, method, GrpcCodeName(code));
+}
+
+void ServerMetrics::CountRequest(Frontend frontend, std::string_view method,
+                                 std::string_view code) {
   try {
     requests_
-        ->Add({{"method", std::string(method)}, {"code", GrpcCodeName(code)}})
+        ->Add({{"frontend", FrontendLabel(frontend)},
+               {"method", std::string(method)},
+               {"code", std::string(code)}})
         .Increment();
   } catch (const std::exception&) {
     // Label values cannot be refused; nothing else throws here.
   }
 }
 
-void ServerMetrics::CountFinished(RequestKind kind, std::string_view reason) {
+void ServerMetrics::CountFinished(RequestKind kind, Frontend frontend,
+                                  std::string_view reason) {
   try {
     requests_finished_
-        ->Add({{"kind", std::string(RequestKindName(kind))},
+        ->Add({{"frontend", FrontendLabel(frontend)},
+               {"kind", std::string(RequestKindName(kind))},
                {"reason", std::string(reason)}})
         .Increment();
   } catch (const std::exception&) {
   }
 }
 
-void ServerMetrics::CountRejected(RequestKind kind, int code) {
+void ServerMetrics::CountRejected(RequestKind kind, Frontend frontend,
+                                  int code) {
   try {
     requests_rejected_
-        ->Add({{"kind", std::string(RequestKindName(kind))},
+        ->Add({{"frontend", FrontendLabel(frontend)},
+               {"kind", std::string(RequestKindName(kind))},
                {"code", GrpcCodeName(code)}})
         .Increment();
   } catch (const std::exception&) {

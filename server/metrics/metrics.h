@@ -3,7 +3,11 @@
 // gauges, process metrics). docs/metrics.md lists every metric.
 //
 // The instruments are updated by SchedulerMetricsObserver (scheduler events)
-// and through RpcMetrics (one call per finished RPC, from the service layer).
+// and through RpcMetrics (one call per finished RPC, from the gRPC service)
+// and HttpMetrics (one call per HTTP response). Every request-level family
+// carries the label `frontend` ("grpc", "http": the request's
+// scheduler::Frontend), so each request is counted once, in one series;
+// engine-level families (steps, batch sizes, engine errors) have none.
 // Every method is thread-safe. No prometheus-cpp exception leaves this class:
 // the ones that can happen (at registration) become a Status.
 #ifndef TVQ_SERVER_METRICS_METRICS_H_
@@ -14,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -31,6 +36,7 @@
 #include "server/metrics/session_collector.h"
 #include "server/metrics/process_collector.h"
 #include "server/metrics/rpc_metrics.h"
+#include "server/scheduler/frontend.h"
 #include "server/scheduler/scheduler_observer.h"
 
 namespace tvq::metrics {
@@ -75,6 +81,7 @@ struct ModelInfo {
 
 // "generate", "score": the names table in scheduler/request_kind.h.
 using scheduler::RequestKindName;
+using scheduler::Frontend;
 
 // The gRPC name of a status code ("OK", "INVALID_ARGUMENT", ...); "UNKNOWN"
 // outside 0..16.
@@ -105,37 +112,59 @@ class ServerMetrics final : public RpcMetrics {
   // Everything in the Prometheus text format, as a scrape returns it.
   std::string SerializeText() const;
 
-  // RpcMetrics: tvq_requests_total{method, code}.
+  // RpcMetrics: tvq_requests_total{frontend="grpc", method, code}.
   void OnRpcFinished(std::string_view method, int code) override;
+  // tvq_requests_total{frontend, method, code}: one request of any front
+  // end ended; `code` is a gRPC code name ("OK", "INVALID_ARGUMENT", ...).
+  void CountRequest(Frontend frontend, std::string_view method,
+                    std::string_view code);
 
   // ---- instruments (thread-safe; see docs/metrics.md for their meaning)
-  // tvq_requests_finished_total{kind, reason}
-  void CountFinished(scheduler::RequestKind kind, std::string_view reason);
-  // tvq_requests_rejected_total{kind, code}
-  void CountRejected(scheduler::RequestKind kind, int code);
+  // tvq_requests_finished_total{frontend, kind, reason}
+  void CountFinished(scheduler::RequestKind kind, Frontend frontend,
+                     std::string_view reason);
+  // tvq_requests_rejected_total{frontend, kind, code}
+  void CountRejected(scheduler::RequestKind kind, Frontend frontend,
+                     int code);
   // tvq_engine_errors_total{phase}
   prometheus::Counter& engine_errors(scheduler::StepPhase phase) {
     return *engine_errors_[PhaseIndex(phase)];
   }
-  prometheus::Counter& prompt_tokens() { return *prompt_tokens_; }
-  prometheus::Counter& generated_tokens() { return *generated_tokens_; }
-  prometheus::Histogram& time_to_first_token() { return *time_to_first_token_; }
-  prometheus::Histogram& inter_token_latency() { return *inter_token_latency_; }
-  prometheus::Histogram& decode_duration() { return *decode_duration_; }
-  prometheus::Histogram& request_duration(scheduler::RequestKind kind) {
-    return *ForKind(kind).request_duration;
+  // The {frontend} series.
+  prometheus::Counter& prompt_tokens(Frontend frontend) {
+    return *ForFrontend(frontend).prompt_tokens;
   }
-  prometheus::Histogram& queue_wait(scheduler::RequestKind kind) {
-    return *ForKind(kind).queue_wait;
+  prometheus::Counter& generated_tokens(Frontend frontend) {
+    return *ForFrontend(frontend).generated_tokens;
   }
-  prometheus::Histogram& prefill_duration(scheduler::RequestKind kind) {
-    return *ForKind(kind).prefill_duration;
+  prometheus::Histogram& time_to_first_token(Frontend frontend) {
+    return *ForFrontend(frontend).time_to_first_token;
   }
-  prometheus::Histogram& request_prompt_tokens(scheduler::RequestKind kind) {
-    return *ForKind(kind).request_prompt_tokens;
+  prometheus::Histogram& inter_token_latency(Frontend frontend) {
+    return *ForFrontend(frontend).inter_token_latency;
   }
-  prometheus::Histogram& request_generated_tokens() {
-    return *request_generated_tokens_;
+  prometheus::Histogram& decode_duration(Frontend frontend) {
+    return *ForFrontend(frontend).decode_duration;
+  }
+  prometheus::Histogram& request_generated_tokens(Frontend frontend) {
+    return *ForFrontend(frontend).request_generated_tokens;
+  }
+  // The {frontend, kind} series.
+  prometheus::Histogram& request_duration(scheduler::RequestKind kind,
+                                          Frontend frontend) {
+    return *ForKind(kind, frontend).request_duration;
+  }
+  prometheus::Histogram& queue_wait(scheduler::RequestKind kind,
+                                    Frontend frontend) {
+    return *ForKind(kind, frontend).queue_wait;
+  }
+  prometheus::Histogram& prefill_duration(scheduler::RequestKind kind,
+                                          Frontend frontend) {
+    return *ForKind(kind, frontend).prefill_duration;
+  }
+  prometheus::Histogram& request_prompt_tokens(scheduler::RequestKind kind,
+                                               Frontend frontend) {
+    return *ForKind(kind, frontend).request_prompt_tokens;
   }
   prometheus::Histogram& batch_size() { return *batch_size_; }
   prometheus::Histogram& step_duration(scheduler::StepPhase phase) {
@@ -146,7 +175,16 @@ class ServerMetrics final : public RpcMetrics {
   using CounterFamily = prometheus::Family<prometheus::Counter>;
   using GaugeFamily = prometheus::Family<prometheus::Gauge>;
   using HistogramFamily = prometheus::Family<prometheus::Histogram>;
-  // The series labelled {kind=...} of one request kind.
+  // The series labelled {frontend=...} of one front end.
+  struct FrontendInstruments {
+    prometheus::Counter* prompt_tokens = nullptr;
+    prometheus::Counter* generated_tokens = nullptr;
+    prometheus::Histogram* time_to_first_token = nullptr;
+    prometheus::Histogram* inter_token_latency = nullptr;
+    prometheus::Histogram* decode_duration = nullptr;
+    prometheus::Histogram* request_generated_tokens = nullptr;
+  };
+  // The series labelled {frontend=..., kind=...}.
   struct KindInstruments {
     prometheus::Histogram* request_duration = nullptr;
     prometheus::Histogram* queue_wait = nullptr;
@@ -160,9 +198,14 @@ class ServerMetrics final : public RpcMetrics {
   // Builds the families and the children known in advance; throws what
   // prometheus-cpp throws (Create catches).
   void Register();
-  // Every kind of scheduler::kRequestKinds has its entry (Register).
-  const KindInstruments& ForKind(scheduler::RequestKind kind) const {
-    return per_kind_.find(kind)->second;
+  // Every kind of scheduler::kRequestKinds and every front end of
+  // scheduler::kFrontends has its entry (Register).
+  const KindInstruments& ForKind(scheduler::RequestKind kind,
+                                 Frontend frontend) const {
+    return per_kind_.find({kind, frontend})->second;
+  }
+  const FrontendInstruments& ForFrontend(Frontend frontend) const {
+    return per_frontend_[frontend == Frontend::kHttp ? 1 : 0];
   }
   static size_t PhaseIndex(scheduler::StepPhase phase) {
     return phase == scheduler::StepPhase::kPrefill ? 0 : 1;
@@ -177,14 +220,13 @@ class ServerMetrics final : public RpcMetrics {
   CounterFamily* requests_finished_ = nullptr;
   CounterFamily* requests_rejected_ = nullptr;
   PerPhase<prometheus::Counter> engine_errors_{};
-  prometheus::Counter* prompt_tokens_ = nullptr;
-  prometheus::Counter* generated_tokens_ = nullptr;
-  prometheus::Histogram* time_to_first_token_ = nullptr;
-  prometheus::Histogram* inter_token_latency_ = nullptr;
-  prometheus::Histogram* decode_duration_ = nullptr;
-  // One entry per request kind, made from the kinds table at registration.
-  absl::flat_hash_map<scheduler::RequestKind, KindInstruments> per_kind_;
-  prometheus::Histogram* request_generated_tokens_ = nullptr;
+  // Indexed grpc, http.
+  std::array<FrontendInstruments, 2> per_frontend_{};
+  // One entry per (request kind, front end), made from the tables at
+  // registration.
+  absl::flat_hash_map<std::pair<scheduler::RequestKind, Frontend>,
+                      KindInstruments>
+      per_kind_;
   prometheus::Histogram* batch_size_ = nullptr;
   PerPhase<prometheus::Histogram> step_duration_{};
 

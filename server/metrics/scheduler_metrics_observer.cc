@@ -2,6 +2,7 @@
 
 namespace tvq::metrics {
 
+using scheduler::Frontend;
 using scheduler::RequestKind;
 using scheduler::RequestOutcome;
 using scheduler::StepPhase;
@@ -23,34 +24,42 @@ std::string_view FinishedReasonLabel(const RequestOutcome& outcome) {
 }
 
 void SchedulerMetricsObserver::OnRequestRejected(RequestKind kind,
+                                                 Frontend frontend,
                                                  absl::StatusCode code) {
-  metrics_.CountRejected(kind, static_cast<int>(code));
+  metrics_.CountRejected(kind, frontend, static_cast<int>(code));
 }
 
 void SchedulerMetricsObserver::OnRequestAdmitted(RequestKind kind,
+                                                 Frontend frontend,
                                                  double queue_seconds) {
-  metrics_.queue_wait(kind).Observe(queue_seconds);
+  metrics_.queue_wait(kind, frontend).Observe(queue_seconds);
 }
 
-void SchedulerMetricsObserver::OnFirstToken(double seconds) {
-  metrics_.time_to_first_token().Observe(seconds);
-  metrics_.generated_tokens().Increment();
+void SchedulerMetricsObserver::OnFirstToken(Frontend frontend,
+                                            double seconds) {
+  metrics_.time_to_first_token(frontend).Observe(seconds);
+  metrics_.generated_tokens(frontend).Increment();
 }
 
-void SchedulerMetricsObserver::OnToken(double inter_token_seconds) {
-  metrics_.inter_token_latency().Observe(inter_token_seconds);
-  metrics_.generated_tokens().Increment();
+void SchedulerMetricsObserver::OnToken(Frontend frontend,
+                                       double inter_token_seconds) {
+  metrics_.inter_token_latency(frontend).Observe(inter_token_seconds);
+  metrics_.generated_tokens(frontend).Increment();
 }
 
-void SchedulerMetricsObserver::OnPrefillTokens(int num_tokens) {
-  metrics_.prompt_tokens().Increment(num_tokens);
+void SchedulerMetricsObserver::OnPrefillTokens(Frontend frontend,
+                                               int num_tokens) {
+  metrics_.prompt_tokens(frontend).Increment(num_tokens);
 }
 
 void SchedulerMetricsObserver::OnRequestFinished(
     const RequestOutcome& outcome) {
-  metrics_.CountFinished(outcome.kind, FinishedReasonLabel(outcome));
-  metrics_.request_duration(outcome.kind).Observe(outcome.total_seconds);
-  metrics_.request_prompt_tokens(outcome.kind).Observe(outcome.prompt_tokens);
+  const Frontend frontend = outcome.frontend;
+  metrics_.CountFinished(outcome.kind, frontend, FinishedReasonLabel(outcome));
+  metrics_.request_duration(outcome.kind, frontend)
+      .Observe(outcome.total_seconds);
+  metrics_.request_prompt_tokens(outcome.kind, frontend)
+      .Observe(outcome.prompt_tokens);
   // The prefill ended when a sampling kind (generation) produced its first
   // token, or when another kind (score) completed.
   const bool samples_tokens = scheduler::SamplesTokens(outcome.kind);
@@ -58,12 +67,12 @@ void SchedulerMetricsObserver::OnRequestFinished(
                              ? outcome.generated_tokens > 0
                              : outcome.status_code == absl::StatusCode::kOk;
   if (prefilled) {
-    metrics_.prefill_duration(outcome.kind).Observe(outcome.prefill_seconds);
+    metrics_.prefill_duration(outcome.kind, frontend).Observe(outcome.prefill_seconds);
   }
   if (samples_tokens) {
-    metrics_.request_generated_tokens().Observe(outcome.generated_tokens);
+    metrics_.request_generated_tokens(frontend).Observe(outcome.generated_tokens);
     if (outcome.generated_tokens > 0) {
-      metrics_.decode_duration().Observe(outcome.decode_seconds);
+      metrics_.decode_duration(frontend).Observe(outcome.decode_seconds);
     }
   }
 }

@@ -28,12 +28,15 @@ class SchedulerMetricsObserver final : public scheduler::SchedulerObserver {
       : metrics_(metrics) {}
 
   void OnRequestRejected(scheduler::RequestKind kind,
+                         scheduler::Frontend frontend,
                          absl::StatusCode code) override;
   void OnRequestAdmitted(scheduler::RequestKind kind,
+                         scheduler::Frontend frontend,
                          double queue_seconds) override;
-  void OnFirstToken(double seconds) override;
-  void OnToken(double inter_token_seconds) override;
-  void OnPrefillTokens(int num_tokens) override;
+  void OnFirstToken(scheduler::Frontend frontend, double seconds) override;
+  void OnToken(scheduler::Frontend frontend,
+               double inter_token_seconds) override;
+  void OnPrefillTokens(scheduler::Frontend frontend, int num_tokens) override;
   void OnRequestFinished(const scheduler::RequestOutcome& outcome) override;
   void OnStep(scheduler::StepPhase phase, int batch_size, int num_tokens,
               double seconds) override;

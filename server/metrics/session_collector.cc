@@ -33,6 +33,21 @@ MetricFamily Gauge(std::string name, std::string help, double value) {
   return family;
 }
 
+// A counter family with one series per value of label `label`.
+MetricFamily LabeledCounter(
+    std::string name, std::string help, const std::string& label,
+    const std::vector<std::pair<std::string, uint64_t>>& values) {
+  MetricFamily family =
+      Family(std::move(name), std::move(help), MetricType::Counter);
+  for (const auto& [value_label, value] : values) {
+    ClientMetric metric;
+    metric.label = {{label, value_label}};
+    metric.counter.value = static_cast<double>(value);
+    family.metric.push_back(std::move(metric));
+  }
+  return family;
+}
+
 MetricFamily Counter(std::string name, std::string help, uint64_t value) {
   MetricFamily family =
       Family(std::move(name), std::move(help), MetricType::Counter);
@@ -99,6 +114,31 @@ std::vector<MetricFamily> SessionCollector::Collect() const {
   families.push_back(Counter("tvq_session_loads_total",
                              "Sessions read back from --session-dir.",
                              s.loads_total));
+  families.push_back(Counter(
+      "tvq_session_adoptions_total",
+      "Of the loads: sessions this server did not hold, taken from a shared "
+      "--session-dir (written by another server: drained or evicted).",
+      s.adoptions_total));
+  families.push_back(LabeledCounter(
+      "tvq_session_migrations_total",
+      "Sessions migrated on drain, by target (peer: --drain-peer took it; "
+      "disk: saved to --session-dir).",
+      "target",
+      {{"peer", s.migrations_peer_total}, {"disk", s.migrations_disk_total}}));
+  families.push_back(LabeledCounter(
+      "tvq_session_migration_bytes_total",
+      "Bytes moved by migrations on drain, by target (blob bytes sent to the "
+      "peer, file bytes written to --session-dir).",
+      "target",
+      {{"peer", s.migration_bytes_peer_total},
+       {"disk", s.migration_bytes_disk_total}}));
+  families.push_back(LabeledCounter(
+      "tvq_session_migration_failures_total",
+      "Migrations on drain that failed, by target (peer: refused or timed "
+      "out, then tried on disk; disk: the write failed, the session is lost).",
+      "target",
+      {{"peer", s.migration_failures_peer_total},
+       {"disk", s.migration_failures_disk_total}}));
   families.push_back(Counter("tvq_session_exports_total",
                              "Sessions exported (ExportSession).",
                              s.exports_total));

@@ -9,6 +9,11 @@
 //   tvq_session_expiries_total         expired (idle past their TTL)
 //   tvq_session_spills_total, tvq_session_loads_total  written to / read
 //                                      back from --session-dir
+//   tvq_session_adoptions_total        of the loads: taken from a shared
+//                                      --session-dir (another server's)
+//   tvq_session_migrations_total{target}, tvq_session_migration_bytes_total
+//   {target}, tvq_session_migration_failures_total{target}  migration on
+//                                      drain (target: peer, disk)
 //   tvq_session_exports_total, tvq_session_export_bytes_total
 //   tvq_session_imports_total, tvq_session_import_bytes_total
 //   tvq_session_import_failures_total  blobs refused
@@ -42,6 +47,13 @@ struct SessionSnapshot {
   int64_t state_bytes_disk = 0;
   uint64_t spills_total = 0;
   uint64_t loads_total = 0;
+  uint64_t adoptions_total = 0;
+  uint64_t migrations_peer_total = 0;
+  uint64_t migrations_disk_total = 0;
+  uint64_t migration_bytes_peer_total = 0;
+  uint64_t migration_bytes_disk_total = 0;
+  uint64_t migration_failures_peer_total = 0;
+  uint64_t migration_failures_disk_total = 0;
   int64_t state_bytes_host = 0;
   int64_t state_bytes_slot = 0;
   int64_t capacity = 0;

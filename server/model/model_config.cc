@@ -22,6 +22,7 @@ using nlohmann::json;
 
 constexpr std::string_view kFormatName = "transformer-vq";
 constexpr int kFormatVersion = 1;
+constexpr int kOptimizedFormatVersion = 2;
 
 absl::Status ConfigError(std::string_view file_name, std::string_view message) {
   return absl::InvalidArgumentError(StrCat(file_name, ": ", message));
@@ -207,6 +208,80 @@ absl::Status CheckTokenizerFileName(std::string_view file_name,
   return absl::OkStatus();
 }
 
+// format_version 2: head_type and the sizes the official code derives from
+// it (QKVGProducer.get_n_q / get_n_kv / get_d_v, MultiLayerPerceptron.
+// get_d_ff); M = L and the aggregated cache always on.
+absl::Status DeriveOptimizedShape(const ConfigReader& reader,
+                                  std::string_view file_name,
+                                  ModelConfig& config) {
+  TVQ_ASSIGN_OR_RETURN(const json* head_type, reader.Find("head_type"));
+  const std::string name =
+      head_type->is_string() ? head_type->get<std::string>() : "";
+  if (name == "shga") {
+    config.head_type = HeadType::kShga;
+  } else if (name == "mqa") {
+    config.head_type = HeadType::kMqa;
+  } else if (name == "mha") {
+    config.head_type = HeadType::kMha;
+  } else {
+    return ConfigError(file_name,
+                       StrCat("\"head_type\" must be \"shga\", \"mqa\" or "
+                              "\"mha\", got ",
+                              DescribeJson(*head_type)));
+  }
+  TVQ_RETURN_IF_ERROR(CheckDimension(file_name, "d_model", config.d_model));
+  TVQ_RETURN_IF_ERROR(CheckDimension(file_name, "d_k", config.d_k));
+  if (config.d_model % config.d_k != 0) {
+    return ConfigError(file_name,
+                       StrCat("\"d_model\" (", config.d_model,
+                              ") must be a multiple of \"d_k\" (", config.d_k,
+                              ") in format_version 2"));
+  }
+  if (config.d_model > kMaxModelDimension / 5) {
+    return ConfigError(file_name,
+                       StrCat("\"d_model\" must be at most ",
+                              kMaxModelDimension / 5,
+                              " in format_version 2 (d_v and d_ff grow with "
+                              "it), got ",
+                              config.d_model));
+  }
+  const int heads = config.d_model / config.d_k;
+  switch (config.head_type) {
+    case HeadType::kShga:
+      config.n_query_head = 1;
+      config.n_head = 1;
+      config.d_v = 2 * config.d_model;
+      config.d_ff = 0;
+      break;
+    case HeadType::kMqa:
+      config.n_query_head = heads;
+      config.n_head = 1;
+      config.d_v = config.d_k;
+      config.d_ff = 5 * config.d_model;
+      break;
+    case HeadType::kMha:
+      config.n_query_head = heads;
+      config.n_head = heads;
+      config.d_v = config.d_k;
+      config.d_ff = 4 * config.d_model;
+      break;
+  }
+  config.mem_len = config.block_len;
+  config.agg_cache = true;
+  return absl::OkStatus();
+}
+
+// format_version 2 applies e_scale before the output bias; a zero factor
+// would leave only the bias (and the engine divides the bias by it).
+absl::Status CheckOptimizedScale(const ModelConfig& config,
+                                 std::string_view file_name) {
+  if (config.format_version == 2 && config.e_scale == 0) {
+    return ConfigError(file_name,
+                       "\"e_scale\" must be nonzero in format_version 2, got 0");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidateModelConfig(const ModelConfig& config,
@@ -243,6 +318,7 @@ absl::Status ValidateModelConfig(const ModelConfig& config,
                           absl::StrFormat("%g", kMaxEmbeddingScale), "], got ",
                           absl::StrFormat("%g", config.e_scale)));
   }
+  TVQ_RETURN_IF_ERROR(CheckOptimizedScale(config, file_name));
   TVQ_RETURN_IF_ERROR(
       CheckTokenId(file_name, "eos_id", config.eos_id, config.n_vocab));
   TVQ_RETURN_IF_ERROR(
@@ -286,33 +362,45 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
   }
   TVQ_ASSIGN_OR_RETURN(const json* version, reader.Find("format_version"));
   if (!version->is_number_integer() ||
-      version->get<int64_t>() != kFormatVersion) {
+      (version->get<int64_t>() != kFormatVersion &&
+       version->get<int64_t>() != kOptimizedFormatVersion)) {
     return ConfigError(
         file_name,
         StrCat("unsupported \"format_version\" ", DescribeJson(*version),
-               " (this server reads format_version ", kFormatVersion, ")"));
+               " (this server reads format_version ", kFormatVersion, " and ",
+               kOptimizedFormatVersion, ")"));
   }
 
   ModelConfig config;
+  config.format_version = static_cast<int>(version->get<int64_t>());
+  const bool optimized = config.format_version == kOptimizedFormatVersion;
   constexpr std::string_view kPositive = "an integer >= 1";
-  const std::pair<std::string_view, int*> dimensions[] = {
+  std::vector<std::pair<std::string_view, int*>> dimensions = {
       {"d_model", &config.d_model}, {"d_k", &config.d_k},
-      {"d_v", &config.d_v},         {"n_head", &config.n_head},
       {"n_code", &config.n_code},   {"n_layer", &config.n_layer},
       {"n_vocab", &config.n_vocab}, {"block_len", &config.block_len},
-      {"mem_len", &config.mem_len},
   };
+  if (!optimized) {
+    dimensions.push_back({"d_v", &config.d_v});
+    dimensions.push_back({"n_head", &config.n_head});
+    dimensions.push_back({"mem_len", &config.mem_len});
+  }
   for (const auto& [key, field] : dimensions) {
     TVQ_ASSIGN_OR_RETURN(*field, reader.Int(key, kPositive));
   }
-  const std::pair<std::string_view, bool*> flags[] = {
-      {"agg_cache", &config.agg_cache},
+  std::vector<std::pair<std::string_view, bool*>> flags = {
       {"pe_abs", &config.pe_abs},
       {"e_tie", &config.e_tie},
       {"e_preln", &config.e_preln},
   };
+  if (!optimized) flags.push_back({"agg_cache", &config.agg_cache});
   for (const auto& [key, field] : flags) {
     TVQ_ASSIGN_OR_RETURN(*field, reader.Bool(key));
+  }
+  if (optimized) {
+    TVQ_RETURN_IF_ERROR(DeriveOptimizedShape(reader, file_name, config));
+  } else {
+    config.n_query_head = config.n_head;
   }
   TVQ_ASSIGN_OR_RETURN(config.pe_lam, reader.Number("pe_lam", "a number > 0"));
   TVQ_ASSIGN_OR_RETURN(config.e_scale, reader.Number("e_scale", "a number"));
@@ -339,12 +427,68 @@ absl::Status CheckTokenIds(std::span<const int32_t> ids, int n_vocab,
   return absl::OkStatus();
 }
 
+std::string StackedAttentionPrefix(int within_layer) {
+  return StrCat("stack/VQAttention_", within_layer, "/");
+}
+
+std::string_view HeadTypeName(HeadType head_type) {
+  switch (head_type) {
+    case HeadType::kShga:
+      return "shga";
+    case HeadType::kMqa:
+      return "mqa";
+    case HeadType::kMha:
+      return "mha";
+  }
+  return "?";
+}
+
 std::string SublayerPrefix(int index) {
   return StrCat("transformer_layers_", index / 2, "/scanned_attn",
                 index % 2 + 1, "/");
 }
 
+namespace {
+
+// format_version 2: the official params tree of the optimized branch.
+std::vector<TensorSpec> ExpectedStackedTensors(const ModelConfig& config) {
+  const int64_t D = config.d_model, V = config.n_vocab, L = config.n_layer;
+  const int64_t n_q = config.n_query_head, n_kv = config.n_head;
+  const int64_t d_k = config.d_k, d_v = config.d_v, S = config.n_code;
+  std::vector<TensorSpec> specs = {{"token_embed/embedding", {V, D}}};
+  if (config.pe_abs) specs.push_back({"pos_embed/scale", {}});
+  if (!config.e_tie) {
+    specs.push_back({"out_proj/kernel", {D, V}});
+    specs.push_back({"out_proj/bias", {V}});
+  }
+  for (int a = 0; a < config.attention_per_layer(); ++a) {
+    const std::string p = StackedAttentionPrefix(a);
+    specs.push_back({p + "qkvg_producer/q_proj/kernel", {L, 1, D, n_q * d_k}});
+    specs.push_back({p + "qkvg_producer/k_proj/kernel", {L, 1, D, n_kv * d_k}});
+    specs.push_back({p + "qkvg_producer/v_proj/kernel", {L, 1, D, n_kv * d_v}});
+    if (config.head_type == HeadType::kShga) {
+      specs.push_back({p + "qkvg_producer/g_proj/kernel", {L, 1, D, d_v}});
+    }
+    specs.push_back(
+        {p + "xl_bias_producer/xl_r_proj/kernel", {L, 1, D, n_kv * d_k}});
+    specs.push_back({p + "xl_bias_producer/xl_u", {L, 1, n_q * d_k}});
+    specs.push_back({p + "xl_bias_producer/xl_v", {L, 1, n_q * d_k}});
+    specs.push_back({p + "quantizer/c_sum", {L, 1, n_kv, S, d_k}});
+    specs.push_back({p + "quantizer/c_count", {L, 1, n_kv, S}});
+    specs.push_back({p + "res_proj/kernel", {L, 1, n_q * d_v, D}});
+  }
+  if (config.d_ff > 0) {
+    const std::string p(kStackedMlpPrefix);
+    specs.push_back({p + "Dense_0/kernel", {L, 1, D, config.d_ff}});
+    specs.push_back({p + "Dense_1/kernel", {L, 1, config.d_ff, D}});
+  }
+  return specs;
+}
+
+}  // namespace
+
 std::vector<TensorSpec> ExpectedTensors(const ModelConfig& config) {
+  if (config.format_version == 2) return ExpectedStackedTensors(config);
   const int64_t d_model = config.d_model;
   const int64_t n_vocab = config.n_vocab;
   const int64_t n_head = config.n_head;

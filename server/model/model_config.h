@@ -14,11 +14,26 @@
 
 namespace tvq::runtime {
 
+// Head layout of the optimized-branch family (format_version 2).
+enum class HeadType { kShga, kMqa, kMha };
+
 struct ModelConfig {
+  // 1: the main branch's family (two attention sublayers per layer, fused
+  // kvg_proj, gained norms). 2: the optimized branch's (stacked layers,
+  // head_type, MLP sublayers for mqa/mha, RMS norms without gain, M = L).
+  int format_version = 1;
+  // format_version 2 only.
+  HeadType head_type = HeadType::kShga;
   int d_model = 0;
   int d_k = 0;
   int d_v = 0;
+  // Key/value heads: the heads of the codebook and of the decode state. In
+  // format_version 1 every head has its own query too.
   int n_head = 0;
+  // Query heads (n_head in format_version 1; d_model / d_k for mqa/mha).
+  int n_query_head = 0;
+  // Width of the MLP sublayers (format_version 2 mqa/mha; 0 = none).
+  int d_ff = 0;
   int n_code = 0;
   int n_layer = 0;
   int n_vocab = 0;
@@ -37,8 +52,14 @@ struct ModelConfig {
   // For kSentencePiece: file name inside the model directory.
   std::string tokenizer_file;
 
-  // Attention sublayers in execution order (layer0/attn1, layer0/attn2, ...).
-  int num_sublayers() const { return 2 * n_layer; }
+  // Attention sublayers in execution order (layer0/attn1, layer0/attn2, ...;
+  // format_version 2 mqa/mha: one per layer, each followed by an MLP).
+  int num_sublayers() const {
+    return format_version == 2 && head_type != HeadType::kShga ? n_layer
+                                                               : 2 * n_layer;
+  }
+  // Attention sublayers per layer.
+  int attention_per_layer() const { return num_sublayers() / n_layer; }
 };
 
 // Parses and validates config.json text. `file_name` is used in messages,
@@ -73,8 +94,18 @@ absl::Status CheckTokenIds(std::span<const int32_t> ids, int n_vocab,
                            std::string_view field);
 
 // Prefix of sublayer `index` (0-based, execution order), e.g.
-// "transformer_layers_1/scanned_attn2/".
+// "transformer_layers_1/scanned_attn2/" (format_version 1).
 std::string SublayerPrefix(int index);
+
+// format_version 2: the stacked name of attention sublayer `within_layer`
+// (0 or 1) of every layer, "stack/VQAttention_0/", and of the MLP,
+// "stack/MultiLayerPerceptron_0/". Tensors under "stack/" have the leading
+// axes [n_layer, 1].
+std::string StackedAttentionPrefix(int within_layer);
+inline constexpr std::string_view kStackedMlpPrefix =
+    "stack/MultiLayerPerceptron_0/";
+// "shga", "mqa", "mha".
+std::string_view HeadTypeName(HeadType head_type);
 
 struct TensorSpec {
   std::string name;

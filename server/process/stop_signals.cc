@@ -38,6 +38,7 @@ sigset_t StopSignalSet() {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   return set;
 }
 
@@ -49,6 +50,8 @@ const char* StopSignalName(int signal_number) {
       return "SIGTERM";
     case SIGINT:
       return "SIGINT";
+    case SIGHUP:
+      return "SIGHUP";
     default:
       return "a stop signal";
   }
@@ -75,7 +78,7 @@ absl::StatusOr<std::unique_ptr<StopSignals>> StopSignals::Install() {
   action.sa_handler = HandleStopSignal;
   sigfillset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
-  for (int signal_number : {SIGTERM, SIGINT}) {
+  for (int signal_number : {SIGTERM, SIGINT, SIGHUP}) {
     if (::sigaction(signal_number, &action, nullptr) != 0) {
       return absl::ErrnoToStatus(errno,
                                  absl::StrCat("cannot install the handler for ",
@@ -112,6 +115,11 @@ void StopSignals::Watch() {
     const ssize_t count = ::read(read_fd_, &byte, 1);
     if (count < 0 && errno == EINTR) continue;
     if (count <= 0 || byte == kStopWatcher) return;
+    if (byte == SIGHUP) {
+      absl::MutexLock lock(&callback_mutex_);
+      if (reload_callback_) reload_callback_();
+      continue;
+    }
     int total = 0;
     {
       absl::MutexLock lock(&mutex_);
@@ -126,6 +134,11 @@ void StopSignals::Watch() {
 void StopSignals::SetCallback(Callback callback) {
   absl::MutexLock lock(&callback_mutex_);
   callback_ = std::move(callback);
+}
+
+void StopSignals::SetReloadCallback(ReloadCallback callback) {
+  absl::MutexLock lock(&callback_mutex_);
+  reload_callback_ = std::move(callback);
 }
 
 int StopSignals::WaitForCount(int count, absl::Time deadline) {

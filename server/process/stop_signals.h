@@ -8,6 +8,10 @@
 // only writes its number to a pipe, and a watcher thread turns it into a
 // call of the current callback. A second or later signal is reported the
 // same way, with its count; it never kills the process.
+//
+// SIGHUP goes the same way but is no stop signal: it is not counted, and
+// it calls the reload callback (tvq-server re-reads --api-keys-file), or
+// nothing when none is set. It never kills the process either.
 #ifndef TVQ_SERVER_PROCESS_STOP_SIGNALS_H_
 #define TVQ_SERVER_PROCESS_STOP_SIGNALS_H_
 
@@ -28,7 +32,9 @@ class StopSignals {
   // stop signals arrived so far (1 for the first).
   using Callback = std::function<void(int signal_number, int count)>;
 
-  // Installs the handlers for SIGTERM and SIGINT, blocks both in the calling
+  using ReloadCallback = std::function<void()>;
+
+  // Installs the handlers for SIGTERM, SIGINT and SIGHUP, blocks them in the calling
   // thread (threads it starts later inherit the mask) and starts the watcher
   // thread. One instance per process.
   static absl::StatusOr<std::unique_ptr<StopSignals>> Install();
@@ -41,6 +47,8 @@ class StopSignals {
   // Replaces the callback; waits for a call of the previous one in progress
   // to return, so that what it used may be destroyed afterwards.
   void SetCallback(Callback callback);
+  // The same for SIGHUP's callback (null = SIGHUP does nothing).
+  void SetReloadCallback(ReloadCallback callback);
 
   // Waits until at least `count` signals arrived or `deadline` passed;
   // returns the number of the latest signal, 0 on timeout.
@@ -56,13 +64,14 @@ class StopSignals {
   // Held while the callback runs.
   absl::Mutex callback_mutex_;
   Callback callback_ ABSL_GUARDED_BY(callback_mutex_);
+  ReloadCallback reload_callback_ ABSL_GUARDED_BY(callback_mutex_);
   mutable absl::Mutex mutex_;
   int count_ ABSL_GUARDED_BY(mutex_) = 0;
   int last_signal_ ABSL_GUARDED_BY(mutex_) = 0;
   std::thread watcher_;
 };
 
-// "SIGTERM", "SIGINT" or "signal N".
+// "SIGTERM", "SIGINT", "SIGHUP" or "a stop signal".
 const char* StopSignalName(int signal_number);
 
 }  // namespace tvq::process

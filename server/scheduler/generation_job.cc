@@ -54,9 +54,9 @@ absl::StatusOr<SlotState> GenerationJob::EmitToken(const JobContext& context,
   ++generated_;
   if (generated_ == 1) {
     clock.first_token = now;
-    context.observer.OnFirstToken(Seconds(now - clock.arrival));
+    context.observer.OnFirstToken(context.frontend, Seconds(now - clock.arrival));
   } else {
-    context.observer.OnToken(Seconds(now - clock.last_token));
+    context.observer.OnToken(context.frontend, Seconds(now - clock.last_token));
   }
   clock.last_token = now;
 

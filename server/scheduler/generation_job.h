@@ -27,6 +27,7 @@ class GenerationJob {
   GenerationJob(GenerationJob&&) = default;
 
   const std::string& request_id() const { return request_->request_id; }
+  Frontend frontend() const { return request_->frontend; }
   absl::Time deadline() const { return request_->deadline; }
   const StartFrom& start_from() const { return request_->start_from; }
   const KeepState& keep() const { return request_->keep; }

@@ -39,6 +39,8 @@ struct JobEnvironment {
 struct JobContext {
   const JobEnvironment& environment;
   SchedulerObserver& observer;
+  // The request's, for the observer's calls.
+  Frontend frontend;
   RequestClock& clock;
   // Reports the end of the request to the observer. A job calls it once,
   // just before its sink hears of the successful end (failures are reported

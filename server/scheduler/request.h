@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/engine/sampler.h"
+#include "server/scheduler/frontend.h"
 
 namespace tvq::scheduler {
 
@@ -105,7 +106,7 @@ struct SavedState {
 };
 
 // Receives a request's final state. Called on the scheduler thread, once, on
-// success only, and always before the request's sink hears of that success
+// success only (or a generation cut short at a drain, KeepState), and always before the request's sink hears of that success
 // (so that a client told "done" finds the state saved). Never blocks.
 class StateReceiver {
  public:
@@ -121,14 +122,18 @@ class StateReceiver {
 struct KeepState {
   std::string key;
   bool pinned = false;
-  // When set, the final state of a successful request (not one cut short at
-  // a drain) is also exported to it, before the sink is told (sessions).
+  // When set, the final state of a successful request is also exported to
+  // it, before the sink is told (sessions); so is the state of a generation
+  // cut short at a drain after one or more tokens (up to its last token,
+  // which is pending), not of one cut before its first.
   std::shared_ptr<StateReceiver> save_to = nullptr;
 };
 
 struct GenerationRequest {
   // Echoed back; for logs and errors.
   std::string request_id;
+  // Where it came from (the metrics' frontend label only).
+  Frontend frontend = Frontend::kGrpc;
   // The prompt as fed to the model (eos prefix already applied); non-empty,
   // every id inside the vocabulary.
   std::vector<int32_t> prompt;
@@ -184,6 +189,7 @@ class TokenSink {
 
 struct ScoreRequest {
   std::string request_id;
+  Frontend frontend = Frontend::kGrpc;
   // The sequence (eos prefix already applied); at least 2 tokens.
   std::vector<int32_t> tokens;
   int top_logprobs = 0;
@@ -205,6 +211,7 @@ struct ScoreRequest {
 // a later generation has something to feed).
 struct AppendRequest {
   std::string request_id;
+  Frontend frontend = Frontend::kGrpc;
   // Non-empty, every id inside the vocabulary.
   std::vector<int32_t> tokens;
   int32_t pending_token = -1;

@@ -28,6 +28,9 @@ struct Scheduler::Sequence {
   bool completed = false;
 
   RequestKind kind() const { return KindOf(job); }
+  Frontend frontend() const {
+    return std::visit([](const auto& job) { return job.frontend(); }, job);
+  }
   const std::vector<int32_t>& tokens() const {
     return std::visit(
         [](const auto& job) -> const std::vector<int32_t>& {
@@ -121,7 +124,6 @@ Scheduler::Scheduler(runtime::TransformerVq& engine, runtime::StatePool& pool,
                      SchedulerObserver* observer)
     : engine_(engine),
       pool_(pool),
-      tokenizer_(tokenizer),
       options_(options),
       observer_(observer != nullptr ? observer : &default_observer_),
       num_slots_(pool.num_slots()),
@@ -194,6 +196,7 @@ absl::StatusOr<RequestHandle> Scheduler::SubmitAppend(
 absl::StatusOr<RequestHandle> Scheduler::Enqueue(
     std::unique_ptr<Sequence> sequence) {
   const RequestKind kind = sequence->kind();
+  const Frontend frontend = sequence->frontend();
   absl::Status refusal;
   int depth = 0;
   RequestHandle handle = 0;
@@ -222,7 +225,7 @@ absl::StatusOr<RequestHandle> Scheduler::Enqueue(
     }
   }
   if (!refusal.ok()) {
-    observer_->OnRequestRejected(kind, refusal.code());
+    observer_->OnRequestRejected(kind, frontend, refusal.code());
     return refusal;
   }
   observer_->OnRequestQueued(kind, depth);
@@ -418,14 +421,19 @@ decltype(auto) Scheduler::RunJob(Sequence& sequence, Operation&& operation) {
                                         FinishReason reason) {
     // A job reports its success just before telling its sink: the state is
     // final here, and saved before anyone hears of the end. A generation
-    // cut short at a drain keeps nothing.
-    if (code == absl::StatusCode::kOk && reason != FinishReason::kCancelled) {
+    // cut short at a drain saves its state up to its last token (every
+    // token it generated reached its sink) when it generated any; before
+    // its first token its prompt is not fully absorbed, and nothing is
+    // saved.
+    if (code == absl::StatusCode::kOk &&
+        (reason != FinishReason::kCancelled || sequence.generated() > 0)) {
       SaveState(sequence);
     }
     ReportOutcome(sequence, code, reason);
   };
   const JobContext context{.environment = job_environment_,
                            .observer = *observer_,
+                           .frontend = sequence.frontend(),
                            .clock = sequence.clock,
                            .report_outcome = report};
   return std::visit(
@@ -442,7 +450,7 @@ void Scheduler::AdmitSequence(std::unique_ptr<Sequence> sequence) {
   admitted.state = SlotState::kPrefilling;
   if (!admitted.admission.ok()) {
     observer_->OnRequestAdmitted(
-        admitted.kind(),
+        admitted.kind(), admitted.frontend(),
         Seconds(admitted.clock.admitted - admitted.clock.arrival));
     Fail(admitted, admitted.admission.status());
     unslotted_.push_back(std::move(sequence));
@@ -456,7 +464,7 @@ void Scheduler::AdmitSequence(std::unique_ptr<Sequence> sequence) {
   slots_[slot] = std::move(sequence);
   admitted.slot = slot;
   observer_->OnRequestAdmitted(
-      admitted.kind(),
+      admitted.kind(), admitted.frontend(),
       Seconds(admitted.clock.admitted - admitted.clock.arrival));
   absl::Status prepared;
   const StartFrom& start = admitted.start_from();
@@ -538,7 +546,7 @@ void Scheduler::RunPrefill(const PrefillChunk& chunk) {
       engine_.Prefill(pool_, chunk.slot, input, rows, &logprob_rows_);
   observer_->OnStep(StepPhase::kPrefill, 1, chunk.num_tokens,
                     Seconds(absl::Now() - start));
-  observer_->OnPrefillTokens(chunk.num_tokens);
+  observer_->OnPrefillTokens(sequence.frontend(), chunk.num_tokens);
   if (!status.ok()) {
     observer_->OnEngineError(StepPhase::kPrefill, status);
     Fail(sequence, Annotate(status, "prefill failed"));
@@ -582,6 +590,7 @@ void Scheduler::ReportOutcome(const Sequence& sequence, absl::StatusCode code,
   const RequestClock& clock = sequence.clock;
   RequestOutcome outcome;
   outcome.kind = sequence.kind();
+  outcome.frontend = sequence.frontend();
   outcome.status_code = code;
   outcome.finish_reason = reason;
   outcome.prompt_tokens = static_cast<int>(sequence.tokens().size());

@@ -171,7 +171,6 @@ class Scheduler {
 
   runtime::TransformerVq& engine_;
   runtime::StatePool& pool_;
-  const runtime::Tokenizer& tokenizer_;
   const SchedulerOptions options_;
   SchedulerObserver default_observer_;
   SchedulerObserver* const observer_;

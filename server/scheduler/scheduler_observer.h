@@ -1,13 +1,15 @@
 // Hooks for metrics: the scheduler reports what happens through this
 // interface; the default does nothing. Callbacks run on the scheduler thread,
 // except OnRequestQueued and OnRequestRejected (on the submitting thread):
-// they must be cheap, non-blocking and thread-safe.
+// they must be cheap, non-blocking and thread-safe. Request-level calls say
+// which front end the request came from (its `frontend` field).
 #ifndef TVQ_SERVER_SCHEDULER_SCHEDULER_OBSERVER_H_
 #define TVQ_SERVER_SCHEDULER_SCHEDULER_OBSERVER_H_
 
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "server/scheduler/frontend.h"
 #include "server/scheduler/request.h"
 #include "server/scheduler/request_kind.h"
 
@@ -22,6 +24,7 @@ constexpr std::string_view StepPhaseName(StepPhase phase) {
 // How a request ended.
 struct RequestOutcome {
   RequestKind kind = RequestKind::kGenerate;
+  Frontend frontend = Frontend::kGrpc;
   // OK when the request completed (then finish_reason says why).
   absl::StatusCode status_code = absl::StatusCode::kOk;
   FinishReason finish_reason = FinishReason::kUnspecified;
@@ -43,17 +46,18 @@ class SchedulerObserver {
   // A request entered the admission queue (queue_depth includes it).
   virtual void OnRequestQueued(RequestKind /*kind*/, int /*queue_depth*/) {}
   // A request was refused at submission (RESOURCE_EXHAUSTED, UNAVAILABLE).
-  virtual void OnRequestRejected(RequestKind /*kind*/,
+  virtual void OnRequestRejected(RequestKind /*kind*/, Frontend /*frontend*/,
                                  absl::StatusCode /*code*/) {}
   // A request got a slot after waiting `queue_seconds`.
-  virtual void OnRequestAdmitted(RequestKind /*kind*/,
+  virtual void OnRequestAdmitted(RequestKind /*kind*/, Frontend /*frontend*/,
                                  double /*queue_seconds*/) {}
   // A generation produced its first token, `seconds` after arrival.
-  virtual void OnFirstToken(double /*seconds*/) {}
+  virtual void OnFirstToken(Frontend /*frontend*/, double /*seconds*/) {}
   // A generation produced a later token, `seconds` after its previous one.
-  virtual void OnToken(double /*inter_token_seconds*/) {}
+  virtual void OnToken(Frontend /*frontend*/,
+                       double /*inter_token_seconds*/) {}
   // Prompt tokens fed to the model for a request (each prefill chunk).
-  virtual void OnPrefillTokens(int /*num_tokens*/) {}
+  virtual void OnPrefillTokens(Frontend /*frontend*/, int /*num_tokens*/) {}
   virtual void OnRequestFinished(const RequestOutcome& /*outcome*/) {}
   // One engine call: phase, sequences in it, tokens in it, seconds taken.
   virtual void OnStep(StepPhase /*phase*/, int /*batch_size*/,

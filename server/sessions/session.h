@@ -76,6 +76,10 @@ struct SessionInfo {
   // while a request runs on it.
   absl::Time expires_at = absl::InfiniteFuture();
   absl::Time last_used = absl::InfinitePast();
+  // Create with reuse_prefix: the prompt tokens taken from a retained
+  // prefix-reuse state instead of computed (SessionManager::CreateParams);
+  // 0 otherwise.
+  int64_t cached_tokens = 0;
 };
 
 }  // namespace tvq::sessions

@@ -189,8 +189,11 @@ absl::StatusOr<SessionSnapshot> DecodeSessionBlob(
         absl::StrFormat("session blob: position %d with a state of %d bytes",
                         snapshot.position, state_length));
   }
-  if (snapshot.token_count !=
-      snapshot.position + (snapshot.pending_token >= 0 ? 1 : 0)) {
+  // Compared as token_count - pending = position: with position up to
+  // INT64_MAX, position + 1 would overflow.
+  const int64_t pending_count = snapshot.pending_token >= 0 ? 1 : 0;
+  if (snapshot.token_count < 0 ||
+      snapshot.token_count - pending_count != snapshot.position) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "session blob: token count %d does not match position %d and "
         "pending token %d",

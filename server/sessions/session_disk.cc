@@ -1,6 +1,8 @@
 #include "server/sessions/session_disk.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -25,6 +27,8 @@ constexpr uint32_t kDiskVersion = 1;
 constexpr size_t kFixed = 36;
 constexpr char kSuffix[] = ".tvqsession";
 constexpr char kTemporary[] = ".tmp-";
+// A file being taken by a server (renamed away from its name, then read).
+constexpr char kTaking[] = ".tmp-taking-";
 
 void PutU32(std::string& out, uint32_t value) {
   for (int i = 0; i < 4; ++i)
@@ -51,16 +55,30 @@ absl::Status Errno(std::string_view what, const std::string& path) {
       absl::StrFormat("%s %s: %s", what, path, std::strerror(errno)));
 }
 
-// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync
-// of the directory.
+std::string RandomSuffix() {
+  thread_local absl::BitGen generator;
+  return absl::StrFormat("%016x", absl::Uniform<uint64_t>(generator));
+}
+
+void FsyncDirectory(const std::string& directory) {
+  const int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
+
+// Writes `bytes` to `path` atomically: temporary file (locked with flock
+// while it is written, so that another server's start-up scan of a shared
+// directory leaves it alone), fsync, rename, fsync of the directory.
 absl::Status WriteAtomically(const std::string& directory,
                              const std::string& path,
                              const std::string& bytes) {
-  thread_local absl::BitGen generator;
-  const std::string temporary = absl::StrFormat(
-      "%s%s%016x", path, kTemporary, absl::Uniform<uint64_t>(generator));
+  const std::string temporary =
+      absl::StrFormat("%s%s%s", path, kTemporary, RandomSuffix());
   const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
   if (fd < 0) return Errno("cannot create", temporary);
+  ::flock(fd, LOCK_EX);
   size_t written = 0;
   while (written < bytes.size()) {
     const ssize_t n =
@@ -80,18 +98,27 @@ absl::Status WriteAtomically(const std::string& directory,
     ::unlink(temporary.c_str());
     return status;
   }
-  ::close(fd);
   if (::rename(temporary.c_str(), path.c_str()) != 0) {
     const absl::Status status = Errno("cannot rename to", path);
     ::unlink(temporary.c_str());
+    ::close(fd);
     return status;
   }
-  const int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
+  ::close(fd);  // releases the lock
+  FsyncDirectory(directory);
   return absl::OkStatus();
+}
+
+std::string ReadAll(int fd) {
+  std::string bytes;
+  char buffer[1 << 16];
+  while (true) {
+    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    bytes.append(buffer, static_cast<size_t>(n));
+  }
+  return bytes;
 }
 
 }  // namespace
@@ -120,7 +147,7 @@ std::string SessionDisk::PathOf(const std::string& session_id) const {
       .string();
 }
 
-absl::Status SessionDisk::Save(const SpilledSession& session) {
+absl::StatusOr<int64_t> SessionDisk::Save(const SpilledSession& session) {
   std::string bytes(kDiskMagic, sizeof(kDiskMagic));
   PutU32(bytes, kDiskVersion);
   PutU32(bytes, static_cast<uint32_t>(session.session_id.size()));
@@ -130,7 +157,9 @@ absl::Status SessionDisk::Save(const SpilledSession& session) {
   bytes += session.session_id;
   bytes += EncodeSessionBlob(session.snapshot, identity_);
   PutU32(bytes, Crc32(bytes.data(), bytes.size()));
-  return WriteAtomically(directory_, PathOf(session.session_id), bytes);
+  TVQ_RETURN_IF_ERROR(
+      WriteAtomically(directory_, PathOf(session.session_id), bytes));
+  return static_cast<int64_t>(bytes.size());
 }
 
 absl::StatusOr<SpilledSession> SessionDisk::Parse(
@@ -205,26 +234,84 @@ absl::StatusOr<SpilledSession> SessionDisk::Parse(
   return session;
 }
 
-absl::StatusOr<SessionSnapshot> SessionDisk::Load(
+absl::StatusOr<SpilledSession> SessionDisk::Take(
     const std::string& session_id) {
   const std::string path = PathOf(session_id);
-  std::ifstream file(path, std::ios::binary);
-  if (!file) {
-    return absl::DataLossError(absl::StrFormat("%s: cannot be opened", path));
+  // Lock the file, then rename it to a name only this call knows: of several
+  // servers sharing the directory exactly one takes it (rename is atomic),
+  // and the lock keeps their start-up scans from removing it meanwhile.
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      return absl::NotFoundError(
+          absl::StrFormat("%s: no such file in --session-dir", path));
+    }
+    return absl::DataLossError(absl::StrFormat("%s: cannot be opened: %s",
+                                               path, std::strerror(errno)));
   }
-  std::string bytes((std::istreambuf_iterator<char>(file)),
-                    std::istreambuf_iterator<char>());
+  ::flock(fd, LOCK_EX);
+  const std::string taking =
+      absl::StrFormat("%s%s%s", path, kTaking, RandomSuffix());
+  if (::rename(path.c_str(), taking.c_str()) != 0) {
+    const int error = errno;
+    ::close(fd);
+    if (error == ENOENT) {
+      return absl::NotFoundError(absl::StrFormat(
+          "%s: taken by another server sharing --session-dir", path));
+    }
+    return absl::DataLossError(absl::StrFormat("%s: cannot be taken: %s", path,
+                                               std::strerror(error)));
+  }
+  struct stat opened{};
+  struct stat renamed{};
+  if (::fstat(fd, &opened) != 0 || ::stat(taking.c_str(), &renamed) != 0 ||
+      opened.st_ino != renamed.st_ino || opened.st_dev != renamed.st_dev) {
+    // Replaced between the open and the rename: put it back, let the caller
+    // retry.
+    ::rename(taking.c_str(), path.c_str());
+    ::close(fd);
+    return absl::UnavailableError(absl::StrFormat(
+        "%s: replaced while being taken; retry", path));
+  }
+  const std::string bytes = ReadAll(fd);
   absl::StatusOr<SpilledSession> session = Parse(path, bytes);
-  if (!session.ok()) return session.status();
-  if (session->session_id != session_id) {
-    return absl::DataLossError(
+  if (session.ok() && session->session_id != session_id) {
+    session = absl::DataLossError(
         absl::StrFormat("%s: holds another session", path));
   }
-  return std::move(session->snapshot);
+  if (!session.ok()) {
+    // Never lose a file: a bad one goes back under its name for the
+    // operator (and fails the same way next time).
+    ::rename(taking.c_str(), path.c_str());
+    ::close(fd);
+    return session.status();
+  }
+  ::unlink(taking.c_str());
+  ::close(fd);
+  FsyncDirectory(directory_);
+  return session;
 }
 
-void SessionDisk::Remove(const std::string& session_id) {
-  ::unlink(PathOf(session_id).c_str());
+bool SessionDisk::Exists(const std::string& session_id) const {
+  return ::access(PathOf(session_id).c_str(), F_OK) == 0;
+}
+
+void SessionDisk::Remove(const std::string& session_id,
+                         std::optional<absl::Time> only_if_last_used) {
+  const std::string path = PathOf(session_id);
+  if (only_if_last_used.has_value()) {
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) return;
+    std::string header(kFixed, '\0');
+    const ssize_t n = ::pread(fd, header.data(), kFixed, 0);
+    ::close(fd);
+    if (n != static_cast<ssize_t>(kFixed) ||
+        static_cast<int64_t>(Get(header, 24, 8)) !=
+            absl::ToUnixMillis(*only_if_last_used)) {
+      return;
+    }
+  }
+  ::unlink(path.c_str());
 }
 
 SessionDisk::ScanResult SessionDisk::Scan() const {
@@ -235,8 +322,16 @@ SessionDisk::ScanResult SessionDisk::Scan() const {
     const std::string path = entry.path().string();
     const std::string name = entry.path().filename().string();
     if (absl::StrContains(name, kTemporary)) {
-      // An interrupted write of ours: never complete, never renamed.
+      // A write (or take) in progress holds its lock: another server
+      // sharing the directory. Unlocked: interrupted, never complete.
+      const int fd = ::open(path.c_str(), O_RDONLY);
+      if (fd < 0) continue;
+      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ::close(fd);
+        continue;
+      }
       ::unlink(path.c_str());
+      ::close(fd);
       result.problems.push_back(absl::StrFormat(
           "%s: removed (a write interrupted before its rename)", path));
       continue;

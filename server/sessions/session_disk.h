@@ -17,10 +17,17 @@
 // At start-up Scan lists the directory: every valid file becomes a session
 // on disk; a corrupt, truncated or foreign file (another model) is reported
 // and skipped, never loaded and never deleted; leftover temporary files of
-// an interrupted write are removed.
+// an interrupted write are removed (not those still locked by a write or a
+// take in progress: another server sharing the directory).
+//
+// Several servers may share one directory (a shared volume; migration on
+// drain): a file is a session no server holds in memory. Take claims it
+// atomically (lock, rename to a private name, read, unlink), so exactly one
+// server gets it; the others get NOT_FOUND.
 #ifndef TVQ_SERVER_SESSIONS_SESSION_DISK_H_
 #define TVQ_SERVER_SESSIONS_SESSION_DISK_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,9 +54,11 @@ class SessionDisk final : public SessionSpill {
   };
   ScanResult Scan() const;
 
-  absl::Status Save(const SpilledSession& session) override;
-  absl::StatusOr<SessionSnapshot> Load(const std::string& session_id) override;
-  void Remove(const std::string& session_id) override;
+  absl::StatusOr<int64_t> Save(const SpilledSession& session) override;
+  absl::StatusOr<SpilledSession> Take(const std::string& session_id) override;
+  bool Exists(const std::string& session_id) const override;
+  void Remove(const std::string& session_id,
+              std::optional<absl::Time> only_if_last_used) override;
 
   const std::string& directory() const { return directory_; }
 

@@ -98,9 +98,11 @@ class SessionManager::GenerationTurn final : public scheduler::TokenSink,
                       update.token_ids.end());
     scheduler::Completion reported = completion;
     reported.usage.cached_tokens = static_cast<int>(base_.position);
-    if (completion.finish_reason == scheduler::FinishReason::kCancelled) {
-      // Cut short at a drain: the scheduler saved nothing; the session
-      // stays as it was.
+    if (completion.finish_reason == scheduler::FinishReason::kCancelled &&
+        !saved_.has_value()) {
+      // Cut short at a drain before its first token: the session stays as
+      // it was. Cut after one or more tokens, the scheduler saved the state
+      // up to the last token delivered, and the session advances to it.
       store_.Abort(id_);
       inner_->OnFinished(std::move(update), reported);
       return;
@@ -320,18 +322,42 @@ void SessionManager::Create(CreateParams params, InfoCallback done) {
   session.pinned = params.pinned;
   session.snapshot.token_hash = kEmptyTokenHash;
   session.leased = !params.prompt.empty();
+  // With reuse: the prompt as the session will hold it (eos prefix
+  // included), and the retained state it may start from.
+  std::vector<int32_t> prompt = std::move(params.prompt);
+  bool no_eos_prefix = params.no_eos_prefix;
+  int64_t cached = 0;
+  if (params.reuse_prefix && !prompt.empty()) {
+    if (!no_eos_prefix) prompt.insert(prompt.begin(), eos_id_);
+    no_eos_prefix = true;
+    if (std::optional<SessionSnapshot> hit = FindRetainedPrefix(prompt);
+        hit.has_value()) {
+      cached = hit->position;
+      prompt.erase(prompt.begin(), prompt.begin() + hit->token_count);
+      session.snapshot = *std::move(hit);
+      // The entry's token list is for verifying matches; a session keeps
+      // only its hash.
+      session.snapshot.tokens = nullptr;
+    }
+  }
   const SessionSnapshot base = session.snapshot;
   absl::StatusOr<SessionInfo> created = store_.Create(std::move(session));
-  if (!created.ok() || params.prompt.empty()) {
+  if (!created.ok() || (prompt.empty() && base.pending_token < 0)) {
     done(std::move(created));
     return;
   }
+  if (cached > 0) {
+    done = [done = std::move(done),
+            cached](absl::StatusOr<SessionInfo> info) {
+      if (info.ok()) info->cached_tokens = cached;
+      done(std::move(info));
+    };
+  }
   std::vector<int32_t> added;
-  std::vector<int32_t> feed =
-      TurnInput(base, params.prompt, params.no_eos_prefix, &added);
+  std::vector<int32_t> feed = TurnInput(base, prompt, no_eos_prefix, &added);
   RunAppend(created->session_id, base, std::move(feed), std::move(added),
-            std::move(params.request_id), params.deadline, std::move(done),
-            /*discard_on_failure=*/true);
+            std::move(params.request_id), params.deadline, params.frontend,
+            std::move(done), /*discard_on_failure=*/true);
 }
 
 void SessionManager::Append(AppendParams params, InfoCallback done) {
@@ -349,8 +375,8 @@ void SessionManager::Append(AppendParams params, InfoCallback done) {
   std::vector<int32_t> feed =
       TurnInput(*base, params.tokens, params.no_eos_prefix, &added);
   RunAppend(params.session_id, *base, std::move(feed), std::move(added),
-            std::move(params.request_id), params.deadline, std::move(done),
-            /*discard_on_failure=*/false);
+            std::move(params.request_id), params.deadline, params.frontend,
+            std::move(done), /*discard_on_failure=*/false);
 }
 
 void SessionManager::RunAppend(const std::string& session_id,
@@ -358,7 +384,8 @@ void SessionManager::RunAppend(const std::string& session_id,
                                std::vector<int32_t> feed,
                                std::vector<int32_t> added,
                                std::string request_id, absl::Time deadline,
-                               InfoCallback done, bool discard_on_failure) {
+                               scheduler::Frontend frontend, InfoCallback done,
+                               bool discard_on_failure) {
   if (feed.size() == 1) {
     // Nothing to feed yet: the one token becomes the pending one.
     SessionSnapshot next = base;
@@ -379,6 +406,7 @@ void SessionManager::RunAppend(const std::string& session_id,
   feed.pop_back();
   request.tokens = std::move(feed);
   request.deadline = deadline;
+  request.frontend = frontend;
   request.start_from.mode = scheduler::StartFrom::Mode::kImport;
   request.start_from.saved = base.state;
   request.keep.save_to = turn;
@@ -418,6 +446,35 @@ absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitGeneration(
   return handle;
 }
 
+std::optional<SessionSnapshot> SessionManager::FindRetainedPrefix(
+    std::span<const int32_t> prompt) {
+  if (!prefix_reuse_.load(std::memory_order_relaxed) || prompt.empty()) {
+    return std::nullopt;
+  }
+  // The prefixes as long as a retained entry (2 tokens or more), longest
+  // first: one pass of the hash, one key per entry length.
+  const std::vector<size_t> lengths = store_.PrefixLengths();  // descending
+  std::vector<std::pair<size_t, std::string>> candidates;
+  uint64_t hash = kEmptyTokenHash;
+  size_t hashed = 0;
+  for (auto length = lengths.rbegin(); length != lengths.rend(); ++length) {
+    if (*length < 2 || *length > prompt.size()) continue;
+    hash = ExtendTokenHash(hash, prompt.subspan(hashed, *length - hashed));
+    hashed = *length;
+    candidates.emplace_back(*length, PrefixKey(hash));
+  }
+  std::reverse(candidates.begin(), candidates.end());
+  prefix_queries_.fetch_add(1, std::memory_order_relaxed);
+  std::optional<SessionSnapshot> hit = store_.FindPrefix(candidates, prompt);
+  if (!hit.has_value() || hit->pending_token < 0 ||
+      hit->pending_token != prompt[hit->token_count - 1]) {
+    return std::nullopt;
+  }
+  prefix_hits_.fetch_add(1, std::memory_order_relaxed);
+  prefix_cached_tokens_.fetch_add(hit->position, std::memory_order_relaxed);
+  return hit;
+}
+
 absl::StatusOr<scheduler::RequestHandle>
 SessionManager::SubmitGenerationReusing(
     scheduler::GenerationRequest request,
@@ -427,31 +484,12 @@ SessionManager::SubmitGenerationReusing(
       request.prompt.empty()) {
     return scheduler_.SubmitGeneration(std::move(request), std::move(sink));
   }
-  // The prefixes as long as a retained entry (2 tokens or more), longest
-  // first: one pass of the hash, one key per entry length.
   const std::vector<int32_t>& prompt = request.prompt;
-  const std::vector<size_t> lengths = store_.PrefixLengths();  // descending
-  std::vector<std::pair<size_t, std::string>> candidates;
-  uint64_t hash = kEmptyTokenHash;
-  size_t hashed = 0;
-  for (auto length = lengths.rbegin(); length != lengths.rend(); ++length) {
-    if (*length < 2 || *length > prompt.size()) continue;
-    hash = ExtendTokenHash(hash, std::span<const int32_t>(prompt).subspan(
-                                     hashed, *length - hashed));
-    hashed = *length;
-    candidates.emplace_back(*length, PrefixKey(hash));
-  }
-  std::reverse(candidates.begin(), candidates.end());
-  prefix_queries_.fetch_add(1, std::memory_order_relaxed);
-  const std::optional<SessionSnapshot> hit =
-      store_.FindPrefix(candidates, prompt);
+  const std::optional<SessionSnapshot> hit = FindRetainedPrefix(prompt);
   int cached = 0;
   std::vector<int32_t> full_prompt = prompt;
-  if (hit.has_value() && hit->pending_token >= 0 &&
-      hit->pending_token == prompt[hit->token_count - 1]) {
+  if (hit.has_value()) {
     cached = static_cast<int>(hit->position);
-    prefix_hits_.fetch_add(1, std::memory_order_relaxed);
-    prefix_cached_tokens_.fetch_add(cached, std::memory_order_relaxed);
     // Feed the entry's pending token and what follows it.
     request.prompt.erase(request.prompt.begin(),
                          request.prompt.begin() + hit->position);
@@ -520,7 +558,8 @@ absl::StatusOr<std::string> SessionManager::Export(
 }
 
 absl::StatusOr<SessionInfo> SessionManager::Import(
-    std::string_view blob, const std::string& session_id) {
+    std::string_view blob, const std::string& session_id, absl::Duration ttl,
+    bool pinned) {
   absl::StatusOr<SessionSnapshot> snapshot = DecodeSessionBlob(blob, identity_);
   if (snapshot.ok() && snapshot->state != nullptr) {
     if (absl::Status status = pool_.ValidateExport(*snapshot->state);
@@ -543,6 +582,8 @@ absl::StatusOr<SessionInfo> SessionManager::Import(
   NewSession session;
   session.session_id = session_id;
   session.snapshot = *std::move(snapshot);
+  session.ttl = ttl;
+  session.pinned = pinned;
   absl::StatusOr<SessionInfo> info = store_.Create(std::move(session));
   if (!info.ok()) {
     import_failures_.fetch_add(1, std::memory_order_relaxed);
@@ -582,6 +623,78 @@ absl::Status SessionManager::Close(const std::string& session_id) {
   return store_.Close(session_id);
 }
 
+MigrationReport SessionManager::Migrate(SessionPeer* peer) {
+  const absl::Time start = absl::Now();
+  MigrationReport report;
+  bool peer_reachable = peer != nullptr;
+  const bool has_disk = disk_ != nullptr;
+  const std::vector<std::string> ids = store_.IdleInMemory();
+  if (peer == nullptr && !has_disk) {
+    report.lost = static_cast<int>(ids.size());
+    if (report.lost > 0) {
+      report.problems.push_back(absl::StrFormat(
+          "%d sessions held in memory are lost when the server exits: neither "
+          "--drain-peer nor --session-dir is set",
+          report.lost));
+    }
+    report.elapsed = absl::Now() - start;
+    return report;
+  }
+  for (const std::string& id : ids) {
+    absl::StatusOr<SpilledSession> session = store_.BeginMigration(id);
+    if (!session.ok()) continue;  // closed or busy meanwhile
+    if (peer_reachable) {
+      const std::string blob = EncodeSessionBlob(session->snapshot, identity_);
+      const absl::Status pushed =
+          peer->Import(id, blob, session->ttl, session->pinned);
+      if (pushed.ok()) {
+        store_.FinishMigration(id);
+        ++report.to_peer;
+        report.peer_bytes += static_cast<int64_t>(blob.size());
+        migrations_peer_.fetch_add(1, std::memory_order_relaxed);
+        migration_bytes_peer_.fetch_add(blob.size(), std::memory_order_relaxed);
+        continue;
+      }
+      ++report.peer_failures;
+      migration_failures_peer_.fetch_add(1, std::memory_order_relaxed);
+      report.problems.push_back(absl::StrFormat(
+          "session \"%s\": pushing it to --drain-peer=%s failed (%s)%s", id,
+          peer->Describe(), pushed.ToString(),
+          has_disk ? "; saving it to --session-dir" : ""));
+      if (absl::IsUnavailable(pushed) || absl::IsDeadlineExceeded(pushed)) {
+        peer_reachable = false;
+        report.problems.push_back(absl::StrFormat(
+            "--drain-peer=%s is unreachable: the remaining sessions go %s",
+            peer->Describe(), has_disk ? "to --session-dir" : "nowhere"));
+      }
+    }
+    absl::StatusOr<int64_t> written = store_.AbortMigration(id, has_disk);
+    if (has_disk && written.ok()) {
+      ++report.to_disk;
+      report.disk_bytes += *written;
+      migrations_disk_.fetch_add(1, std::memory_order_relaxed);
+      migration_bytes_disk_.fetch_add(static_cast<uint64_t>(*written),
+                                      std::memory_order_relaxed);
+      continue;
+    }
+    ++report.lost;
+    if (has_disk) {
+      migration_failures_disk_.fetch_add(1, std::memory_order_relaxed);
+      report.problems.push_back(
+          absl::StrFormat("session \"%s\": saving it to --session-dir failed "
+                          "(%s): lost when the server exits",
+                          id, written.status().ToString()));
+    } else {
+      report.problems.push_back(absl::StrFormat(
+          "session \"%s\": not migrated (the peer did not take it and there "
+          "is no --session-dir): lost when the server exits",
+          id));
+    }
+  }
+  report.elapsed = absl::Now() - start;
+  return report;
+}
+
 SessionTransferStats SessionManager::TransferStats() const {
   SessionTransferStats stats;
   stats.exports_total = exports_.load(std::memory_order_relaxed);
@@ -594,6 +707,16 @@ SessionTransferStats SessionManager::TransferStats() const {
   stats.prefix_hits_total = prefix_hits_.load(std::memory_order_relaxed);
   stats.prefix_cached_tokens_total =
       prefix_cached_tokens_.load(std::memory_order_relaxed);
+  stats.migrations_peer_total = migrations_peer_.load(std::memory_order_relaxed);
+  stats.migrations_disk_total = migrations_disk_.load(std::memory_order_relaxed);
+  stats.migration_bytes_peer_total =
+      migration_bytes_peer_.load(std::memory_order_relaxed);
+  stats.migration_bytes_disk_total =
+      migration_bytes_disk_.load(std::memory_order_relaxed);
+  stats.migration_failures_peer_total =
+      migration_failures_peer_.load(std::memory_order_relaxed);
+  stats.migration_failures_disk_total =
+      migration_failures_disk_.load(std::memory_order_relaxed);
   return stats;
 }
 

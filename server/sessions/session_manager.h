@@ -29,6 +29,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,6 +43,7 @@
 #include "server/sessions/session.h"
 #include "server/sessions/session_blob.h"
 #include "server/sessions/session_disk.h"
+#include "server/sessions/session_migration.h"
 #include "server/sessions/session_store.h"
 
 namespace tvq::sessions {
@@ -58,6 +61,14 @@ struct SessionTransferStats {
   uint64_t prefix_queries_total = 0;
   uint64_t prefix_hits_total = 0;
   uint64_t prefix_cached_tokens_total = 0;
+  // Migration on drain (Migrate): sessions moved to the peer or the disk
+  // tier, the bytes moved, and pushes or writes that failed.
+  uint64_t migrations_peer_total = 0;
+  uint64_t migrations_disk_total = 0;
+  uint64_t migration_bytes_peer_total = 0;
+  uint64_t migration_bytes_disk_total = 0;
+  uint64_t migration_failures_peer_total = 0;
+  uint64_t migration_failures_disk_total = 0;
 };
 
 class SessionManager {
@@ -81,6 +92,15 @@ class SessionManager {
     bool no_eos_prefix = false;
     std::string request_id;
     absl::Time deadline = absl::InfiniteFuture();
+    // Who asks (metrics only).
+    scheduler::Frontend frontend = scheduler::Frontend::kGrpc;
+    // With automatic prefix reuse on (SetPrefixReuse): start from the
+    // longest retained end-of-request state whose tokens begin the prompt
+    // (eos prefix included) and prefill only the rest, as
+    // SubmitGenerationReusing does; SessionInfo::cached_tokens says how many
+    // tokens that state supplied. The session's state is the same either
+    // way.
+    bool reuse_prefix = false;
   };
   // Creates a session and prefills its prompt. `done` is called once.
   void Create(CreateParams params, InfoCallback done);
@@ -92,6 +112,7 @@ class SessionManager {
     bool no_eos_prefix = false;
     std::string request_id;
     absl::Time deadline = absl::InfiniteFuture();
+    scheduler::Frontend frontend = scheduler::Frontend::kGrpc;
   };
   // Prefills more tokens into a session. `done` is called once.
   void Append(AppendParams params, InfoCallback done);
@@ -134,9 +155,12 @@ class SessionManager {
   // The session as a blob (session_blob.h).
   absl::StatusOr<std::string> Export(const std::string& session_id);
   // A new session from a blob, every field checked before it is stored.
-  // `session_id` empty: the server makes one.
+  // `session_id` empty: the server makes one. `ttl` zero: the default;
+  // `pinned` as CreateSession's (a migrated session keeps both).
   absl::StatusOr<SessionInfo> Import(std::string_view blob,
-                                     const std::string& session_id);
+                                     const std::string& session_id,
+                                     absl::Duration ttl = absl::ZeroDuration(),
+                                     bool pinned = false);
 
   absl::StatusOr<SessionInfo> Get(const std::string& session_id);
   std::vector<SessionInfo> List();
@@ -150,6 +174,11 @@ class SessionManager {
   // Saves every idle session to disk (at shutdown); OK when the disk tier is
   // off.
   absl::Status SpillAll() { return store_.SpillAll(); }
+  // Migration on drain (session_migration.h): every idle session held in
+  // memory goes to `peer` (may be null), or to the disk tier when there is
+  // no peer or the push fails. Call when no request runs any more (after
+  // the scheduler's drain).
+  MigrationReport Migrate(SessionPeer* peer);
 
   SessionStoreStats Stats() { return store_.Stats(); }
   SessionTransferStats TransferStats() const;
@@ -161,6 +190,11 @@ class SessionManager {
   class AppendTurn;
   class PrefixTurn;
 
+  // The longest retained prefix-reuse state whose tokens begin `prompt` and
+  // whose pending token is the prompt's next one (counted in the prefix
+  // statistics); nullopt when none, or when prefix reuse is off.
+  std::optional<SessionSnapshot> FindRetainedPrefix(
+      std::span<const int32_t> prompt);
   // The input of a request on `base`: [pending] + eos prefix (an empty
   // session, unless no_eos_prefix) + tokens. `added` gets the tokens the
   // session gains (prefix + tokens).
@@ -172,7 +206,8 @@ class SessionManager {
   // session `session_id` whose state is `base`, then commits.
   void RunAppend(const std::string& session_id, const SessionSnapshot& base,
                  std::vector<int32_t> feed, std::vector<int32_t> added,
-                 std::string request_id, absl::Time deadline, InfoCallback done,
+                 std::string request_id, absl::Time deadline,
+                 scheduler::Frontend frontend, InfoCallback done,
                  bool discard_on_failure);
 
   scheduler::Scheduler& scheduler_;
@@ -185,7 +220,9 @@ class SessionManager {
   std::atomic<bool> prefix_reuse_{false};
   std::atomic<uint64_t> exports_{0}, export_bytes_{0}, imports_{0},
       import_bytes_{0}, import_failures_{0}, prefix_queries_{0},
-      prefix_hits_{0}, prefix_cached_tokens_{0};
+      prefix_hits_{0}, prefix_cached_tokens_{0}, migrations_peer_{0},
+      migrations_disk_{0}, migration_bytes_peer_{0}, migration_bytes_disk_{0},
+      migration_failures_peer_{0}, migration_failures_disk_{0};
 };
 
 }  // namespace tvq::sessions

@@ -61,8 +61,10 @@ SessionInfo SessionStore::InfoLocked(const std::string& id,
 absl::Status SessionStore::NotFoundLocked(const std::string& id) const {
   const auto gone = gone_.find(id);
   if (gone == gone_.end()) {
-    return absl::NotFoundError(
-        absl::StrFormat("session \"%s\" does not exist", id));
+    return absl::NotFoundError(absl::StrFormat(
+        "session \"%s\" does not exist%s", id,
+        spill_ != nullptr ? " (neither on this server nor in --session-dir)"
+                          : ""));
   }
   const char* what = "was closed";
   switch (gone->second) {
@@ -79,6 +81,19 @@ absl::Status SessionStore::NotFoundLocked(const std::string& id) const {
     case GoneReason::kUnloadable:
       what = "was closed: its file in --session-dir could not be loaded";
       break;
+    case GoneReason::kTakenElsewhere:
+      what =
+          "is no longer in --session-dir: another server sharing the "
+          "directory took it (ask the server that holds it)";
+      break;
+    case GoneReason::kMigrated:
+      what = "was moved to another server when this one drained";
+      break;
+  }
+  if (gone->second == GoneReason::kMigrated) {
+    // Retryable: the router sends the next try to the replica that has it.
+    return absl::UnavailableError(absl::StrFormat(
+        "session \"%s\" %s; retry (another replica holds it)", id, what));
   }
   return absl::NotFoundError(absl::StrFormat("session \"%s\" %s", id, what));
 }
@@ -86,7 +101,11 @@ absl::Status SessionStore::NotFoundLocked(const std::string& id) const {
 void SessionStore::RemoveLocked(const std::string& id, GoneReason reason) {
   const auto it = sessions_.find(id);
   if (it != sessions_.end() && it->second.on_disk && spill_ != nullptr) {
-    spill_->Remove(id);
+    // An expired file goes only if it is still the one this store listed:
+    // a server sharing the directory may have written a newer one since.
+    spill_->Remove(id, reason == GoneReason::kExpired
+                           ? std::optional<absl::Time>(it->second.last_used)
+                           : std::nullopt);
   }
   const bool hidden = it != sessions_.end() && it->second.hidden;
   if (hidden) {
@@ -125,48 +144,97 @@ int64_t SessionStore::InMemoryLocked() const {
   return count;
 }
 
-absl::Status SessionStore::SpillLocked(const std::string& id, Record& record) {
+absl::StatusOr<int64_t> SessionStore::SpillLocked(const std::string& id,
+                                                  Record& record) {
   SpilledSession spilled;
   spilled.session_id = id;
   spilled.snapshot = record.snapshot;
   spilled.ttl = record.ttl;
   spilled.pinned = record.pinned;
   spilled.last_used = record.last_used;
-  if (absl::Status status = spill_->Save(spilled); !status.ok()) return status;
+  absl::StatusOr<int64_t> written = spill_->Save(spilled);
+  if (!written.ok()) return written.status();
   record.disk_bytes = record.snapshot.state_bytes();
   record.snapshot.state.reset();
   record.on_disk = true;
   ++spills_;
-  return absl::OkStatus();
+  return written;
 }
 
 absl::Status SessionStore::LoadLocked(const std::string& id, Record& record) {
   if (!record.on_disk) return absl::OkStatus();
-  absl::StatusOr<SessionSnapshot> loaded =
-      spill_ != nullptr ? spill_->Load(id)
-                        : absl::StatusOr<SessionSnapshot>(
-                              absl::InternalError("the disk tier is off"));
-  if (!loaded.ok()) {
-    const absl::Status status(
-        loaded.status().code(),
-        absl::StrFormat("session \"%s\": loading it from disk failed: %s", id,
-                        loaded.status().message()));
+  if (spill_ == nullptr) {
     RemoveLocked(id, GoneReason::kUnloadable);
-    return status;
+    return absl::InternalError(absl::StrFormat(
+        "session \"%s\": on disk, but the disk tier is off", id));
   }
-  // Room for it in memory; it does not count while on disk.
+  // Room for it in memory first (it does not count while on disk), so that
+  // a session taken from the directory always has a place.
   if (!MakeRoomLocked()) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "session \"%s\" is on disk and the session memory budget is full of "
         "pinned or busy sessions (--session-memory-bytes=%d)",
         id, options_.memory_bytes));
   }
-  record.snapshot = *std::move(loaded);
+  absl::StatusOr<SpilledSession> taken = spill_->Take(id);
+  if (!taken.ok()) {
+    if (taken.status().code() == absl::StatusCode::kUnavailable) {
+      return taken.status();  // a race with another server; retry
+    }
+    const bool elsewhere = absl::IsNotFound(taken.status());
+    record.on_disk = false;  // whatever the directory holds now stays there
+    RemoveLocked(id, elsewhere ? GoneReason::kTakenElsewhere
+                               : GoneReason::kUnloadable);
+    if (elsewhere) return NotFoundLocked(id);
+    return absl::Status(
+        taken.status().code(),
+        absl::StrFormat("session \"%s\": loading it from disk failed: %s", id,
+                        taken.status().message()));
+  }
+  record.snapshot = std::move(taken->snapshot);
   record.on_disk = false;
   record.disk_bytes = 0;
-  spill_->Remove(id);
   ++loads_;
   return absl::OkStatus();
+}
+
+absl::StatusOr<SessionStore::Record*> SessionStore::AdoptLocked(
+    const std::string& id) {
+  if (spill_ == nullptr || !CheckId(id, "session_id").ok() ||
+      !spill_->Exists(id)) {
+    return NotFoundLocked(id);
+  }
+  if (!MakeRoomLocked()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "session \"%s\" is in --session-dir and the session memory budget is "
+        "full of pinned or busy sessions (--session-memory-bytes=%d)",
+        id, options_.memory_bytes));
+  }
+  absl::StatusOr<SpilledSession> taken = spill_->Take(id);
+  if (!taken.ok()) {
+    if (absl::IsNotFound(taken.status())) return NotFoundLocked(id);
+    return absl::Status(
+        taken.status().code(),
+        absl::StrFormat("session \"%s\": loading it from --session-dir "
+                        "failed: %s",
+                        id, taken.status().message()));
+  }
+  Record record;
+  record.snapshot = std::move(taken->snapshot);
+  record.ttl = taken->ttl;
+  record.pinned = taken->pinned;
+  record.last_used = std::max(taken->last_used, now_());
+  record.guest = true;
+  gone_.erase(id);
+  ++loads_;
+  ++adoptions_;
+  return &sessions_.insert_or_assign(id, std::move(record)).first->second;
+}
+
+void SessionStore::WriteBackGuestLocked(const std::string& id,
+                                       Record& record) {
+  if (!record.guest || spill_ == nullptr || record.on_disk) return;
+  SpillLocked(id, record).IgnoreError();
 }
 
 void SessionStore::SetSpill(SessionSpill* spill) {
@@ -202,9 +270,79 @@ absl::Status SessionStore::SpillAll() {
   absl::Status first;
   for (auto& [id, record] : sessions_) {
     if (record.on_disk || record.leased || record.hidden) continue;
-    first.Update(SpillLocked(id, record));
+    first.Update(SpillLocked(id, record).status());
   }
   return first;
+}
+
+std::vector<std::string> SessionStore::IdleInMemory() {
+  absl::MutexLock lock(&mutex_);
+  std::vector<std::string> ids;
+  for (const auto& [id, record] : sessions_) {
+    if (!record.on_disk && !record.leased && !record.hidden) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+absl::StatusOr<SpilledSession> SessionStore::BeginMigration(
+    const std::string& session_id) {
+  absl::MutexLock lock(&mutex_);
+  const auto it = sessions_.find(session_id);
+  if (it == sessions_.end() || it->second.hidden) {
+    return NotFoundLocked(session_id);
+  }
+  Record& record = it->second;
+  if (record.leased || record.on_disk) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "session \"%s\" is %s: not migrated", session_id,
+        record.leased ? "busy" : "on disk"));
+  }
+  record.leased = true;
+  SpilledSession session;
+  session.session_id = session_id;
+  session.snapshot = record.snapshot;
+  session.ttl = record.ttl;
+  session.pinned = record.pinned;
+  session.last_used = record.last_used;
+  return session;
+}
+
+void SessionStore::FinishMigration(const std::string& session_id) {
+  absl::MutexLock lock(&mutex_);
+  if (sessions_.contains(session_id)) {
+    RemoveLocked(session_id, GoneReason::kMigrated);
+  }
+}
+
+absl::StatusOr<int64_t> SessionStore::AbortMigration(
+    const std::string& session_id, bool to_disk) {
+  absl::MutexLock lock(&mutex_);
+  const auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return NotFoundLocked(session_id);
+  it->second.leased = false;
+  if (!to_disk) return int64_t{0};
+  if (spill_ == nullptr) {
+    return absl::FailedPreconditionError("no disk tier (--session-dir)");
+  }
+  return SpillLocked(session_id, it->second);
+}
+
+absl::StatusOr<int64_t> SessionStore::SpillOne(const std::string& session_id) {
+  absl::MutexLock lock(&mutex_);
+  const auto it = sessions_.find(session_id);
+  if (it == sessions_.end() || it->second.hidden) {
+    return NotFoundLocked(session_id);
+  }
+  if (spill_ == nullptr) {
+    return absl::FailedPreconditionError("no disk tier (--session-dir)");
+  }
+  if (it->second.leased || it->second.on_disk) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "session \"%s\" is %s", session_id,
+        it->second.leased ? "busy" : "already on disk"));
+  }
+  return SpillLocked(session_id, it->second);
 }
 
 bool SessionStore::MakeRoomLocked(bool entries_only) {
@@ -250,7 +388,8 @@ absl::StatusOr<SessionStore::Record*> SessionStore::FindLocked(
     const std::string& id) {
   const auto it = sessions_.find(id);
   // Prefix-reuse entries are not sessions.
-  if (it == sessions_.end() || it->second.hidden) return NotFoundLocked(id);
+  if (it != sessions_.end() && it->second.hidden) return NotFoundLocked(id);
+  if (it == sessions_.end()) return AdoptLocked(id);
   return &it->second;
 }
 
@@ -275,6 +414,12 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
     do {
       session.session_id = MakeId();
     } while (sessions_.contains(session.session_id));
+  } else if (!session.hidden && spill_ != nullptr &&
+             !sessions_.contains(session.session_id) &&
+             spill_->Exists(session.session_id)) {
+    return absl::AlreadyExistsError(absl::StrFormat(
+        "session \"%s\" already exists (in --session-dir)",
+        session.session_id));
   } else if (sessions_.contains(session.session_id)) {
     if (!session.hidden) {
       return absl::AlreadyExistsError(
@@ -336,7 +481,11 @@ absl::StatusOr<SessionInfo> SessionStore::Commit(const std::string& session_id,
   (*record)->snapshot = std::move(next);
   (*record)->leased = false;
   (*record)->last_used = now;
-  return InfoLocked(session_id, **record);
+  const SessionInfo info = InfoLocked(session_id, **record);
+  // Reported as it was committed (in a slot's place: host), then written
+  // back when a guest.
+  WriteBackGuestLocked(session_id, **record);
+  return info;
 }
 
 void SessionStore::Abort(const std::string& session_id) {
@@ -346,6 +495,7 @@ void SessionStore::Abort(const std::string& session_id) {
   if (!record.ok()) return;
   (*record)->leased = false;
   (*record)->last_used = now;
+  WriteBackGuestLocked(session_id, **record);
 }
 
 void SessionStore::Discard(const std::string& session_id) {
@@ -472,6 +622,7 @@ SessionStoreStats SessionStore::Stats() {
   stats.expiries_total = expiries_;
   stats.spills_total = spills_;
   stats.loads_total = loads_;
+  stats.adoptions_total = adoptions_;
   return stats;
 }
 

@@ -33,7 +33,18 @@
 //   new one, the next time it is used; its file is removed then. A file that
 //   cannot be loaded ends the session (the error says why). SpillAll saves
 //   every idle session (at shutdown). The spill runs under the store's lock:
-//   other session calls wait for the disk.
+//   other session calls wait for the disk. The tier may be shared by several
+//   servers (one directory on a shared volume): an id this store does not
+//   hold is looked up there, and a session found there is taken (the file
+//   removed, so exactly one server holds it) and continues here; creating
+//   an id the tier holds is ALREADY_EXISTS. Such an adopted session is a
+//   guest: its home replica drained or died, and a router's hash sends it
+//   back there when that replica returns. So a guest is written back to
+//   the tier after each of its requests (one state write per turn), and
+//   whichever server gets its next turn finds it there.
+// - Migration (at drain, SessionManager::Migrate): an idle session is leased
+//   while its state is pushed to a peer, then removed (FinishMigration), or
+//   saved to disk when the push fails (AbortMigration).
 //
 // Thread-safe.
 #ifndef TVQ_SERVER_SESSIONS_SESSION_STORE_H_
@@ -97,11 +108,19 @@ struct SpilledSession {
 class SessionSpill {
  public:
   virtual ~SessionSpill() = default;
-  virtual absl::Status Save(const SpilledSession& session) = 0;
-  // The saved snapshot, every field checked; errors name the file.
-  virtual absl::StatusOr<SessionSnapshot> Load(
+  // Returns the bytes written.
+  virtual absl::StatusOr<int64_t> Save(const SpilledSession& session) = 0;
+  // Claims the saved session and removes it from the tier, every field
+  // checked; errors name the file. NOT_FOUND when there is none (also when
+  // another server sharing the tier took it first).
+  virtual absl::StatusOr<SpilledSession> Take(
       const std::string& session_id) = 0;
-  virtual void Remove(const std::string& session_id) = 0;
+  // Whether the tier holds the session (written by this server or another).
+  virtual bool Exists(const std::string& session_id) const = 0;
+  // Removes the saved session; with `only_if_last_used`, only when the saved
+  // one still has that last use (not a newer one another server wrote).
+  virtual void Remove(const std::string& session_id,
+                      std::optional<absl::Time> only_if_last_used) = 0;
 };
 
 // Counters and gauges for metrics and GetModelInfo.
@@ -119,6 +138,9 @@ struct SessionStoreStats {
   // Sessions written to disk (evicted or at shutdown), and loaded back.
   uint64_t spills_total = 0;
   uint64_t loads_total = 0;
+  // Of the loads: sessions this server did not hold, found in a shared
+  // --session-dir (another server wrote them: drained, evicted).
+  uint64_t adoptions_total = 0;
   // Sessions the budget holds (memory_bytes / bytes_per_state).
   int64_t capacity = 0;
   uint64_t evictions_total = 0;
@@ -141,6 +163,21 @@ class SessionStore {
   // Saves every idle session held in memory to disk (at shutdown); returns
   // the first error, after trying them all.
   absl::Status SpillAll();
+
+  // Migration at drain. The ids of the sessions held in host memory that no
+  // request runs on, ordered by id.
+  std::vector<std::string> IdleInMemory();
+  // Leases one of them for its migration and returns it (with its state).
+  // NOT_FOUND, FAILED_PRECONDITION (busy, or not in memory).
+  absl::StatusOr<SpilledSession> BeginMigration(const std::string& session_id);
+  // Another server holds it now: removed here (NOT_FOUND says it moved).
+  void FinishMigration(const std::string& session_id);
+  // The push failed: the lease ends, and with `to_disk` (and the tier on)
+  // the session is saved to disk; returns the bytes written, or why not.
+  absl::StatusOr<int64_t> AbortMigration(const std::string& session_id,
+                                         bool to_disk);
+  // Saves one idle in-memory session to disk; returns the bytes written.
+  absl::StatusOr<int64_t> SpillOne(const std::string& session_id);
 
   // INVALID_ARGUMENT (bad id, ttl out of range), ALREADY_EXISTS (id taken),
   // RESOURCE_EXHAUSTED (budget full of pinned or busy sessions).
@@ -197,8 +234,17 @@ class SessionStore {
     bool on_disk = false;
     int64_t disk_bytes = 0;
     bool hidden = false;
+    // Adopted from a shared disk tier: written back after each request.
+    bool guest = false;
   };
-  enum class GoneReason { kClosed, kExpired, kEvicted, kUnloadable };
+  enum class GoneReason {
+    kClosed,
+    kExpired,
+    kEvicted,
+    kUnloadable,
+    kTakenElsewhere,
+    kMigrated
+  };
 
   SessionInfo InfoLocked(const std::string& id, const Record& record) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
@@ -216,10 +262,19 @@ class SessionStore {
   // Brings a disk session back into memory (making room first).
   absl::Status LoadLocked(const std::string& id, Record& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
-  // Saves `record` to disk and drops its state from memory.
-  absl::Status SpillLocked(const std::string& id, Record& record)
+  // Saves `record` to disk and drops its state from memory; the bytes
+  // written.
+  absl::StatusOr<int64_t> SpillLocked(const std::string& id, Record& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // A session this store does not hold, from the (shared) disk tier: taken
+  // and held in memory here. NOT_FOUND when the tier has none.
+  absl::StatusOr<Record*> AdoptLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   int64_t InMemoryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // After a request on a guest: back to the disk tier (best effort: on
+  // failure it stays in memory here).
+  void WriteBackGuestLocked(const std::string& id, Record& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   const SessionStoreOptions options_;
   const std::function<absl::Time()> now_;
@@ -234,6 +289,7 @@ class SessionStore {
   absl::flat_hash_map<size_t, int> prefix_lengths_ ABSL_GUARDED_BY(mutex_);
   uint64_t spills_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t loads_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t adoptions_ ABSL_GUARDED_BY(mutex_) = 0;
   SessionSpill* spill_ ABSL_GUARDED_BY(mutex_) = nullptr;
 };
 

@@ -18,8 +18,15 @@ constexpr int kTileRows = 4;
 // transposed: for each k, every accumulator gets a[r, k] * b[k, j] added in
 // order k = 0, 1, ... (mul then add: the build does not contract to FMA, so
 // every instruction-set clone gives the same bits).
+// clang has no target_clones on function templates: default clone only.
+#if defined(__clang__)
+#define TVQ_LEGACY_TILE_CLONES
+#else
+#define TVQ_LEGACY_TILE_CLONES \
+  __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 template <int kRows>
-__attribute__((target_clones("avx512f", "avx2", "default"))) void Tile(
+TVQ_LEGACY_TILE_CLONES void Tile(
     int width, int k, const float* a, int lda, const float* b, int ldb,
     float beta, float* c, int ldc) {
   float accumulators[kRows][kTileColumns] = {};

@@ -131,6 +131,52 @@ class BenchTest(unittest.TestCase):
         self.assertIn("tvq-client bench: INVALID_ARGUMENT: 8 of 8 streams "
                       "failed (INVALID_ARGUMENT 8)", result.stderr)
 
+    def test_slow_readers_and_short_deadlines(self):
+        # A quarter of the streams read slowly (the server holds their
+        # output meanwhile), a quarter run under a deadline shorter than
+        # their generation takes; the latter's DEADLINE_EXCEEDED is expected.
+        report = self.bench("--concurrency=32", "--requests=64",
+                            "--prompt-tokens=8", "--max-new-tokens=64",
+                            "--slow-reader-fraction=0.25",
+                            "--slow-read-delay=0.02",
+                            "--short-deadline-fraction=0.25",
+                            "--short-deadline=0.001", "--timeout=120")
+        streams = report["streams"]
+        codes = report["status_counts"]
+        self.assertLessEqual(set(codes), {"OK", "DEADLINE_EXCEEDED"}, codes)
+        self.assertEqual(streams["failed"], 0, codes)
+        # The draws are per stream from --seed: about a quarter each.
+        self.assertGreater(streams["slow_readers"], 4)
+        self.assertLess(streams["slow_readers"], 32)
+        self.assertGreater(streams["short_deadlines"], 4)
+        self.assertLess(streams["short_deadlines"], 32)
+        # 1 ms cannot hold 64 tokens: every short deadline expires.
+        self.assertEqual(streams["short_deadlines_expired"],
+                         streams["short_deadlines"])
+        self.assertEqual(codes.get("DEADLINE_EXCEEDED", 0),
+                         streams["short_deadlines"])
+        self.assertEqual(streams["ok"], 64 - streams["short_deadlines"])
+        # Slow readers still get every token.
+        self.assertGreaterEqual(report["generated_tokens"], 64 * streams["ok"])
+        config = report["config"]
+        self.assertEqual(config["slow_reader_fraction"], 0.25)
+        self.assertEqual(config["short_deadline_seconds"], 0.001)
+
+    def test_slow_reader_and_deadline_flags_are_checked(self):
+        for flag, message in (
+                ("--slow-reader-fraction=1.5",
+                 "--slow-reader-fraction must be in [0, 1], got 1.5"),
+                ("--slow-read-delay=0",
+                 "--slow-read-delay must be in (0, 60] seconds, got 0"),
+                ("--short-deadline-fraction=-1",
+                 "--short-deadline-fraction must be in [0, 1], got -1"),
+                ("--short-deadline=0",
+                 "--short-deadline must be a finite number of seconds > 0, "
+                 "got 0")):
+            result = run_client(["bench", flag], self.addr)
+            self.assertEqual(result.returncode, 2, describe(result))
+            self.assertIn(message, result.stderr)
+
     def test_prompt_longer_than_the_server_allows(self):
         info = json.loads(run_client(["--json", "info"], self.addr).stdout)
         limit = info["limits"]["max_prompt_tokens"]

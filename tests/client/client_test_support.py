@@ -51,12 +51,16 @@ def _listening_address(log):
     return match.group(1) if match else None
 
 
-def health_status(address, timeout=1.0):
-    """The raw grpc.health.v1 Check answer ("" service), or None."""
-    with grpc.insecure_channel(address) as channel:
+def health_status(address, timeout=1.0, credentials=None, metadata=None):
+    """The raw grpc.health.v1 Check answer ("" service), or None.
+    credentials: grpc channel credentials for a TLS server; metadata: e.g.
+    the API key."""
+    channel = (grpc.insecure_channel(address) if credentials is None else
+               grpc.secure_channel(address, credentials))
+    with channel:
         check = channel.unary_unary("/grpc.health.v1.Health/Check")
         try:
-            return check(b"", timeout=timeout)
+            return check(b"", timeout=timeout, metadata=metadata)
         except grpc.RpcError:
             return None
 
@@ -66,10 +70,14 @@ class TvqServer:
 
     extra_args are added to the command line (e.g. slot or queue sizes).
     The server's output goes to a temporary log; log_tail() returns its end
-    for failure messages.
+    for failure messages. health_credentials / health_metadata: how the
+    start-up health probe reaches a TLS server or one with API keys.
     """
 
-    def __init__(self, model_dir, extra_args=(), start_timeout=120.0):
+    def __init__(self, model_dir, extra_args=(), start_timeout=120.0,
+                 health_credentials=None, health_metadata=None):
+        self.health_credentials = health_credentials
+        self.health_metadata = health_metadata
         self.model_dir = model_dir
         self.extra_args = list(extra_args)
         self.start_timeout = start_timeout
@@ -106,7 +114,10 @@ class TvqServer:
                     f"{self._process.returncode}):\n{self.log_tail()}")
             if self.address is None:
                 self.address = _listening_address(self.log_tail(limit=None))
-            elif health_status(self.address) == _HEALTH_SERVING:
+            elif health_status(self.address,
+                               credentials=self.health_credentials,
+                               metadata=self.health_metadata) == \
+                    _HEALTH_SERVING:
                 return
             time.sleep(0.02)
         self.stop()

@@ -146,7 +146,7 @@ TEST(EngineTest, DrainRefusesNewWork) {
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(CpuConfig(GoldenModelDir("tiny-byte")), nullptr);
   ASSERT_TRUE(engine.ok()) << engine.status();
-  EXPECT_EQ((*engine)->Drain(absl::Seconds(5)), 0);
+  EXPECT_EQ((*engine)->Drain(absl::Seconds(5)).cut_short, 0);
   scheduler::ScoreRequest request;
   request.tokens = {1, 5, 6};
   absl::StatusOr<scheduler::RequestHandle> handle =

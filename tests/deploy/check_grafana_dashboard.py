@@ -7,7 +7,7 @@
   replaced) and reads only metrics the server exposes (docs/metrics.md or the
   names in server/ sources) or recording rules of deploy/prometheus/rules/;
 - the dashboard shows what operators need: request rate, errors by code,
-  TTFT and ITL percentiles, tokens/s, queue length and slot use;
+  requests by front end, TTFT and ITL percentiles, tokens/s, queue length and slot use;
 - the variables panels use are defined, and the datasource provisioning
   defines the datasource uid the dashboard selects.
 
@@ -31,6 +31,8 @@ from deploy_sources import CheckFailures, known_metric, metric_names, promql_met
 REQUIRED = [
     ("request rate", lambda e: "rate(tvq_requests_total" in e),
     ("errors by code", lambda e: "tvq_requests_total" in e and re.search(r"by \([^)]*code", e)),
+    ("requests by front end", lambda e: "tvq_requests_total" in e
+     and re.search(r"by \([^)]*frontend", e)),
     ("TTFT percentiles", lambda e: "histogram_quantile" in e
      and "tvq_time_to_first_token_seconds_bucket" in e),
     ("ITL percentiles", lambda e: "histogram_quantile" in e

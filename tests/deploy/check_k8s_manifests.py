@@ -4,13 +4,15 @@ objects refer to each other correctly and agree with the image and the
 server.
 
 - kustomization.yaml lists every manifest except the documented
-  alternatives (podmonitor.yaml, prometheus-adapter/);
+  alternatives (podmonitor.yaml, prometheus-adapter/); gateway/ is an
+  overlay of its own (check_gateway_manifests.py);
 - Deployment: selector matches the pod labels; GPU requested (limits, equal
   to requests); cpu and memory requests and limits; native gRPC readiness,
   liveness and startup probes on the gRPC port (readiness on
   tvq.v1.TextGeneration); terminationGracePeriodSeconds longer than preStop
   + --drain-timeout; args are tvq-server flags; non-root with the image's
-  uid; container ports are the ports the image exposes;
+  uid; container ports are the ports the image exposes, plus the HTTP
+  API's port when the args turn it on (--http-listen);
 - Services: select the pods, target named container ports; one headless;
   one for metrics;
 - HPA: scales the Deployment on Pods metrics that prometheus-adapter's rules
@@ -32,6 +34,9 @@ from deploy_sources import (CheckFailures, dockerfile_stages, flag_name, known_m
                             metric_names, parse_duration_seconds, server_flags)
 
 ALTERNATIVES = {"podmonitor.yaml", "prometheus-adapter/config.yaml"}
+# Applied on its own (kubectl apply -k deploy/k8s/gateway), checked by
+# check_gateway_manifests.py.
+SEPARATE_DIRS = ("gateway",)
 GRPC_SERVICE = "tvq.v1.TextGeneration"
 SHUTDOWN_SECONDS = 5  # server/main.cc: Shutdown deadline after the drain
 
@@ -55,7 +60,7 @@ def load(k8s, failures):
     objects = []
     for path in sorted(k8s.rglob("*.yaml")):
         relative = str(path.relative_to(k8s))
-        if relative == "kustomization.yaml":
+        if relative == "kustomization.yaml" or relative.split("/")[0] in SEPARATE_DIRS:
             continue
         for document in yaml.safe_load_all(path.read_text()):
             if not document:
@@ -89,9 +94,16 @@ def check_deployment(deployment, where, repo, failures):
         failures.check(flag_name(argument) in flags,
                        f"{where}: {argument} is not a tvq-server flag")
     ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
-    failures.check(set(ports.values()) == set(gpu.get("expose", [])),
-                   f"{where}: container ports {sorted(ports.values())}, the gpu image exposes"
-                   f" {sorted(gpu.get('expose', []))}")
+    http_listen = [a.split("=", 1)[1] for a in args if flag_name(a) == "http-listen"]
+    listened = set(gpu.get("expose", []))
+    if http_listen and http_listen[-1]:
+        listened.add(int(http_listen[-1].rsplit(":", 1)[1]))
+        failures.check(ports.get("http") == int(http_listen[-1].rsplit(":", 1)[1]),
+                       f"{where}: --http-listen={http_listen[-1]} needs a container port named"
+                       " http on that port")
+    failures.check(set(ports.values()) == listened,
+                   f"{where}: container ports {sorted(ports.values())}, the server listens on"
+                   f" {sorted(listened)} (the gpu image's EXPOSE and --http-listen)")
     grpc_port = ports.get("grpc")
     failures.check(grpc_port and ports.get("metrics"),
                    f"{where}: needs container ports named grpc and metrics")

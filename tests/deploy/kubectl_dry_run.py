@@ -42,6 +42,13 @@ API = {
     "monitoring.coreos.com": {"v1": [("servicemonitors", "ServiceMonitor", True),
                                      ("podmonitors", "PodMonitor", True),
                                      ("prometheusrules", "PrometheusRule", True)]},
+    "rbac.authorization.k8s.io": {"v1": [("roles", "Role", True),
+                                         ("rolebindings", "RoleBinding", True)]},
+    # The CRDs deploy/k8s/gateway/ needs (docs/deploy.md, "Behind an
+    # inference gateway"), at the versions tests/data/gateway-api/ holds.
+    "gateway.networking.k8s.io": {"v1": [("gateways", "Gateway", True),
+                                         ("httproutes", "HTTPRoute", True)]},
+    "inference.networking.k8s.io": {"v1": [("inferencepools", "InferencePool", True)]},
 }
 SKIP = 77
 
@@ -166,21 +173,25 @@ def main():
                                 f" {result.stderr.strip() or result.stdout.strip()}")
             else:
                 print(f"ok  {relative}: {wanted[0]}")
-        # The kustomization, as `kubectl apply -k` reads it.
-        listed = yaml.safe_load((directory / "kustomization.yaml").read_text())["resources"]
-        expected = sum(1 for path, _, _ in manifest_objects(directory)
-                       if str(path.relative_to(directory)) in listed)
-        result = subprocess.run(
-            [kubectl, "apply", "--dry-run=client", "--validate=false", "-o", "name",
-             "-k", str(directory)],
-            env=environment, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-            timeout=60, check=False)
-        if result.returncode != 0 or len(result.stdout.split()) != expected:
-            failures.append(f"kustomization.yaml: kubectl apply -k exit {result.returncode},"
-                            f" {len(result.stdout.split())} objects of {expected}:"
-                            f" {result.stderr.strip()}")
-        else:
-            print(f"ok  kustomization.yaml: {expected} objects")
+        # Each kustomization (deploy/k8s, deploy/k8s/gateway), as
+        # `kubectl apply -k` reads it.
+        for kustomization in sorted(directory.rglob("kustomization.yaml")):
+            base = kustomization.parent
+            listed = yaml.safe_load(kustomization.read_text())["resources"]
+            expected = sum(1 for path, _, _ in manifest_objects(base)
+                           if str(path.relative_to(base)) in listed)
+            result = subprocess.run(
+                [kubectl, "apply", "--dry-run=client", "--validate=false", "-o", "name",
+                 "-k", str(base)],
+                env=environment, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                timeout=60, check=False)
+            relative = kustomization.relative_to(directory)
+            if result.returncode != 0 or len(result.stdout.split()) != expected:
+                failures.append(f"{relative}: kubectl apply -k exit {result.returncode},"
+                                f" {len(result.stdout.split())} objects of {expected}:"
+                                f" {result.stderr.strip()}")
+            else:
+                print(f"ok  {relative}: {expected} objects")
     server.shutdown()
     if StubApiServer.writes:
         failures.append("kubectl sent writes during a dry run: " + ", ".join(StubApiServer.writes))

@@ -223,6 +223,16 @@ INSTANTIATE_TEST_SUITE_P(Golden, GoldenTest,
                            return name;
                          });
 
+// The optimized-branch family (format_version 2): goldens from the official
+// code itself (tests/data/golden/optimized-*/README.md), same paths.
+INSTANTIATE_TEST_SUITE_P(OptimizedGolden, GoldenTest,
+                         ::testing::ValuesIn(testing::OptimizedGoldenNames()),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) if (c == '-') c = '_';
+                           return name;
+                         });
+
 TEST(EngineErrors, BadInputsAreStatusesNotCrashes) {
   auto weights = ModelWeights::Load(std::string(TVQ_TEST_DATA_DIR) + "/golden/tiny-byte/model");
   ASSERT_TRUE(weights.ok()) << weights.status();

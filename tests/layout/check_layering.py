@@ -18,8 +18,9 @@ ROOT = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
 
 # Folder -> folders it may include (transitively closed below).
 ALLOWED = {
-    "service/grpc": {"core", "sessions", "metrics", "scheduler", "engine", "model", "text", "backend", "base"},
-    "service/http": {"core", "sessions", "metrics", "scheduler", "engine", "model", "text", "backend", "base"},
+    "service/grpc": {"service/routing", "core", "sessions", "metrics", "auth", "scheduler", "engine", "model", "text", "backend", "base"},
+    "service/http": {"service/routing", "core", "sessions", "metrics", "auth", "scheduler", "engine", "model", "text", "backend", "base"},
+    "service/routing": {"sessions", "scheduler", "engine", "model", "text", "backend", "base"},
     "core": {"sessions", "metrics", "scheduler", "engine", "model", "text", "backend", "base"},
     "sessions": {"scheduler", "engine", "model", "text", "backend", "base"},
     "metrics": {"scheduler", "base"},
@@ -30,6 +31,8 @@ ALLOWED = {
     # backend/cpu and backend/cuda count as backend: the factory names them.
     "backend": {"base", "kernels"},
     "process": {"base"},
+    # Credentials of the front ends: API keys, TLS files (OpenSSL, no gRPC).
+    "auth": {"base"},
     "base": set(),
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^">]+)[">]')
@@ -38,7 +41,7 @@ INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^">]+)[">]')
 def folder_of(relative: str) -> str:
     """server/backend/cpu/x.cc -> backend/cpu; server/core/x.h -> core."""
     parts = relative.split("/")[1:-1]
-    if parts[:2] in (["service", "grpc"], ["service", "http"]):
+    if parts[:2] in (["service", "grpc"], ["service", "http"], ["service", "routing"]):
         return "/".join(parts[:2])
     return parts[0] if parts else ""
 

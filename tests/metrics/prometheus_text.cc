@@ -6,6 +6,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
@@ -126,10 +127,17 @@ absl::StatusOr<Scrape> Scrape::Parse(std::string_view text_in) {
 
 std::optional<double> Scrape::Find(std::string_view name,
                                    const MetricLabels& labels) const {
+  std::optional<double> sum;
   for (const MetricSample& sample : samples_) {
-    if (sample.name == name && sample.labels == labels) return sample.value;
+    if (sample.name != name) continue;
+    const bool matches =
+        std::all_of(labels.begin(), labels.end(), [&](const auto& label) {
+          const auto found = sample.labels.find(label.first);
+          return found != sample.labels.end() && found->second == label.second;
+        });
+    if (matches) sum = sum.value_or(0) + sample.value;
   }
-  return std::nullopt;
+  return sum;
 }
 
 double Scrape::Value(std::string_view name, const MetricLabels& labels) const {

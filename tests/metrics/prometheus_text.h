@@ -29,7 +29,9 @@ class Scrape {
   // Errors name the line that does not parse.
   static absl::StatusOr<Scrape> Parse(std::string_view text);
 
-  // The value of the sample `name` with exactly `labels`; nullopt if absent.
+  // The sum of the samples `name` whose labels include every one of
+  // `labels` (a series labelled {frontend, method, code} is found by
+  // {method, code}, summed over the front ends); nullopt if none matches.
   std::optional<double> Find(std::string_view name,
                              const MetricLabels& labels = {}) const;
   // Same, but NaN when absent (reads well in EXPECT_EQ failures).

@@ -129,6 +129,7 @@ class SchedulerMetricsTest : public ::testing::Test {
       EngineSnapshot snapshot;
       snapshot.num_slots = stats.num_slots;
       snapshot.busy_slots = stats.busy_slots;
+      snapshot.pinned_slots = stats.pinned_slots;
       snapshot.queued_requests = stats.queued_requests;
       snapshot.state_bytes_per_sequence =
           static_cast<int64_t>(runtime_.pool->BytesPerSlot());

@@ -3,10 +3,13 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "server/metrics/http_metrics.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/scheduler_metrics_observer.h"
 #include "tests/metrics/prometheus_text.h"
@@ -108,6 +111,70 @@ TEST_F(ServerMetricsTest, CountsRpcsByMethodAndCodeName) {
   EXPECT_EQ(scrape.Value("tvq_requests_total",
                          {{"method", "GetModelInfo"}, {"code", "OK"}}),
             0);
+  // gRPC calls are frontend="grpc", and nothing else.
+  EXPECT_EQ(scrape.Value("tvq_requests_total", {{"frontend", "grpc"}}), 5);
+  EXPECT_EQ(scrape.Value("tvq_requests_total", {{"frontend", "http"}}), 0);
+}
+
+TEST_F(ServerMetricsTest, HttpResponsesCountOnceInTheSharedRequestFamily) {
+  absl::StatusOr<std::unique_ptr<HttpMetrics>> http =
+      HttpMetrics::Create(*metrics_);
+  ASSERT_TRUE(http.ok()) << http.status();
+  (*http)->OnHttpResponse("/v1/completions", 200);
+  (*http)->OnHttpResponse("/v1/completions", 429);
+  (*http)->OnHttpResponse("/v1/completions", 499);
+  (*http)->OnHttpResponse("other", 404);
+  metrics_->OnRpcFinished("Generate", 0);
+  const Scrape scrape = Collect();
+  EXPECT_EQ(scrape.Value("tvq_requests_total", {{"frontend", "http"},
+                                                {"method", "/v1/completions"},
+                                                {"code", "OK"}}),
+            1);
+  EXPECT_EQ(scrape.Value("tvq_requests_total",
+                         {{"frontend", "http"},
+                          {"method", "/v1/completions"},
+                          {"code", "RESOURCE_EXHAUSTED"}}),
+            1);
+  EXPECT_EQ(scrape.Value("tvq_requests_total", {{"frontend", "http"},
+                                                {"method", "/v1/completions"},
+                                                {"code", "CANCELLED"}}),
+            1);
+  EXPECT_EQ(scrape.Value("tvq_requests_total", {{"frontend", "http"},
+                                                {"method", "other"},
+                                                {"code", "NOT_FOUND"}}),
+            1);
+  // Each request once: 4 HTTP + 1 gRPC.
+  EXPECT_EQ(scrape.Sum("tvq_requests_total"), 5);
+  // The routes that run the model exist from the start.
+  EXPECT_EQ(scrape.Value("tvq_requests_total",
+                         {{"frontend", "http"},
+                          {"method", "/v1/chat/completions"},
+                          {"code", "OK"}}),
+            0);
+}
+
+TEST(HttpStatusCodeNameTest, EveryStatusTheFrontEndSendsHasItsGrpcName) {
+  const std::vector<std::pair<int, std::string>> expected = {
+      {200, "OK"},
+      {400, "INVALID_ARGUMENT"},
+      {401, "UNAUTHENTICATED"},
+      {403, "PERMISSION_DENIED"},
+      {404, "NOT_FOUND"},
+      {405, "UNIMPLEMENTED"},
+      {413, "RESOURCE_EXHAUSTED"},
+      {429, "RESOURCE_EXHAUSTED"},
+      {431, "RESOURCE_EXHAUSTED"},
+      {499, "CANCELLED"},
+      {500, "INTERNAL"},
+      {501, "UNIMPLEMENTED"},
+      {503, "UNAVAILABLE"},
+      {504, "DEADLINE_EXCEEDED"},
+      {418, "INVALID_ARGUMENT"},
+      {302, "UNKNOWN"},
+  };
+  for (const auto& [status, name] : expected) {
+    EXPECT_EQ(GrpcCodeOfHttpStatus(status), name) << status;
+  }
 }
 
 TEST_F(ServerMetricsTest, InfoGaugesKeepOneSeriesWithTheLatestLabels) {
@@ -154,6 +221,19 @@ TEST_F(ServerMetricsTest, EngineGaugesAreReadAtScrapeTime) {
   EXPECT_EQ(scrape.Value("tvq_state_memory_bytes", {{"state", "reserved"}}),
             8000);
   EXPECT_FALSE(scrape.Has("tvq_gpu_memory_used_bytes"));
+  EXPECT_EQ(scrape.Value("tvq_slot_capacity"), 8);
+  EXPECT_EQ(scrape.Value("tvq_slots", {{"state", "pinned"}}), 0);
+
+  // Pinned slots are neither busy nor free, and a new request cannot take
+  // them: they count as used.
+  snapshot.pinned_slots = 2;
+  scrape = Collect();
+  EXPECT_EQ(scrape.Value("tvq_requests_running"), 2);
+  EXPECT_EQ(scrape.Value("tvq_slots", {{"state", "pinned"}}), 2);
+  EXPECT_EQ(scrape.Value("tvq_slots", {{"state", "free"}}), 4);
+  EXPECT_EQ(scrape.Value("tvq_state_utilization_ratio"), 0.5);
+  EXPECT_EQ(scrape.Value("tvq_state_memory_bytes", {{"state", "used"}}), 4000);
+  snapshot.pinned_slots = 0;
 
   // The next scrape sees the change; device memory appears when reported.
   snapshot.busy_slots = 8;

@@ -5,6 +5,7 @@
 
 #include <zlib.h>
 
+#include <cstdint>
 #include <memory>
 #include <random>
 #include <string>
@@ -171,6 +172,14 @@ TEST(SessionBlobTest, EachFieldHasItsOwnStatus) {
        "token count 42 does not match position 40"},
       {"token count", 72, 8, 1000, absl::StatusCode::kInvalidArgument,
        "token count 1000"},
+      // position + 1 must not overflow (found by session_blob_fuzzer's
+      // harness: tests/fuzz/regressions/session_blob/).
+      {"position int64 max", 64, 8, uint64_t{INT64_MAX},
+       absl::StatusCode::kInvalidArgument,
+       "does not match position 9223372036854775807"},
+      {"negative token count", 72, 8, uint64_t{1} << 63,
+       absl::StatusCode::kInvalidArgument,
+       "token count -9223372036854775808"},
       {"state length", 88, 8, 332, absl::StatusCode::kInvalidArgument,
        "332 bytes, the blob holds 333"},
       {"huge state length", 88, 8, ~uint64_t{0},

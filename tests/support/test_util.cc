@@ -55,6 +55,10 @@ std::vector<std::string> GoldenNames() {
   return {"tiny-byte", "tiny-noagg", "tiny-tied"};
 }
 
+std::vector<std::string> OptimizedGoldenNames() {
+  return {"optimized-shga", "optimized-mqa", "optimized-mha"};
+}
+
 GoldenCase LoadGolden(const std::string& name) {
   GoldenCase golden;
   golden.name = name;

@@ -23,6 +23,9 @@ struct GoldenCase {
 
 // The golden folder names in tests/data/golden.
 std::vector<std::string> GoldenNames();
+// The optimized-branch family's goldens (format_version 2), made by the
+// official code itself (tools/make_optimized_golden.py): one per head type.
+std::vector<std::string> OptimizedGoldenNames();
 
 // Reads tests/data/golden/NAME; aborts the test binary on a malformed file.
 GoldenCase LoadGolden(const std::string& name);

@@ -203,7 +203,30 @@ class ConvertGoldenTest(unittest.TestCase):
         out = os.path.join(self.work, "out")
         code, output = run_converter(checkpoint, out, "--config",
                                      os.path.join(model_dir, "config.json"),
-                                     "--dtype", "bf16")
+                                     "--out-dtype", "bf16")
+        self.assertEqual(code, 0, output)
+        self.assert_same_model(out, model_dir, config, arrays, dtype="BF16")
+
+    def test_pasted_official_dtype_is_not_the_output_dtype(self):
+        # The official --dtype is the activation dtype: a pasted launch line
+        # with --dtype=bfloat16 still writes the float32 parameters bit for
+        # bit, and says why; --out-dtype chooses the output.
+        model_dir, config, arrays = golden_model("tiny-byte")
+        checkpoint = os.path.join(self.work, "checkpoint_12")
+        write_file(checkpoint, train_state(arrays))
+        for index, pasted in enumerate((["--dtype=bfloat16"], ["--dtype", "bfloat16"])):
+            with self.subTest(pasted=pasted):
+                out = os.path.join(self.work, "out%d" % index)
+                code, output = run_converter(checkpoint, out, *config_flags(config),
+                                             *pasted)
+                self.assertEqual(code, 0, output)
+                self.assertIn("ignoring --dtype=bfloat16: it is the official "
+                              "activation dtype", output)
+                self.assertIn("F32", output)
+                self.assert_same_model(out, model_dir, config, arrays, dtype="F32")
+        out = os.path.join(self.work, "out_bf16")
+        code, output = run_converter(checkpoint, out, *config_flags(config),
+                                     "--dtype=float32", "--out-dtype=bfloat16")
         self.assertEqual(code, 0, output)
         self.assert_same_model(out, model_dir, config, arrays, dtype="BF16")
 

@@ -1,6 +1,8 @@
 """TvqClient: generate (streaming and unary), score, tokenize, info, and
 sessions (create, append, fork, export, import, get, list, close)."""
 
+import os
+
 import grpc
 
 try:
@@ -88,18 +90,76 @@ class GenerateStream:
         self._call.cancel()
 
 
+class _ApiKeyInterceptor(grpc.UnaryUnaryClientInterceptor,
+                         grpc.UnaryStreamClientInterceptor,
+                         grpc.StreamUnaryClientInterceptor,
+                         grpc.StreamStreamClientInterceptor):
+    """Adds "authorization: Bearer KEY" to every call."""
+
+    def __init__(self, key):
+        self._entry = ("authorization", f"Bearer {key}")
+
+    def _with_key(self, details):
+        metadata = list(details.metadata or ()) + [self._entry]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_key(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_key(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._with_key(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._with_key(details), requests)
+
+
+def _read(path):
+    with open(path, "rb") as file:
+        return file.read()
+
+
 class TvqClient:
     """A connection to one tvq-server.
 
     address: HOST:PORT of the gRPC endpoint. timeout: default deadline of
     each call in seconds (None = no deadline); every method also takes
     timeout=. Errors are raised as TvqError.
+
+    TLS (docs/security.md): tls_ca, the path of the PEM CA bundle that
+    signed the server's certificate (None with tls=True: the system's
+    roots); tls_cert and tls_key, a client certificate and its key for
+    mutual TLS; tls_server_name, the name to check the server's
+    certificate against instead of the host of `address`. Any of them
+    means TLS. api_key: sent as "authorization: Bearer KEY" on every call
+    (None: the TVQ_API_KEY environment variable, if set).
     """
 
-    def __init__(self, address="127.0.0.1:50051", timeout=None):
+    def __init__(self, address="127.0.0.1:50051", timeout=None, *,
+                 tls=False, tls_ca=None, tls_cert=None, tls_key=None,
+                 tls_server_name=None, api_key=None):
         self._timeout = timeout
-        self._channel = grpc.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", -1)])
+        options = [("grpc.max_receive_message_length", -1)]
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if tls or tls_ca or tls_cert or tls_server_name:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(tls_ca) if tls_ca else None,
+                private_key=_read(tls_key) if tls_key else None,
+                certificate_chain=_read(tls_cert) if tls_cert else None)
+            if tls_server_name:
+                options.append(("grpc.ssl_target_name_override",
+                                tls_server_name))
+            self._channel = grpc.secure_channel(address, credentials, options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
+        if api_key is None:
+            api_key = os.environ.get("TVQ_API_KEY")
+        if api_key:
+            self._channel = grpc.intercept_channel(
+                self._channel, _ApiKeyInterceptor(api_key))
         self._stub = tvq_pb2_grpc.TextGenerationStub(self._channel)
 
     def close(self):

@@ -237,6 +237,17 @@ absl::Status CpuBackend::HeadRmsNorm(int rows, int heads, int width, float* q,
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::SquaredRelu(int rows, int cols, float* x,
+                                     int stride) {
+  TVQ_RETURN_IF_ERROR(op_checks::SquaredRelu(*this, rows, cols, x, stride));
+  pool_.ParallelFor(rows, RowGrain(cols * 2), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      cpu::SquaredReluRow(cols, x + i * stride);
+    }
+  });
+  return absl::OkStatus();
+}
+
 absl::Status CpuBackend::Silu(int rows, int cols, float* x, int stride) {
   TVQ_RETURN_IF_ERROR(op_checks::Silu(*this, rows, cols, x, stride));
   pool_.ParallelFor(rows, RowGrain(cols * 8), [&](int64_t begin, int64_t end) {

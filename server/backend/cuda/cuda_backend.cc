@@ -491,6 +491,14 @@ absl::Status CudaBackend::HeadRmsNorm(int rows, int heads, int width, float* q,
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::SquaredRelu(int rows, int cols, float* x,
+                                      int stride) {
+  TVQ_RETURN_IF_ERROR(op_checks::SquaredRelu(*this, rows, cols, x, stride));
+  TVQ_RETURN_IF_ERROR(Activate());
+  TVQ_CUDA_RETURN_IF_ERROR(cuda::SquaredRelu(rows, cols, x, stride, stream_));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::Silu(int rows, int cols, float* x, int stride) {
   TVQ_RETURN_IF_ERROR(op_checks::Silu(*this, rows, cols, x, stride));
   TVQ_RETURN_IF_ERROR(Activate());

@@ -70,6 +70,7 @@ class CudaBackend final : public Backend {
   absl::Status HeadRmsNorm(int rows, int heads, int width, float* q,
                            int q_stride, float scale) override;
   absl::Status Silu(int rows, int cols, float* x, int stride) override;
+  absl::Status SquaredRelu(int rows, int cols, float* x, int stride) override;
   absl::Status Multiply(int rows, int cols, float* x, int x_stride,
                         const float* gate, int gate_stride) override;
   absl::Status VqAssign(int rows, const AttentionShape& shape,

@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "server/core/model_info.h"
 #include "server/core/score_summary.h"
+#include "server/service/grpc/session_metadata.h"
 #include "server/service/grpc/status_to_grpc.h"
 #include "server/text/incremental_detokenizer.h"
 
@@ -513,13 +514,20 @@ grpc::ServerUnaryReactor* GenerationService::Generate(
     v1::GenerateResponse* response) {
   absl::StatusOr<core::Engine*> model = readiness_->ForNewWork();
   if (!model.ok()) return FinishNow(context, model.status());
+  absl::StatusOr<std::string> session_id =
+      SessionIdOf(*context, request->session_id(), "session_id");
+  if (!session_id.ok()) return FinishNow(context, session_id.status());
+  AnnounceSession(context, *session_id);
+  v1::GenerateRequest keyed;
+  const v1::GenerateRequest& effective =
+      WithSessionId(*request, *session_id, keyed);
   absl::StatusOr<scheduler::GenerationRequest> generation =
-      ToGenerationRequest(*request, Validation(**model), RandomSeed());
+      ToGenerationRequest(effective, Validation(**model), RandomSeed());
   if (!generation.ok()) return FinishNow(context, generation.status());
   generation->deadline = Deadline(context);
   auto* call =
       new GenerateCall(&(*model)->scheduler(), response, &active_calls_);
-  call->Start(*std::move(generation), TargetOf(*request, **model));
+  call->Start(*std::move(generation), TargetOf(effective, **model));
   return call;
 }
 
@@ -528,8 +536,17 @@ GenerationService::GenerateStream(grpc::CallbackServerContext* context,
                                   const v1::GenerateRequest* request) {
   absl::StatusOr<core::Engine*> model = readiness_->ForNewWork();
   if (!model.ok()) return new FailedStream(ToGrpcStatus(model.status()));
+  absl::StatusOr<std::string> session_id =
+      SessionIdOf(*context, request->session_id(), "session_id");
+  if (!session_id.ok()) {
+    return new FailedStream(ToGrpcStatus(session_id.status()));
+  }
+  AnnounceSession(context, *session_id);
+  v1::GenerateRequest keyed;
+  const v1::GenerateRequest& effective =
+      WithSessionId(*request, *session_id, keyed);
   absl::StatusOr<scheduler::GenerationRequest> generation =
-      ToGenerationRequest(*request, Validation(**model), RandomSeed());
+      ToGenerationRequest(effective, Validation(**model), RandomSeed());
   if (!generation.ok()) {
     return new FailedStream(ToGrpcStatus(generation.status()));
   }
@@ -537,7 +554,7 @@ GenerationService::GenerateStream(grpc::CallbackServerContext* context,
   auto* call = new GenerateStreamCall(
       &(*model)->scheduler(), &active_calls_,
       (*model)->config().limits.max_pending_output_bytes);
-  call->Start(*std::move(generation), TargetOf(*request, **model));
+  call->Start(*std::move(generation), TargetOf(effective, **model));
   return call;
 }
 
@@ -546,12 +563,19 @@ grpc::ServerUnaryReactor* GenerationService::Score(
     v1::ScoreResponse* response) {
   absl::StatusOr<core::Engine*> model = readiness_->ForNewWork();
   if (!model.ok()) return FinishNow(context, model.status());
+  absl::StatusOr<std::string> session_id =
+      SessionIdOf(*context, request->session_id(), "session_id");
+  if (!session_id.ok()) return FinishNow(context, session_id.status());
+  AnnounceSession(context, *session_id);
+  v1::ScoreRequest keyed;
+  const v1::ScoreRequest& effective =
+      WithSessionId(*request, *session_id, keyed);
   absl::StatusOr<scheduler::ScoreRequest> score =
-      ToScoreRequest(*request, Validation(**model));
+      ToScoreRequest(effective, Validation(**model));
   if (!score.ok()) return FinishNow(context, score.status());
   score->deadline = Deadline(context);
   auto* call = new ScoreCall(*model, response, &active_calls_);
-  call->Start(*std::move(score), TargetOf(*request, **model));
+  call->Start(*std::move(score), TargetOf(effective, **model));
   return call;
 }
 

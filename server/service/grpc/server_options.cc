@@ -169,10 +169,12 @@ GrpcListener::~GrpcListener() {
   if (reserve_fd_ >= 0) ::close(reserve_fd_);
 }
 
-void GrpcListener::AttachTo(grpc::ServerBuilder& builder) {
+void GrpcListener::AttachTo(
+    grpc::ServerBuilder& builder,
+    std::shared_ptr<grpc::ServerCredentials> credentials) {
   acceptor_ = builder.experimental().AddExternalConnectionAcceptor(
       grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
-      grpc::InsecureServerCredentials());
+      std::move(credentials));
 }
 
 void GrpcListener::Start() {

@@ -72,8 +72,11 @@ class GrpcListener {
   // Stops accepting and closes the listening socket.
   ~GrpcListener();
 
-  // Registers the listener with `builder`; call before BuildAndStart.
-  void AttachTo(grpc::ServerBuilder& builder);
+  // Registers the listener with `builder`, its connections served with
+  // `credentials` (plaintext or TLS, grpc_credentials.h); call before
+  // BuildAndStart.
+  void AttachTo(grpc::ServerBuilder& builder,
+                std::shared_ptr<grpc::ServerCredentials> credentials);
   // Starts accepting; call after BuildAndStart.
   void Start();
   // Stops accepting (idempotent).

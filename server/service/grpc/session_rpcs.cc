@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "server/service/grpc/generation_service.h"
+#include "server/service/grpc/session_metadata.h"
 #include "server/service/grpc/status_to_grpc.h"
 
 namespace tvq::service {
@@ -68,16 +69,20 @@ ValidationContext Validation(const core::Engine& engine) {
 }
 
 // Finishes a unary session call when the manager calls back (from the
-// scheduler thread, or at once).
+// scheduler thread, or at once). The response names its session in
+// x-session-id: the one returned, or `requested` when the call failed.
 sessions::SessionManager::InfoCallback FinishWith(
-    grpc::ServerUnaryReactor* reactor, v1::Session* response,
+    grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+    v1::Session* response, std::string requested,
     std::shared_ptr<ActiveCallCounter::Hold> hold) {
-  return [reactor, response,
+  return [context, reactor, response, requested = std::move(requested),
           hold = std::move(hold)](absl::StatusOr<sessions::SessionInfo> info) {
     if (!info.ok()) {
+      AnnounceSession(context, requested);
       reactor->Finish(ToGrpcStatus(info.status()));
       return;
     }
+    AnnounceSession(context, info->session_id);
     ToProto(*info, response);
     reactor->Finish(grpc::Status::OK);
   };
@@ -131,37 +136,64 @@ class ExportCall final : public grpc::ServerWriteReactor<v1::SessionChunk> {
 // the blob to the manager.
 class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
  public:
-  ImportCall(sessions::SessionManager* manager, v1::Session* response,
+  ImportCall(grpc::CallbackServerContext* context,
+             sessions::SessionManager* manager, v1::Session* response,
              size_t max_bytes)
-      : manager_(manager), response_(response), max_bytes_(max_bytes) {
+      : context_(context),
+        manager_(manager),
+        response_(response),
+        max_bytes_(max_bytes) {
     StartRead(&chunk_);
   }
   void OnReadDone(bool ok) override {
     if (!ok) {
       // The client closed its side: the blob is complete.
+      if (first_) {
+        // No chunk at all: the session key can still name the session.
+        absl::StatusOr<std::string> session_id =
+            SessionIdOf(*context_, "", "session_id");
+        if (!session_id.ok()) {
+          Finish(ToGrpcStatus(session_id.status()));
+          return;
+        }
+        session_id_ = *std::move(session_id);
+      }
       absl::StatusOr<sessions::SessionInfo> info =
-          manager_->Import(blob_, session_id_);
+          manager_->Import(
+          blob_, session_id_, absl::Seconds(ttl_seconds_), pinned_);
       if (!info.ok()) {
+        AnnounceSession(context_, session_id_);
         Finish(ToGrpcStatus(info.status()));
         return;
       }
+      AnnounceSession(context_, info->session_id);
       ToProto(*info, response_);
       Finish(grpc::Status::OK);
       return;
     }
     if (first_) {
       first_ = false;
-      session_id_ = chunk_.session_id();
-      if (!session_id_.empty()) {
-        if (absl::Status status = ValidateSessionId(session_id_, "session_id");
-            !status.ok()) {
-          Finish(ToGrpcStatus(status));
-          return;
-        }
+      // The first chunk's session_id, combined with the call's session key.
+      absl::StatusOr<std::string> session_id =
+          SessionIdOf(*context_, chunk_.session_id(), "session_id");
+      if (!session_id.ok()) {
+        Finish(ToGrpcStatus(session_id.status()));
+        return;
       }
-    } else if (!chunk_.session_id().empty()) {
+      session_id_ = *std::move(session_id);
+      ttl_seconds_ = chunk_.ttl_seconds();
+      pinned_ = chunk_.pinned();
+      if (ttl_seconds_ < 0) {
+        Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrFormat(
+            "ttl_seconds must be >= 0 (0 = the default), got %d",
+            ttl_seconds_))));
+        return;
+      }
+    } else if (!chunk_.session_id().empty() || chunk_.ttl_seconds() != 0 ||
+               chunk_.pinned()) {
       Finish(ToGrpcStatus(absl::InvalidArgumentError(
-          "session_id may only be set on the first chunk")));
+          "session_id, ttl_seconds and pinned may only be set on the first "
+          "chunk")));
       return;
     }
     if (chunk_.data().size() > kChunkBytes) {
@@ -183,12 +215,15 @@ class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
   void OnDone() override { delete this; }
 
  private:
+  grpc::CallbackServerContext* const context_;
   sessions::SessionManager* const manager_;
   v1::Session* const response_;
   const size_t max_bytes_;
   v1::SessionChunk chunk_;
   std::string blob_;
   std::string session_id_;
+  int64_t ttl_seconds_ = 0;
+  bool pinned_ = false;
   bool first_ = true;
 };
 
@@ -211,14 +246,19 @@ grpc::ServerUnaryReactor* GenerationService::CreateSession(
     const v1::CreateSessionRequest* request, v1::Session* response) {
   absl::StatusOr<core::Engine*> model = readiness_->ForNewWork();
   if (!model.ok()) return FinishNow(context, model.status());
+  absl::StatusOr<std::string> session_id =
+      SessionIdOf(*context, request->session_id(), "session_id");
+  if (!session_id.ok()) return FinishNow(context, session_id.status());
+  v1::CreateSessionRequest keyed;
   absl::StatusOr<sessions::SessionManager::CreateParams> params =
-      ToCreateSessionParams(*request, Validation(**model));
+      ToCreateSessionParams(WithSessionId(*request, *session_id, keyed),
+                            Validation(**model));
   if (!params.ok()) return FinishNow(context, params.status());
   params->deadline = Deadline(context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   (*model)->sessions().Create(
       *std::move(params),
-      FinishWith(reactor, response,
+      FinishWith(context, reactor, response, *session_id,
                  std::make_shared<ActiveCallCounter::Hold>(&active_calls_)));
   return reactor;
 }
@@ -228,14 +268,19 @@ grpc::ServerUnaryReactor* GenerationService::AppendToSession(
     const v1::AppendToSessionRequest* request, v1::Session* response) {
   absl::StatusOr<core::Engine*> model = readiness_->ForNewWork();
   if (!model.ok()) return FinishNow(context, model.status());
+  absl::StatusOr<std::string> session_id =
+      SessionIdOf(*context, request->session_id(), "session_id");
+  if (!session_id.ok()) return FinishNow(context, session_id.status());
+  v1::AppendToSessionRequest keyed;
   absl::StatusOr<sessions::SessionManager::AppendParams> params =
-      ToAppendParams(*request, Validation(**model));
+      ToAppendParams(WithSessionId(*request, *session_id, keyed),
+                     Validation(**model));
   if (!params.ok()) return FinishNow(context, params.status());
   params->deadline = Deadline(context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   (*model)->sessions().Append(
       *std::move(params),
-      FinishWith(reactor, response,
+      FinishWith(context, reactor, response, *session_id,
                  std::make_shared<ActiveCallCounter::Hold>(&active_calls_)));
   return reactor;
 }
@@ -245,38 +290,55 @@ grpc::ServerUnaryReactor* GenerationService::ForkSession(
     v1::Session* response) {
   absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
   if (!model.ok()) return FinishNow(context, model.status());
-  if (absl::Status status = ValidateForkSessionRequest(*request);
+  // The session key names the source session.
+  absl::StatusOr<std::string> session_id =
+      SessionIdOf(*context, request->session_id(), "session_id");
+  if (!session_id.ok()) return FinishNow(context, session_id.status());
+  v1::ForkSessionRequest keyed;
+  const v1::ForkSessionRequest& effective =
+      WithSessionId(*request, *session_id, keyed);
+  if (absl::Status status = ValidateForkSessionRequest(effective);
       !status.ok()) {
     return FinishNow(context, status);
   }
   absl::StatusOr<sessions::SessionInfo> info = (*model)->sessions().Fork(
-      request->session_id(), request->new_session_id());
-  if (!info.ok()) return FinishNow(context, info.status());
+      effective.session_id(), effective.new_session_id());
+  if (!info.ok()) {
+    AnnounceSession(context, *session_id);
+    return FinishNow(context, info.status());
+  }
+  // The new session lives here too: the response names it.
+  AnnounceSession(context, info->session_id);
   ToProto(*info, response);
   return FinishNow(context, absl::OkStatus());
 }
 
 grpc::ServerWriteReactor<v1::SessionChunk>* GenerationService::ExportSession(
-    grpc::CallbackServerContext* /*context*/,
+    grpc::CallbackServerContext* context,
     const v1::ExportSessionRequest* request) {
   absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
   if (!model.ok()) return new FailedWrite(ToGrpcStatus(model.status()));
-  if (absl::Status status =
-          ValidateSessionId(request->session_id(), "session_id");
+  absl::StatusOr<std::string> session_id =
+      SessionIdOf(*context, request->session_id(), "session_id");
+  if (!session_id.ok()) return new FailedWrite(ToGrpcStatus(session_id.status()));
+  if (absl::Status status = ValidateSessionId(*session_id, "session_id");
       !status.ok()) {
     return new FailedWrite(ToGrpcStatus(status));
   }
-  return new ExportCall((*model)->sessions().Export(request->session_id()));
+  AnnounceSession(context, *session_id);
+  return new ExportCall((*model)->sessions().Export(*session_id));
 }
 
 grpc::ServerReadReactor<v1::SessionChunk>* GenerationService::ImportSession(
-    grpc::CallbackServerContext* /*context*/, v1::Session* response) {
-  absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
+    grpc::CallbackServerContext* context, v1::Session* response) {
+  // New work: a draining server refuses imports (it would hold sessions it
+  // is about to lose), so a peer migrating to it falls back to its disk.
+  absl::StatusOr<core::Engine*> model = readiness_->ForNewWork();
   if (!model.ok()) return new FailedRead(ToGrpcStatus(model.status()));
   const size_t max_bytes = sessions::kBlobHeaderBytes +
                            sessions::kBlobChecksumBytes +
                            static_cast<size_t>((*model)->state_export_bytes());
-  return new ImportCall(&(*model)->sessions(), response, max_bytes);
+  return new ImportCall(context, &(*model)->sessions(), response, max_bytes);
 }
 
 grpc::ServerUnaryReactor* GenerationService::GetSession(
@@ -284,13 +346,16 @@ grpc::ServerUnaryReactor* GenerationService::GetSession(
     v1::Session* response) {
   absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
   if (!model.ok()) return FinishNow(context, model.status());
-  if (absl::Status status =
-          ValidateSessionId(request->session_id(), "session_id");
+  absl::StatusOr<std::string> session_id =
+      SessionIdOf(*context, request->session_id(), "session_id");
+  if (!session_id.ok()) return FinishNow(context, session_id.status());
+  if (absl::Status status = ValidateSessionId(*session_id, "session_id");
       !status.ok()) {
     return FinishNow(context, status);
   }
+  AnnounceSession(context, *session_id);
   absl::StatusOr<sessions::SessionInfo> info =
-      (*model)->sessions().Get(request->session_id());
+      (*model)->sessions().Get(*session_id);
   if (!info.ok()) return FinishNow(context, info.status());
   ToProto(*info, response);
   return FinishNow(context, absl::OkStatus());
@@ -314,12 +379,15 @@ grpc::ServerUnaryReactor* GenerationService::CloseSession(
     v1::CloseSessionResponse* /*response*/) {
   absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
   if (!model.ok()) return FinishNow(context, model.status());
-  if (absl::Status status =
-          ValidateSessionId(request->session_id(), "session_id");
+  absl::StatusOr<std::string> session_id =
+      SessionIdOf(*context, request->session_id(), "session_id");
+  if (!session_id.ok()) return FinishNow(context, session_id.status());
+  if (absl::Status status = ValidateSessionId(*session_id, "session_id");
       !status.ok()) {
     return FinishNow(context, status);
   }
-  return FinishNow(context, (*model)->sessions().Close(request->session_id()));
+  AnnounceSession(context, *session_id);
+  return FinishNow(context, (*model)->sessions().Close(*session_id));
 }
 
 }  // namespace tvq::service

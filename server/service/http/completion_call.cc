@@ -66,8 +66,12 @@ class CompletionCall final
   };
 
   // Queues one generation per choice (none for max_tokens 0); on an error
-  // withdraws those already queued.
+  // withdraws those already queued. With n > 1 the choices are submitted
+  // later, once the prompt's session is ready (SubmitsLater).
   absl::Status SubmitGenerations();
+  bool SubmitsLater() const {
+    return plan_.generate && plan_.choices.size() >= 2;
+  }
   // One independent generation per choice (n == 1, or the fallback).
   absl::Status SubmitIndependent();
   // Choice `index` as an independent generation.
@@ -82,8 +86,11 @@ class CompletionCall final
   void FinishWithoutGenerating();
   void CancelAll();
   void OnClientGone();
-  // Ends the exchange with `status` (an error): a reply, or an error event.
+  // Ends the exchange with `status` (an error): a reply (also for a stream
+  // that has not started), or an error event.
   void Fail(const absl::Status& status);
+  // Every choice is accepted: a stream starts now (idempotent).
+  void StartStream();
   // Stream: sends one chunk of choice `index`.
   void SendChunk(int index, ChoiceDelta delta,
                  const scheduler::Completion* finish);
@@ -95,6 +102,8 @@ class CompletionCall final
   const ResponseShaper shaper_;
   std::vector<Choice> choices_;
   int prompt_tokens_ = 0;
+  // n > 1: the prompt tokens its session took from a retained state.
+  int prompt_cached_tokens_ = 0;
   int finished_ = 0;
   // echo + logprobs: the prompt's score, running or done.
   bool scoring_ = false;
@@ -102,6 +111,10 @@ class CompletionCall final
   std::optional<PromptLogprobs> prompt_logprobs_;
   // The exchange has been answered (or abandoned); later events are dropped.
   bool ended_ = false;
+  // Stream: the 200 and its headers went out. Not before every choice was
+  // accepted by the scheduler, so that a refusal (429 queue full, 503
+  // draining) is still an HTTP error, also for n > 1 and echo + logprobs.
+  bool stream_started_ = false;
 };
 
 class ChoiceSink final : public scheduler::TokenSink {
@@ -166,6 +179,7 @@ void CompletionCall::Start() {
     // start once it is done, so that each choice's first chunk has them.
     scheduler::ScoreRequest score;
     score.request_id = shaper_.id() + "-prompt";
+    score.frontend = scheduler::Frontend::kHttp;
     score.tokens = prompt;
     score.top_logprobs = plan_.top_logprobs;
     absl::StatusOr<scheduler::RequestHandle> handle =
@@ -191,8 +205,18 @@ void CompletionCall::Start() {
   }
   exchange_->OnClientGone(
       [self = shared_from_this()] { self->OnClientGone(); });
-  if (plan_.stream) exchange_->StartEventStream();
+  // n == 1 has been accepted already; n > 1 (the prompt's session first)
+  // and echo + logprobs (the prompt's score first) start their stream once
+  // their generations are.
+  const bool accepted = !score_first && !SubmitsLater();
+  if (accepted) StartStream();
   if (!score_first && !plan_.generate) FinishWithoutGenerating();
+}
+
+void CompletionCall::StartStream() {
+  if (!plan_.stream || stream_started_ || ended_) return;
+  stream_started_ = true;
+  exchange_->StartEventStream();
 }
 
 absl::Status CompletionCall::SubmitGenerations() {
@@ -208,7 +232,11 @@ absl::Status CompletionCall::SubmitGenerations() {
   // Pinned, so that its own forks cannot evict it (they may evict one
   // another when the budget is full: such a choice runs independently).
   params.pinned = true;
+  // Starts from a retained state when one begins the prompt (automatic
+  // prefix reuse, as n = 1 does).
+  params.reuse_prefix = true;
   params.request_id = shaper_.id() + "-prompt";
+  params.frontend = scheduler::Frontend::kHttp;
   params.deadline = plan_.choices.front().deadline;
   engine_->sessions().Create(
       std::move(params),
@@ -241,13 +269,16 @@ void CompletionCall::OnPromptSession(
       // The session budget is full: n independent generations instead.
       if (absl::Status submitted = SubmitIndependent(); !submitted.ok()) {
         Fail(submitted);
+        return;
       }
+      StartStream();
       return;
     }
     Fail(info.status());
     return;
   }
   choices_.front().session_id = info->session_id;
+  prompt_cached_tokens_ = static_cast<int>(info->cached_tokens);
   if (ended_) {
     // The client left (or the request failed) while the prompt was prefilled.
     CloseAllSessions();
@@ -295,6 +326,7 @@ void CompletionCall::OnPromptSession(
     choices_[i].handle = *handle;
     choices_[i].submitted = true;
   }
+  StartStream();
 }
 
 absl::StatusOr<scheduler::RequestHandle> CompletionCall::SubmitOne(
@@ -337,6 +369,7 @@ void CompletionCall::OnPromptScored(scheduler::ScoreResult result) {
     Fail(submitted);
     return;
   }
+  if (!SubmitsLater()) StartStream();
   if (!plan_.generate) FinishWithoutGenerating();
 }
 
@@ -361,7 +394,7 @@ void CompletionCall::OnClientGone() {
   ended_ = true;
   // The exchange ends now (the transport records it as 499); the
   // cancelled choices' last reports are dropped.
-  if (plan_.stream) {
+  if (stream_started_) {
     exchange_->EndEventStream();
   } else {
     exchange_->Reply(499, "");
@@ -372,7 +405,7 @@ void CompletionCall::Fail(const absl::Status& status) {
   ended_ = true;
   CancelAll();
   const ApiError error = ErrorFromStatus(status);
-  if (!plan_.stream) {
+  if (!stream_started_) {
     exchange_->Reply(error.http_status, ErrorBody(error));
     return;
   }
@@ -420,10 +453,11 @@ void CompletionCall::OnFinished(int index, scheduler::TokenUpdate update,
   if (ended_) return;
   choice.completion = completion;
   if (forked) {
-    // As a cold run reports it: the whole prompt, nothing cached (the
-    // session was made by this request).
+    // The whole prompt; cached: what the prompt's session took from a
+    // retained state (an earlier request's), not what this request's own
+    // prefill supplied to the forks.
     choice.completion.usage.prompt_tokens = prompt_tokens_;
-    choice.completion.usage.cached_tokens = 0;
+    choice.completion.usage.cached_tokens = prompt_cached_tokens_;
   }
   ++finished_;
   if (plan_.stream) {

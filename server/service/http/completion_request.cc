@@ -7,6 +7,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "server/base/status_macros.h"
 #include "server/base/str_cat.h"
 #include "server/service/http/http_errors.h"
@@ -102,6 +103,25 @@ absl::Status ParseStop(const nlohmann::json* stop,
   return absl::OkStatus();
 }
 
+// Adds the chat template's stop sequences to a request's own (once each),
+// at most --max-stop-sequences together.
+absl::Status AddTemplateStops(const RequestContext& context,
+                              std::vector<std::string>& stops) {
+  for (const std::string& stop : context.chat_template->stop) {
+    if (std::find(stops.begin(), stops.end(), stop) == stops.end()) {
+      stops.push_back(stop);
+    }
+  }
+  if (static_cast<int>(stops.size()) > context.limits.max_stop_sequences) {
+    return InvalidField(
+        "stop", absl::StrFormat("stop and the chat template's stop sequences "
+                                "together must be at most %d, got %d",
+                                context.limits.max_stop_sequences,
+                                stops.size()));
+  }
+  return absl::OkStatus();
+}
+
 // The fields both APIs share: sampling, stopping, n, stream, seed, user and
 // the vLLM extras. `max_tokens` is read by the caller (its name differs).
 struct CommonFields {
@@ -114,6 +134,7 @@ struct CommonFields {
 absl::Status ParseCommon(JsonFields& fields, const RequestContext& context,
                          CommonFields& out) {
   const core::RequestLimits& limits = context.limits;
+  out.base.frontend = scheduler::Frontend::kHttp;
   TVQ_RETURN_IF_ERROR(CheckModel(fields.Raw("model"), context));
   runtime::SamplingParams& sampling = out.base.sampling;
 
@@ -535,20 +556,7 @@ absl::StatusOr<CompletionPlan> ParseChatCompletionRequest(
     TVQ_RETURN_IF_ERROR(message_fields.RejectUnknown());
     parsed.push_back({*std::move(role), std::move(content)});
   }
-  for (const std::string& stop : context.chat_template->stop) {
-    if (std::find(base.stop_sequences.begin(), base.stop_sequences.end(),
-                  stop) == base.stop_sequences.end()) {
-      base.stop_sequences.push_back(stop);
-    }
-  }
-  if (static_cast<int>(base.stop_sequences.size()) >
-      context.limits.max_stop_sequences) {
-    return InvalidField(
-        "stop", absl::StrFormat("stop and the chat template's stop sequences "
-                                "together must be at most %d, got %d",
-                                context.limits.max_stop_sequences,
-                                base.stop_sequences.size()));
-  }
+  TVQ_RETURN_IF_ERROR(AddTemplateStops(context, base.stop_sequences));
   TVQ_ASSIGN_OR_RETURN(std::string prompt,
                        RenderChat(*context.chat_template, parsed));
   TVQ_ASSIGN_OR_RETURN(base.prompt,
@@ -601,16 +609,20 @@ absl::Status AppendContentText(const nlohmann::json& content,
   return absl::OkStatus();
 }
 
-// `input`: a string, or message items {type?: "message", role, content}.
-absl::StatusOr<std::string> ResponsesInputText(const nlohmann::json& input) {
-  if (input.is_string()) return input.get<std::string>();
+// `input` as message items {type?: "message", role, content}, each with its
+// text; a string is one message with an empty role.
+absl::StatusOr<std::vector<ChatMessage>> ResponsesInputMessages(
+    const nlohmann::json& input) {
+  if (input.is_string()) {
+    return std::vector<ChatMessage>{{"", input.get<std::string>()}};
+  }
   if (!input.is_array()) {
     return WrongType("input", "a string or an array of message items", input);
   }
   if (input.empty()) {
     return InvalidField("input", "input must not be an empty array");
   }
-  std::string text;
+  std::vector<ChatMessage> messages;
   for (size_t i = 0; i < input.size(); ++i) {
     const std::string name = StrCat("input[", i, "]");
     const nlohmann::json& item = input[i];
@@ -642,11 +654,65 @@ absl::StatusOr<std::string> ResponsesInputText(const nlohmann::json& input) {
       return InvalidField(fields.Name("content"),
                           StrCat(fields.Name("content"), " is required"));
     }
+    std::string text;
     TVQ_RETURN_IF_ERROR(
         AppendContentText(*content, fields.Name("content"), text));
     (void)fields.Raw("id");
     (void)fields.Raw("status");
     TVQ_RETURN_IF_ERROR(fields.RejectUnknown());
+    messages.push_back({*std::move(role), std::move(text)});
+  }
+  return messages;
+}
+
+// The text of one turn (docs/http.md, "The prompt of a turn"). Plain: the
+// instructions, then the texts in order. Message items with a chat template:
+// the instructions as a system message, then the items (developer as system
+// when the template has no developer role) rendered by the template, which
+// ends with its generation prefix; a follow-up starts with the assistant
+// role's suffix, which closes the previous output.
+absl::StatusOr<std::string> ResponsesTurnText(
+    const std::vector<ChatMessage>& input,
+    const std::optional<std::string>& instructions, bool follow_up,
+    const ChatTemplate* chat_template) {
+  const bool plain = chat_template == nullptr || input.front().role.empty();
+  if (plain) {
+    std::string text = instructions.value_or("");
+    for (const ChatMessage& message : input) text += message.content;
+    return text;
+  }
+  std::vector<ChatMessage> messages;
+  if (instructions.has_value()) messages.push_back({"system", *instructions});
+  for (size_t i = 0; i < input.size(); ++i) {
+    std::string role = input[i].role;
+    if (role == "developer" && !chat_template->roles.contains(role)) {
+      role = "system";
+    }
+    if (!chat_template->roles.contains(role)) {
+      std::vector<std::string> known;
+      for (const auto& entry : chat_template->roles) {
+        known.push_back(entry.first);
+      }
+      const std::string field = StrCat("input[", i, "].role");
+      return InvalidField(field,
+                          StrCat(field, " \"", input[i].role,
+                                 "\" is not a role of this model's chat "
+                                 "template (known: ",
+                                 absl::StrJoin(known, ", "), ")"));
+    }
+    messages.push_back({std::move(role), input[i].content});
+  }
+  if (instructions.has_value() && !chat_template->roles.contains("system")) {
+    return InvalidField("instructions",
+                        "this model's chat template has no system role for "
+                        "the instructions");
+  }
+  TVQ_ASSIGN_OR_RETURN(std::string text, RenderChat(*chat_template, messages));
+  if (follow_up) {
+    if (const auto assistant = chat_template->roles.find("assistant");
+        assistant != chat_template->roles.end()) {
+      text = assistant->second.suffix + text;
+    }
   }
   return text;
 }
@@ -752,8 +818,19 @@ absl::StatusOr<ResponsesPlan> ParseResponsesRequest(
                         "input is required (a string or an array of "
                         "message items)");
   }
-  TVQ_ASSIGN_OR_RETURN(std::string text, ResponsesInputText(*input));
-  if (plan.instructions.has_value()) text = *plan.instructions + text;
+  TVQ_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages,
+                       ResponsesInputMessages(*input));
+  plan.chat_template_applied = context.chat_template != nullptr &&
+                               !messages.front().role.empty();
+  TVQ_ASSIGN_OR_RETURN(
+      std::string text,
+      ResponsesTurnText(messages, plan.instructions,
+                        !plan.previous_response_id.empty(),
+                        context.chat_template));
+  if (plan.chat_template_applied) {
+    TVQ_RETURN_IF_ERROR(
+        AddTemplateStops(context, plan.request.stop_sequences));
+  }
   if (text.empty()) {
     return InvalidField("input", "input must have some text");
   }

@@ -83,6 +83,9 @@ struct ResponsesPlan {
   double temperature = 1.0;
   double top_p = 1.0;
   nlohmann::json metadata = nlohmann::json::object();
+  // Message items rendered by the model's chat template (whose stop
+  // sequences were added); false: plain text.
+  bool chat_template_applied = false;
 };
 
 absl::StatusOr<ResponsesPlan> ParseResponsesRequest(

@@ -44,8 +44,9 @@ class HttpExchange {
   virtual ~HttpExchange() = default;
 
   virtual const HttpRequest& request() const = 0;
-  // The route label of tvq_http_requests_total ("/v1/completions"); the
-  // transport uses "other" until a handler names one.
+  // The method label of tvq_requests_total{frontend="http"}
+  // ("/v1/completions"); the transport uses "other" until a handler names
+  // one.
   virtual void SetRoute(std::string route) = 0;
 
   // Runs `task` on the exchange's strand. Any thread; never blocks.

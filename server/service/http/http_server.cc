@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/ssl/context.hpp"
 #include "boost/asio/strand.hpp"
 #include "server/base/str_cat.h"
 #include "server/service/http/http_session.h"
@@ -19,6 +20,42 @@ namespace {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using boost::system::error_code;
+
+// The TLS context of `tls`: TLS 1.2 or later, the certificate chain and
+// key, and for mutual TLS the client CA, required and verified.
+absl::StatusOr<std::shared_ptr<asio::ssl::context>> MakeTlsContext(
+    const auth::TlsMaterial& tls) {
+  auto context =
+      std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  error_code error;
+  context->set_options(asio::ssl::context::default_workarounds |
+                           asio::ssl::context::no_sslv2 |
+                           asio::ssl::context::no_sslv3 |
+                           asio::ssl::context::no_tlsv1 |
+                           asio::ssl::context::no_tlsv1_1 |
+                           asio::ssl::context::single_dh_use,
+                       error);
+  if (!error) {
+    context->use_certificate_chain(asio::buffer(tls.cert_chain), error);
+  }
+  if (!error) {
+    context->use_private_key(asio::buffer(tls.private_key),
+                             asio::ssl::context::pem, error);
+  }
+  if (!error && tls.mutual()) {
+    context->add_certificate_authority(asio::buffer(tls.client_ca), error);
+    if (!error) {
+      context->set_verify_mode(asio::ssl::verify_peer |
+                                   asio::ssl::verify_fail_if_no_peer_cert,
+                               error);
+    }
+  }
+  if (error) {
+    return absl::InvalidArgumentError(
+        StrCat("the HTTP listener's TLS setup failed: ", error.message()));
+  }
+  return context;
+}
 
 }  // namespace
 
@@ -37,7 +74,14 @@ struct HttpServer::Impl {
           if (error == asio::error::operation_aborted || !acceptor.is_open()) {
             return;
           }
-          if (!error) {
+          const int cap = shared->options.max_connections;
+          if (!error && cap > 0 &&
+              shared->open_connections.load(std::memory_order_relaxed) >=
+                  cap) {
+            // Over --max-connections: closed as it arrives, as over gRPC.
+            error_code ignored;
+            socket.close(ignored);
+          } else if (!error) {
             error_code ignored;
             socket.set_option(tcp::no_delay(true), ignored);
             StartHttpSession(std::move(socket), shared);
@@ -70,6 +114,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   impl->shared->options = options;
   impl->shared->handler = handler;
   impl->shared->observer = observer;
+  if (options.tls.has_value()) {
+    absl::StatusOr<std::shared_ptr<asio::ssl::context>> context =
+        MakeTlsContext(*options.tls);
+    if (!context.ok()) return context.status();
+    impl->shared->tls_context = *std::move(context);
+  }
   error_code error;
   tcp::resolver resolver(impl->io_context);
   const auto endpoints = resolver.resolve(

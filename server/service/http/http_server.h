@@ -17,10 +17,12 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/auth/tls_files.h"
 #include "server/metrics/http_metrics.h"
 #include "server/service/http/http_exchange.h"
 
@@ -36,6 +38,14 @@ struct HttpServerOptions {
   absl::Duration request_timeout = absl::Seconds(60);
   absl::Duration write_timeout = absl::Seconds(60);
   size_t max_pending_stream_bytes = size_t{1} << 20;
+  // Connections open at once (--max-connections); a new one above it is
+  // closed as it arrives. 0 = no cap.
+  int max_connections = 0;
+  // Set: HTTPS only (TLS 1.2 or later, OpenSSL); with tls->client_ca,
+  // mutual TLS (a client without a certificate that CA signed fails the
+  // handshake and is closed). The handshake must end within
+  // request_timeout.
+  std::optional<auth::TlsMaterial> tls;
 };
 
 class HttpServer {

@@ -14,6 +14,7 @@
 #include "boost/asio/write.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
+#include "boost/beast/ssl.hpp"
 #include "server/base/str_cat.h"
 #include "server/service/http/http_errors.h"
 
@@ -37,13 +38,20 @@ std::chrono::steady_clock::duration ToChrono(absl::Duration duration) {
   return absl::ToChronoNanoseconds(duration);
 }
 
+// Plaintext or TLS: every read and write goes through `Stream`; timeouts,
+// cancel and close through its lowest layer, the TCP stream.
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+template <typename Stream>
 class Session;
 
 // The HttpExchange of one request: forwards to its session, which ignores
 // calls of exchanges that already ended.
+template <typename Stream>
 class Exchange final : public HttpExchange {
  public:
-  Exchange(std::shared_ptr<Session> session, uint64_t sequence,
+  Exchange(std::shared_ptr<Session<Stream>> session, uint64_t sequence,
            HttpRequest request)
       : session_(std::move(session)),
         sequence_(sequence),
@@ -61,18 +69,28 @@ class Exchange final : public HttpExchange {
   bool client_gone() const override;
 
  private:
-  const std::shared_ptr<Session> session_;
+  const std::shared_ptr<Session<Stream>> session_;
   const uint64_t sequence_;
   const HttpRequest request_;
 };
 
-class Session final : public std::enable_shared_from_this<Session> {
+template <typename Stream>
+class Session final : public std::enable_shared_from_this<Session<Stream>> {
  public:
+  // Plaintext.
   Session(asio::ip::tcp::socket socket, std::shared_ptr<ServerShared> shared)
       : stream_(std::move(socket)),
         shared_(std::move(shared)),
         write_timer_(stream_.get_executor()) {
-    if (shared_->observer != nullptr) shared_->observer->OnConnectionOpened();
+    Opened();
+  }
+  // TLS with `context`.
+  Session(asio::ip::tcp::socket socket, std::shared_ptr<ServerShared> shared,
+          asio::ssl::context& context)
+      : stream_(std::move(socket), context),
+        shared_(std::move(shared)),
+        write_timer_(stream_.get_executor()) {
+    Opened();
   }
   ~Session() {
     // Only when the server stops with the exchange unanswered.
@@ -84,11 +102,12 @@ class Session final : public std::enable_shared_from_this<Session> {
       shared_->ExchangeEnded();
     }
     if (shared_->observer != nullptr) shared_->observer->OnConnectionClosed();
+    shared_->open_connections.fetch_sub(1, std::memory_order_relaxed);
   }
 
   void Start() {
     asio::dispatch(stream_.get_executor(),
-                   [self = shared_from_this()] { self->ReadHeader(); });
+                   [self = this->shared_from_this()] { self->Handshake(); });
   }
 
   // ---- HttpExchange, on the strand
@@ -117,6 +136,18 @@ class Session final : public std::enable_shared_from_this<Session> {
   bool client_gone() const { return gone_; }
 
  private:
+  using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+  // Counts the connection (constructors).
+  void Opened() {
+    shared_->open_connections.fetch_add(1, std::memory_order_relaxed);
+    if (shared_->observer != nullptr) shared_->observer->OnConnectionOpened();
+  }
+  // The TCP layer (timeouts, cancel, close).
+  beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
+  // TLS: the handshake (within request_timeout), then ReadHeader; a client
+  // that fails it (no certificate under mutual TLS, one from another CA,
+  // plaintext) is closed. Plaintext: ReadHeader.
+  void Handshake();
   void ReadHeader();
   void OnHeader(error_code error);
   void ReadBody();
@@ -144,7 +175,7 @@ class Session final : public std::enable_shared_from_this<Session> {
   void ClientGone();
   void Close();
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   const std::shared_ptr<ServerShared> shared_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
@@ -176,13 +207,32 @@ class Session final : public std::enable_shared_from_this<Session> {
 
 // ---------------------------------------------------------------- reading
 
-void Session::ReadHeader() {
+template <>
+void Session<PlainStream>::Handshake() {
+  ReadHeader();
+}
+
+template <>
+void Session<TlsStream>::Handshake() {
+  Tcp().expires_after(ToChrono(shared_->options.request_timeout));
+  stream_.async_handshake(asio::ssl::stream_base::server,
+                          [self = shared_from_this()](error_code error) {
+                            if (error) {
+                              self->Close();
+                              return;
+                            }
+                            self->ReadHeader();
+                          });
+}
+
+template <typename Stream>
+void Session<Stream>::ReadHeader() {
   if (closed_) return;
   parser_.emplace();
   parser_->body_limit(shared_->options.max_body_bytes);
   parser_->header_limit(
       static_cast<std::uint32_t>(shared_->options.max_header_bytes));
-  stream_.expires_after(ToChrono(shared_->options.request_timeout));
+  Tcp().expires_after(ToChrono(shared_->options.request_timeout));
   bhttp::async_read_header(
       stream_, buffer_, *parser_,
       [self = shared_from_this()](error_code error, size_t) {
@@ -190,7 +240,8 @@ void Session::ReadHeader() {
       });
 }
 
-void Session::OnHeader(error_code error) {
+template <typename Stream>
+void Session<Stream>::OnHeader(error_code error) {
   if (error) {
     RejectRequestFor(error);
     return;
@@ -211,23 +262,26 @@ void Session::OnHeader(error_code error) {
   ReadBody();
 }
 
-void Session::ReadBody() {
+template <typename Stream>
+void Session<Stream>::ReadBody() {
   bhttp::async_read(stream_, buffer_, *parser_,
                     [self = shared_from_this()](error_code error, size_t) {
                       self->OnBody(error);
                     });
 }
 
-void Session::OnBody(error_code error) {
+template <typename Stream>
+void Session<Stream>::OnBody(error_code error) {
   if (error) {
     RejectRequestFor(error);
     return;
   }
-  stream_.expires_never();
+  Tcp().expires_never();
   Dispatch();
 }
 
-void Session::RejectRequestFor(error_code error) {
+template <typename Stream>
+void Session<Stream>::RejectRequestFor(error_code error) {
   if (error == bhttp::error::body_limit) {
     RejectRequest(BodyTooLargeError(
         absl::StrFormat("the request body is larger than the limit of %d bytes",
@@ -258,7 +312,8 @@ void Session::RejectRequestFor(error_code error) {
   RejectRequest(bad);
 }
 
-void Session::RejectRequest(const ApiError& error) {
+template <typename Stream>
+void Session<Stream>::RejectRequest(const ApiError& error) {
   ++sequence_;
   exchange_active_ = true;
   route_ = "other";
@@ -267,7 +322,8 @@ void Session::RejectRequest(const ApiError& error) {
   Reply(sequence_, error.http_status, ErrorBody(error), "application/json", {});
 }
 
-void Session::Dispatch() {
+template <typename Stream>
+void Session<Stream>::Dispatch() {
   bhttp::request<bhttp::string_body> message = parser_->release();
   parser_.reset();
   HttpRequest request;
@@ -289,8 +345,8 @@ void Session::Dispatch() {
   route_ = "other";
   gone_callback_ = nullptr;
   shared_->ExchangeStarted();
-  auto exchange = std::make_shared<Exchange>(shared_from_this(), sequence_,
-                                             std::move(request));
+  auto exchange = std::make_shared<Exchange<Stream>>(
+      shared_from_this(), sequence_, std::move(request));
   shared_->handler->Handle(std::move(exchange));
   // Waiting for the scheduler (no answer yet, or a stream): notice the
   // client leaving. A whole answer being written needs no watch.
@@ -300,7 +356,8 @@ void Session::Dispatch() {
   }
 }
 
-void Session::StartWatch() {
+template <typename Stream>
+void Session<Stream>::StartWatch() {
   watch_pending_ = true;
   stream_.async_read_some(
       buffer_.prepare(4096),
@@ -309,7 +366,8 @@ void Session::StartWatch() {
       });
 }
 
-void Session::OnWatch(error_code error, size_t bytes) {
+template <typename Stream>
+void Session<Stream>::OnWatch(error_code error, size_t bytes) {
   watch_pending_ = false;
   if (!error) {
     // The client sent more (a pipelined request): keep it for later.
@@ -333,7 +391,8 @@ void Session::OnWatch(error_code error, size_t bytes) {
 
 // ---------------------------------------------------------------- writing
 
-void Session::Reply(uint64_t sequence, int status, std::string body,
+template <typename Stream>
+void Session<Stream>::Reply(uint64_t sequence, int status, std::string body,
                     std::string_view content_type, const HeaderList& headers) {
   if (!Current(sequence) || responding_) return;
   responding_ = true;
@@ -353,7 +412,8 @@ void Session::Reply(uint64_t sequence, int status, std::string body,
   WriteResponse(std::move(response));
 }
 
-void Session::WriteResponse(
+template <typename Stream>
+void Session<Stream>::WriteResponse(
     std::shared_ptr<bhttp::response<bhttp::string_body>> response) {
   writing_ = true;
   StartWriteTimer();
@@ -371,7 +431,8 @@ void Session::WriteResponse(
       });
 }
 
-void Session::StartEventStream(uint64_t sequence,
+template <typename Stream>
+void Session<Stream>::StartEventStream(uint64_t sequence,
                                const HeaderList& headers) {
   if (!Current(sequence) || responding_) return;
   responding_ = true;
@@ -390,7 +451,8 @@ void Session::StartEventStream(uint64_t sequence,
   Flush();
 }
 
-bool Session::SendEvent(uint64_t sequence, std::string_view data) {
+template <typename Stream>
+bool Session<Stream>::SendEvent(uint64_t sequence, std::string_view data) {
   if (!Current(sequence) || !streaming_ || ending_ || gone_) return false;
   const std::string event = StrCat("data: ", data, "\n\n");
   pending_ += absl::StrFormat("%x\r\n", event.size());
@@ -405,7 +467,8 @@ bool Session::SendEvent(uint64_t sequence, std::string_view data) {
   return true;
 }
 
-void Session::EndEventStream(uint64_t sequence) {
+template <typename Stream>
+void Session<Stream>::EndEventStream(uint64_t sequence) {
   if (!Current(sequence) || !streaming_ || ending_) return;
   if (gone_) {
     EndExchange(kClientClosedRequest);
@@ -416,7 +479,8 @@ void Session::EndEventStream(uint64_t sequence) {
   Flush();
 }
 
-void Session::Flush() {
+template <typename Stream>
+void Session<Stream>::Flush() {
   if (writing_ || pending_.empty() || gone_) return;
   writing_ = true;
   in_flight_.swap(pending_);
@@ -428,7 +492,8 @@ void Session::Flush() {
                     });
 }
 
-void Session::OnStreamWritten(error_code error) {
+template <typename Stream>
+void Session<Stream>::OnStreamWritten(error_code error) {
   writing_ = false;
   write_timer_.cancel();
   in_flight_.clear();
@@ -444,7 +509,8 @@ void Session::OnStreamWritten(error_code error) {
   }
 }
 
-void Session::StartWriteTimer() {
+template <typename Stream>
+void Session<Stream>::StartWriteTimer() {
   write_timer_.expires_after(ToChrono(shared_->options.write_timeout));
   write_timer_.async_wait([self = shared_from_this()](error_code error) {
     if (error) return;  // cancelled: the write finished
@@ -455,7 +521,8 @@ void Session::StartWriteTimer() {
 
 // ---------------------------------------------------------------- ending
 
-void Session::EndExchange(int status) {
+template <typename Stream>
+void Session<Stream>::EndExchange(int status) {
   if (!exchange_active_) return;
   exchange_active_ = false;
   if (streaming_ && shared_->observer != nullptr) {
@@ -473,7 +540,8 @@ void Session::EndExchange(int status) {
   AfterExchange();
 }
 
-void Session::AfterExchange() {
+template <typename Stream>
+void Session<Stream>::AfterExchange() {
   if (gone_ || closed_) return;
   if (!keep_alive_) {
     Linger();
@@ -484,21 +552,22 @@ void Session::AfterExchange() {
     // request (OnWatch).
     read_after_watch_ = true;
     error_code ignored;
-    stream_.socket().cancel(ignored);
+    Tcp().socket().cancel(ignored);
     return;
   }
   ReadHeader();
 }
 
-void Session::Linger() {
+template <typename Stream>
+void Session<Stream>::Linger() {
   // Half-close, then read and drop what the client still sends (the rest of
   // an oversized body) until it closes too: closing a socket with unread
   // bytes would reset the connection before the client reads the answer.
   error_code ignored;
-  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  Tcp().socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
   if (watch_pending_) return;  // its end closes the socket
   buffer_.clear();
-  stream_.expires_after(std::chrono::seconds(2));
+  Tcp().expires_after(std::chrono::seconds(2));
   stream_.async_read_some(
       buffer_.prepare(64 << 10),
       [self = shared_from_this()](error_code error, size_t bytes) {
@@ -511,7 +580,8 @@ void Session::Linger() {
       });
 }
 
-void Session::ClientGone() {
+template <typename Stream>
+void Session<Stream>::ClientGone() {
   if (gone_) return;
   gone_ = true;
   pending_.clear();
@@ -526,38 +596,47 @@ void Session::ClientGone() {
   }
 }
 
-void Session::Close() {
+template <typename Stream>
+void Session<Stream>::Close() {
   if (closed_) return;
   closed_ = true;
   write_timer_.cancel();
   error_code ignored;
-  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-  stream_.socket().close(ignored);
+  Tcp().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  Tcp().socket().close(ignored);
 }
 
 // ---------------------------------------------------------------- Exchange
 
-void Exchange::SetRoute(std::string route) {
+template <typename Stream>
+void Exchange<Stream>::SetRoute(std::string route) {
   session_->SetRoute(sequence_, std::move(route));
 }
-void Exchange::Post(std::function<void()> task) {
+template <typename Stream>
+void Exchange<Stream>::Post(std::function<void()> task) {
   session_->Post(std::move(task));
 }
-void Exchange::Reply(int status, std::string body,
+template <typename Stream>
+void Exchange<Stream>::Reply(int status, std::string body,
                      std::string_view content_type, const HeaderList& headers) {
   session_->Reply(sequence_, status, std::move(body), content_type, headers);
 }
-void Exchange::StartEventStream(const HeaderList& headers) {
+template <typename Stream>
+void Exchange<Stream>::StartEventStream(const HeaderList& headers) {
   session_->StartEventStream(sequence_, headers);
 }
-bool Exchange::SendEvent(std::string_view data) {
+template <typename Stream>
+bool Exchange<Stream>::SendEvent(std::string_view data) {
   return session_->SendEvent(sequence_, data);
 }
-void Exchange::EndEventStream() { session_->EndEventStream(sequence_); }
-void Exchange::OnClientGone(std::function<void()> callback) {
+template <typename Stream>
+void Exchange<Stream>::EndEventStream() { session_->EndEventStream(sequence_); }
+template <typename Stream>
+void Exchange<Stream>::OnClientGone(std::function<void()> callback) {
   session_->OnClientGone(sequence_, std::move(callback));
 }
-bool Exchange::client_gone() const { return session_->client_gone(); }
+template <typename Stream>
+bool Exchange<Stream>::client_gone() const { return session_->client_gone(); }
 
 }  // namespace
 
@@ -581,7 +660,15 @@ bool ServerShared::WaitForIdle(absl::Time deadline) {
 
 void StartHttpSession(asio::ip::tcp::socket socket,
                       std::shared_ptr<ServerShared> shared) {
-  std::make_shared<Session>(std::move(socket), std::move(shared))->Start();
+  if (shared->tls_context != nullptr) {
+    asio::ssl::context& context = *shared->tls_context;
+    std::make_shared<Session<TlsStream>>(std::move(socket), std::move(shared),
+                                         context)
+        ->Start();
+    return;
+  }
+  std::make_shared<Session<PlainStream>>(std::move(socket), std::move(shared))
+      ->Start();
 }
 
 }  // namespace tvq::service::http

@@ -10,6 +10,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/ssl/context.hpp"
 #include "server/metrics/http_metrics.h"
 #include "server/service/http/http_exchange.h"
 #include "server/service/http/http_server.h"
@@ -21,6 +22,10 @@ struct ServerShared {
   HttpServerOptions options;
   HttpHandler* handler = nullptr;
   metrics::HttpObserver* observer = nullptr;
+  // Sessions alive (HttpServerOptions::max_connections).
+  std::atomic<int> open_connections{0};
+  // Set: every connection is TLS with this context (options.tls).
+  std::shared_ptr<boost::asio::ssl::context> tls_context;
 
   // Exchanges that have not ended.
   void ExchangeStarted();
@@ -32,7 +37,8 @@ struct ServerShared {
   int active_exchanges_ ABSL_GUARDED_BY(mutex_) = 0;
 };
 
-// Starts serving an accepted connection (its socket bound to a strand).
+// Starts serving an accepted connection (its socket bound to a strand);
+// TLS when shared->tls_context is set.
 void StartHttpSession(boost::asio::ip::tcp::socket socket,
                       std::shared_ptr<ServerShared> shared);
 

@@ -1,5 +1,6 @@
 #include "server/service/http/openai_routes.h"
 
+#include <algorithm>
 #include <array>
 #include <utility>
 #include <vector>
@@ -149,8 +150,12 @@ void OpenAiRoutes::CreateResponse(std::shared_ptr<HttpExchange> exchange) {
   absl::StatusOr<ResponsesPlan> plan =
       ParseResponsesRequest(*body, Context(**engine));
   if (!plan.ok()) return ReplyStatus(*exchange, plan.status());
+  absl::StatusOr<std::optional<routing::SessionKey>> session_key =
+      SessionKeyOf(exchange->request());
+  if (!session_key.ok()) return ReplyStatus(*exchange, session_key.status());
   StartResponsesCall(std::move(exchange), *engine, *std::move(plan),
-                     options_.served_model_name, responses_);
+                     options_.served_model_name, responses_,
+                     *std::move(session_key));
 }
 
 // GET: the stored response. DELETE: forgets it and closes its session
@@ -161,6 +166,19 @@ void OpenAiRoutes::StoredResponseRoute(HttpExchange& exchange,
   if (!engine.ok()) return ReplyStatus(exchange, engine.status());
   const std::string key(id);
   const bool remove = exchange.request().method == "DELETE";
+  absl::StatusOr<std::optional<routing::SessionKey>> session_key =
+      SessionKeyOf(exchange.request());
+  if (!session_key.ok()) return ReplyStatus(exchange, session_key.status());
+  if (remove && session_key->has_value()) {
+    // Forget nothing that belongs to another conversation.
+    std::optional<StoredResponse> peek = responses_->Get(key);
+    if (peek.has_value()) {
+      if (absl::Status same = CheckSameConversation(*session_key, *peek);
+          !same.ok()) {
+        return ReplyStatus(exchange, same);
+      }
+    }
+  }
   std::optional<StoredResponse> stored =
       remove ? responses_->Remove(key) : responses_->Get(key);
   if (!stored.has_value()) {
@@ -177,6 +195,10 @@ void OpenAiRoutes::StoredResponseRoute(HttpExchange& exchange,
         200,
         DumpJson(Json{{"id", key}, {"object", "response"}, {"deleted", true}}),
         "application/json", {{"x-session-id", stored->root}});
+  }
+  if (absl::Status same = CheckSameConversation(*session_key, *stored);
+      !same.ok()) {
+    return ReplyStatus(exchange, same);
   }
   exchange.Reply(200, DumpJson(stored->body), "application/json",
                  {{"x-session-id", stored->root}});
@@ -199,18 +221,44 @@ void OpenAiRoutes::Health(HttpExchange& exchange) {
   }
 }
 
+Json OpenAiRoutes::ModelEntry(const core::ModelInfo& info) const {
+  const core::RequestLimits& limits = info.limits;
+  // The names of GetModelInfo's ServerLimits; the transport's own where
+  // HTTP differs (its body limit; one request at a time per HTTP/1.1
+  // connection).
+  Json reported = {
+      {"max_request_bytes", options_.max_request_bytes},
+      {"max_prompt_tokens", limits.max_prompt_tokens},
+      {"max_new_tokens_limit", limits.max_new_tokens_limit},
+      {"default_max_new_tokens",
+       std::min(limits.default_max_new_tokens, limits.max_new_tokens_limit)},
+      {"max_queue", info.max_queue},
+      {"max_stop_sequences", limits.max_stop_sequences},
+      {"max_stop_sequence_bytes", limits.max_stop_sequence_bytes},
+      {"max_stop_token_ids", limits.max_stop_token_ids},
+      {"max_top_logprobs", limits.max_top_logprobs},
+      {"max_pending_output_bytes", limits.max_pending_output_bytes},
+      {"max_connections", options_.max_connections},
+      {"max_concurrent_streams", 1},
+      {"max_detokenize_tokens", limits.max_detokenize_tokens()},
+      {"session_memory_bytes", info.session_config.memory_bytes},
+      {"max_sessions", info.sessions.capacity},
+  };
+  return Json{{"id", options_.served_model_name},
+              {"object", "model"},
+              {"created", created_},
+              {"owned_by", "tvq-serve"},
+              {"root", info.path},
+              {"max_model_len", limits.max_prompt_tokens},
+              {"limits", std::move(reported)}};
+}
+
 void OpenAiRoutes::ListModels(HttpExchange& exchange) {
   absl::StatusOr<core::Engine*> engine = readiness_->ForQueries();
   if (!engine.ok()) return ReplyStatus(exchange, engine.status());
-  const core::ModelInfo info = (*engine)->Info();
-  Json model = {{"id", options_.served_model_name},
-                {"object", "model"},
-                {"created", created_},
-                {"owned_by", "tvq-serve"},
-                {"root", info.path},
-                {"max_model_len", info.limits.max_prompt_tokens}};
-  ReplyJson(exchange, Json{{"object", "list"},
-                           {"data", Json::array({std::move(model)})}});
+  ReplyJson(exchange,
+            Json{{"object", "list"},
+                 {"data", Json::array({ModelEntry((*engine)->Info())})}});
 }
 
 void OpenAiRoutes::GetModel(HttpExchange& exchange, std::string_view id) {
@@ -219,13 +267,7 @@ void OpenAiRoutes::GetModel(HttpExchange& exchange, std::string_view id) {
   if (id != options_.served_model_name) {
     return ReplyStatus(exchange, ModelNotFound(id));
   }
-  const core::ModelInfo info = (*engine)->Info();
-  ReplyJson(exchange, Json{{"id", options_.served_model_name},
-                           {"object", "model"},
-                           {"created", created_},
-                           {"owned_by", "tvq-serve"},
-                           {"root", info.path},
-                           {"max_model_len", info.limits.max_prompt_tokens}});
+  ReplyJson(exchange, ModelEntry((*engine)->Info()));
 }
 
 // vLLM: {"prompt", "add_special_tokens"}; llama.cpp: {"content",

@@ -31,6 +31,10 @@ struct OpenAiOptions {
   std::string served_model_name;
   // The model directory's chat template, if it has one.
   std::optional<ChatTemplate> chat_template;
+  // The transport's bounds, reported by /v1/models (HttpServerOptions):
+  // the body limit, and the connections open at once (0 = no cap).
+  int64_t max_request_bytes = 0;
+  int max_connections = 0;
 };
 
 class OpenAiRoutes final : public HttpHandler {
@@ -51,6 +55,8 @@ class OpenAiRoutes final : public HttpHandler {
   void StoredResponseRoute(HttpExchange& exchange, std::string_view id);
 
   RequestContext Context(const core::Engine& engine) const;
+  // A /v1/models entry: the model and every limit a request meets.
+  nlohmann::ordered_json ModelEntry(const core::ModelInfo& info) const;
 
   const core::Readiness* const readiness_;
   const OpenAiOptions options_;

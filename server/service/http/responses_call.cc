@@ -62,12 +62,14 @@ class ResponsesCall final : public std::enable_shared_from_this<ResponsesCall> {
  public:
   ResponsesCall(std::shared_ptr<HttpExchange> exchange, core::Engine* engine,
                 ResponsesPlan plan, std::string model_name,
-                std::shared_ptr<ResponseStore> store)
+                std::shared_ptr<ResponseStore> store,
+                std::optional<routing::SessionKey> session_key)
       : exchange_(std::move(exchange)),
         engine_(engine),
         plan_(std::move(plan)),
         model_(std::move(model_name)),
         store_(std::move(store)),
+        session_key_(std::move(session_key)),
         id_(plan_.request.request_id),
         created_(absl::ToUnixSeconds(absl::Now())) {}
 
@@ -100,6 +102,7 @@ class ResponsesCall final : public std::enable_shared_from_this<ResponsesCall> {
   const ResponsesPlan plan_;
   const std::string model_;
   const std::shared_ptr<ResponseStore> store_;
+  const std::optional<routing::SessionKey> session_key_;
   const std::string id_;
   const int64_t created_;
   // This turn's session (new, or a fork of the previous response's).
@@ -154,6 +157,14 @@ void ResponsesCall::Start() {
       exchange_->Reply(error.http_status, ErrorBody(error));
       return;
     }
+    if (absl::Status same = CheckSameConversation(session_key_, *previous);
+        !same.ok()) {
+      answered_ = true;
+      ApiError error = ErrorFromStatus(same);
+      error.param = "previous_response_id";
+      exchange_->Reply(error.http_status, ErrorBody(error));
+      return;
+    }
     root_ = previous->root;
     // A fork, so that the previous response stays continuable.
     OnSessionReady(sessions().Fork(previous->session_id, ""));
@@ -161,6 +172,7 @@ void ResponsesCall::Start() {
   }
   sessions::SessionManager::CreateParams params;
   params.request_id = id_;
+  params.frontend = scheduler::Frontend::kHttp;
   sessions().Create(std::move(params),
                     [self = shared_from_this()](
                         absl::StatusOr<sessions::SessionInfo> info) {
@@ -188,7 +200,9 @@ void ResponsesCall::OnSessionReady(absl::StatusOr<sessions::SessionInfo> info) {
     CloseSession();
     return;
   }
-  if (root_.empty()) root_ = session_id_;
+  if (root_.empty()) {
+    root_ = session_key_.has_value() ? session_key_->value : session_id_;
+  }
   absl::StatusOr<scheduler::RequestHandle> handle =
       sessions().SubmitGeneration(session_id_, false, plan_.request,
                                   std::make_shared<ResponseSink>(
@@ -364,12 +378,28 @@ void ResponsesCall::OnClientGone() {
 
 }  // namespace
 
+absl::StatusOr<std::optional<routing::SessionKey>> SessionKeyOf(
+    const HttpRequest& request) {
+  return routing::FindSessionKey(
+      [&request](std::string_view name) { return request.Header(name); });
+}
+
+absl::Status CheckSameConversation(
+    const std::optional<routing::SessionKey>& key,
+    const StoredResponse& stored) {
+  return routing::CombineSessionId(key, stored.root,
+                                   "the stored response's conversation")
+      .status();
+}
+
 void StartResponsesCall(std::shared_ptr<HttpExchange> exchange,
                         core::Engine* engine, ResponsesPlan plan,
                         std::string model_name,
-                        std::shared_ptr<ResponseStore> store) {
+                        std::shared_ptr<ResponseStore> store,
+                        std::optional<routing::SessionKey> session_key) {
   std::make_shared<ResponsesCall>(std::move(exchange), engine, std::move(plan),
-                                  std::move(model_name), std::move(store))
+                                  std::move(model_name), std::move(store),
+                                  std::move(session_key))
       ->Start();
 }
 

@@ -22,13 +22,16 @@
 #include "server/core/engine.h"
 #include "server/service/http/completion_request.h"
 #include "server/service/http/http_exchange.h"
+#include "server/service/routing/session_key.h"
 
 namespace tvq::service::http {
 
 struct StoredResponse {
   // The session holding the state after this response.
   std::string session_id;
-  // The conversation's root (its first turn's session id).
+  // The conversation's key, sent as x-session-id: the session key of its
+  // first turn's request (x-session-id or an alias), else that turn's
+  // session id.
   std::string root;
   // The response object (GET /v1/responses/{id}).
   nlohmann::ordered_json body;
@@ -57,11 +60,25 @@ class ResponseStore {
   std::deque<std::string> order_ ABSL_GUARDED_BY(mutex_);
 };
 
+// The session key of an HTTP request's headers (routing::FindSessionKey).
+absl::StatusOr<std::optional<routing::SessionKey>> SessionKeyOf(
+    const HttpRequest& request);
+
+// A stored response's conversation against the request's session key: OK
+// when there is no key or it names the same conversation; otherwise
+// INVALID_ARGUMENT naming both (routing::CombineSessionId).
+absl::Status CheckSameConversation(
+    const std::optional<routing::SessionKey>& key,
+    const StoredResponse& stored);
+
 // Runs one POST /v1/responses on the exchange's strand and answers it.
+// `session_key`: the request's session key, if any: a new conversation
+// takes it as its key; a follow-up's must be its conversation's.
 void StartResponsesCall(std::shared_ptr<HttpExchange> exchange,
                         core::Engine* engine, ResponsesPlan plan,
                         std::string model_name,
-                        std::shared_ptr<ResponseStore> store);
+                        std::shared_ptr<ResponseStore> store,
+                        std::optional<routing::SessionKey> session_key);
 
 }  // namespace tvq::service::http
 

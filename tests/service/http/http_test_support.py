@@ -64,7 +64,7 @@ class HttpServer(TvqServer):
 
     def start(self):
         super().start()
-        match = re.search(r"HTTP API on http://(\S+) ", self.log_tail(None))
+        match = re.search(r"HTTP API on https?://(\S+) ", self.log_tail(None))
         if match is None:
             raise RuntimeError("no HTTP address in the server's log:\n" +
                                self.log_tail())

@@ -5,7 +5,8 @@ that of a cold run, and no temporary session remains afterwards (gRPC
 ListSessions); with a session budget that holds the prompt's session but
 no fork, choices 2..n fall back to independent generations with the same
 results; a
-client that leaves mid-stream leaves no session either (ctest label http)."""
+client that leaves mid-stream leaves no session either; a prompt that
+extends a retained sequence starts from it (cached_tokens); (ctest label http)."""
 
 import time
 import unittest
@@ -108,7 +109,29 @@ class ForkedChoices:
 
 
 class ForkedChoicesTest(ForkedChoices, unittest.TestCase):
-    pass
+
+    def test_n3_reuses_a_retained_prefix_for_its_prompt(self):
+        # A generation retains its end state (prompt + completion); an n = 3
+        # request whose prompt extends that sequence starts its prompt
+        # session from it: cached_tokens as for n = 1, and the same texts as
+        # three single requests. Token ids, so that the sequence is exact.
+        first = self.grpc.tokenize("Reuse for several choices")
+        generated = list(self.grpc.generate(
+            token_ids=first, no_eos_prefix=True, max_new_tokens=12,
+            temperature=0, ignore_eos=True).token_ids)
+        extended = first + generated + self.grpc.tokenize(
+            " and", no_eos_prefix=True)
+        options = dict(model=MODEL, prompt=extended, max_tokens=6,
+                       temperature=1.0, extra_body={"ignore_eos": True})
+        several = self.openai.completions.create(n=3, seed=40, **options)
+        # The retained sequence less its pending (last) token.
+        self.assertEqual(several.usage.prompt_tokens_details.cached_tokens,
+                         len(first) + len(generated) - 1)
+        self.assertEqual(several.usage.prompt_tokens, len(extended))
+        self.assert_no_session_left()
+        for i, choice in enumerate(several.choices):
+            alone = self.openai.completions.create(seed=40 + i, **options)
+            self.assertEqual(choice.text, alone.choices[0].text)
 
 
 class FallbackTest(ForkedChoices, unittest.TestCase):

@@ -11,7 +11,9 @@ import unittest
 
 import openai
 
-from http_test_support import MODEL, HttpServer, grpc_info, raw_request
+from http_test_support import (CHAT_TEMPLATE, MODEL, HttpServer, curl_json,
+                               grpc_info, model_dir_with_chat_template,
+                               raw_request, render_chat)
 from tvq_client import TvqClient
 
 MAX = 8
@@ -196,6 +198,91 @@ class ResponsesCancelTest(unittest.TestCase):
                        "the slot to be freed")
             wait_until(lambda: len(grpc.list_sessions()) ==
                        sessions_before, "the turn's session to be closed")
+
+
+
+class ResponsesChatTemplateTest(unittest.TestCase):
+    """A model that declares a chat template: message items go through it
+    (as /v1/chat/completions does, with its stop sequences), a follow-up
+    starts with the assistant's suffix; a plain string input stays plain."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.model_holder, model_dir = model_dir_with_chat_template()
+        cls.server = HttpServer(model_dir)
+        cls.server.start()
+        cls.grpc = TvqClient(cls.server.address, timeout=60)
+        cls.openai = openai.OpenAI(base_url=cls.server.base_url + "/v1",
+                                   api_key="unused", max_retries=0,
+                                   timeout=60)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.openai.close()
+        cls.grpc.close()
+        cls.server.stop()
+        cls.model_holder.cleanup()
+
+    def one_shot(self, ids):
+        """(text, generated ids) of a greedy completion of token ids with
+        the template's stop sequences."""
+        stop = CHAT_TEMPLATE["stop"]
+        text = self.openai.completions.create(
+            model=MODEL, prompt=ids, max_tokens=MAX, temperature=0,
+            stop=stop, extra_body={"ignore_eos": True}).choices[0].text
+        generated = list(self.grpc.generate(
+            token_ids=ids, no_eos_prefix=True, max_new_tokens=MAX,
+            temperature=0, ignore_eos=True, stop=stop).token_ids)
+        return text, generated
+
+    def test_message_items_go_through_the_chat_template(self):
+        messages = [{"role": "user", "content": "Hi there"}]
+        first = self.openai.responses.create(input=messages,
+                                             instructions="Be brief",
+                                             **OPTIONS)
+        rendered = render_chat([{"role": "system", "content": "Be brief"},
+                                *messages])
+        sequence = self.grpc.tokenize(rendered)  # eos first
+        self.assertEqual(first.usage.input_tokens, len(sequence))
+        text, generated = self.one_shot(sequence)
+        self.assertEqual(first.output_text, text)
+        # The same prompt as the chat completions of those messages.
+        chat = self.openai.chat.completions.create(
+            model=MODEL, max_tokens=MAX, temperature=0,
+            messages=[{"role": "system", "content": "Be brief"}, *messages],
+            extra_body={"ignore_eos": True})
+        self.assertEqual(first.output_text, chat.choices[0].message.content)
+        sequence += generated
+
+        # A follow-up: the assistant's suffix closes the output, then the
+        # new messages (developer as system: the template has no developer
+        # role) and the generation prefix.
+        follow = [{"role": "developer", "content": "Go on"},
+                  {"role": "user", "content": "More"}]
+        second = self.openai.responses.create(
+            input=follow, previous_response_id=first.id, **OPTIONS)
+        roles = CHAT_TEMPLATE["roles"]
+        turn = roles["assistant"]["suffix"] + render_chat(
+            [{"role": "system", "content": "Go on"},
+             {"role": "user", "content": "More"}])
+        sequence += self.grpc.tokenize(turn, no_eos_prefix=True)
+        self.assertEqual(second.usage.input_tokens, len(sequence))
+        self.assertEqual(second.usage.input_tokens_details.cached_tokens,
+                         first.usage.input_tokens +
+                         first.usage.output_tokens - 1)
+        text, _ = self.one_shot(sequence)
+        self.assertEqual(second.output_text, text)
+
+    def test_a_string_input_stays_plain_text(self):
+        answer = self.openai.responses.create(input="Once", **OPTIONS)
+        self.assertEqual(answer.usage.input_tokens, 1 + len(b"Once"))
+
+    def test_a_role_the_template_lacks_is_400_naming_it(self):
+        status, answer = curl_json(self.server.base_url + "/v1/responses", {
+            "model": MODEL, "input": [{"role": "user", "content": "a"},
+                                      {"role": "tool", "content": "b"}]})
+        self.assertEqual(status, 400)
+        self.assertEqual(answer["error"]["param"], "input[1].role")
 
 
 if __name__ == "__main__":

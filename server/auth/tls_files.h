@@ -1,0 +1,46 @@
+// The TLS files of tvq-server's listeners (--tls-cert, --tls-key,
+// --tls-client-ca; docs/security.md), read once at start and checked with
+// OpenSSL before any listener uses them, so that a wrong file is an error
+// at start naming the flag, not a failed handshake later:
+//   - a key without a certificate (or the reverse), or a client CA without
+//     both, is refused;
+//   - each file must be readable, at most 1 MiB, and hold PEM: the
+//     certificate file one or more certificates (leaf first), the key file
+//     one unencrypted private key, the client-CA file one or more
+//     certificates;
+//   - the key must belong to the leaf certificate.
+#ifndef TVQ_SERVER_AUTH_TLS_FILES_H_
+#define TVQ_SERVER_AUTH_TLS_FILES_H_
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace tvq::auth {
+
+struct TlsPaths {
+  std::string cert;
+  std::string key;
+  std::string client_ca;  // empty = no client certificates asked for
+};
+
+// The PEM text of checked files.
+struct TlsMaterial {
+  std::string cert_chain;
+  std::string private_key;
+  // Non-empty: mutual TLS, every client must present a certificate that
+  // this CA (bundle) signed.
+  std::string client_ca;
+
+  bool mutual() const { return !client_ca.empty(); }
+};
+
+// nullopt when no TLS flag is set; the checked material when cert and key
+// are; an error naming the flag otherwise.
+absl::StatusOr<std::optional<TlsMaterial>> LoadTlsMaterial(
+    const TlsPaths& paths);
+
+}  // namespace tvq::auth
+
+#endif  // TVQ_SERVER_AUTH_TLS_FILES_H_

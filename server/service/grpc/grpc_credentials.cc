@@ -1,0 +1,130 @@
+#include "server/service/grpc/grpc_credentials.h"
+
+#include <string>
+#include <string_view>
+
+#include "grpc/grpc.h"
+#include "grpc/grpc_security.h"
+#include "grpc/slice.h"
+
+namespace tvq::service {
+namespace {
+
+constexpr std::string_view kHealthPrefix = "/grpc.health.v1.Health/";
+
+std::string_view SliceView(const grpc_slice& slice) {
+  return std::string_view(
+      reinterpret_cast<const char*>(GRPC_SLICE_START_PTR(slice)),
+      GRPC_SLICE_LENGTH(slice));
+}
+
+struct KeyCheckState {
+  const auth::ApiKeyStore* keys;
+  bool exempt_health;
+  metrics::AuthObserver* observer;
+};
+
+// grpc_auth_metadata_processor::process: answers at once (the check only
+// hashes and compares; it never blocks).
+void ProcessMetadata(void* state, grpc_auth_context* /*context*/,
+                     const grpc_metadata* metadata, size_t count,
+                     grpc_process_auth_metadata_done_cb done,
+                     void* user_data) {
+  const auto& check = *static_cast<const KeyCheckState*>(state);
+  const grpc_metadata* authorization = nullptr;
+  std::string_view path;
+  for (size_t i = 0; i < count; ++i) {
+    const std::string_view key = SliceView(metadata[i].key);
+    if (key == "authorization" && authorization == nullptr) {
+      authorization = &metadata[i];
+    } else if (key == ":path") {
+      path = SliceView(metadata[i].value);
+    }
+  }
+  if (check.exempt_health && path.substr(0, kHealthPrefix.size()) == kHealthPrefix) {
+    done(user_data, authorization, authorization != nullptr ? 1 : 0, nullptr,
+         0, GRPC_STATUS_OK, nullptr);
+    return;
+  }
+  const auth::KeyCheck result =
+      authorization == nullptr
+          ? auth::KeyCheck::kMissing
+          : check.keys->CheckAuthorization(SliceView(authorization->value));
+  if (result == auth::KeyCheck::kAccepted) {
+    done(user_data, authorization, 1, nullptr, 0, GRPC_STATUS_OK, nullptr);
+    return;
+  }
+  if (check.observer != nullptr) {
+    check.observer->OnAuthFailure("grpc", auth::KeyCheckName(result));
+  }
+  done(user_data, authorization, authorization != nullptr ? 1 : 0, nullptr, 0,
+       GRPC_STATUS_UNAUTHENTICATED,
+       result == auth::KeyCheck::kMissing
+           ? "missing API key: send the metadata \"authorization: Bearer "
+             "KEY\" (docs/security.md)"
+           : "invalid API key: the \"authorization\" metadata is not "
+             "\"Bearer KEY\" with a key of the server's --api-keys-file");
+}
+
+void DestroyState(void* state) { delete static_cast<KeyCheckState*>(state); }
+
+// grpc::ServerCredentials around credentials made with gRPC's C API; the
+// server adds its port (ServerBuilder's external acceptor too) through
+// AddPortToServer.
+class CoreServerCredentials final : public grpc::ServerCredentials {
+ public:
+  explicit CoreServerCredentials(grpc_server_credentials* credentials)
+      : credentials_(credentials) {}
+  ~CoreServerCredentials() override {
+    grpc_server_credentials_release(credentials_);
+  }
+
+  void SetAuthMetadataProcessor(
+      const std::shared_ptr<grpc::AuthMetadataProcessor>&) override {
+    // The processor is set on the C credentials at creation.
+  }
+
+ private:
+  int AddPortToServer(const std::string& address,
+                      grpc_server* server) override {
+    return grpc_server_add_http2_port(server, address.c_str(), credentials_);
+  }
+
+  grpc_server_credentials* const credentials_;
+};
+
+}  // namespace
+
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
+    const GrpcSecurityOptions& options) {
+  if (!options.tls.has_value() && options.keys == nullptr) {
+    return grpc::InsecureServerCredentials();
+  }
+  grpc_server_credentials* credentials = nullptr;
+  if (options.tls.has_value()) {
+    grpc_ssl_pem_key_cert_pair pair;
+    pair.private_key = options.tls->private_key.c_str();
+    pair.cert_chain = options.tls->cert_chain.c_str();
+    credentials = grpc_ssl_server_credentials_create_ex(
+        options.tls->mutual() ? options.tls->client_ca.c_str() : nullptr,
+        &pair, 1,
+        options.tls->mutual()
+            ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+            : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+        nullptr);
+  } else {
+    credentials = grpc_insecure_server_credentials_create();
+  }
+  if (options.keys != nullptr) {
+    grpc_auth_metadata_processor processor;
+    processor.process = ProcessMetadata;
+    processor.destroy = DestroyState;
+    processor.state = new KeyCheckState{options.keys, options.exempt_health,
+                                        options.observer};
+    grpc_server_credentials_set_auth_metadata_processor(credentials,
+                                                        processor);
+  }
+  return std::make_shared<CoreServerCredentials>(credentials);
+}
+
+}  // namespace tvq::service

@@ -1,0 +1,87 @@
+#include "server/service/grpc/peer_session_importer.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "grpcpp/grpcpp.h"
+#include "tvq/v1/tvq.grpc.pb.h"
+
+namespace tvq::service {
+namespace {
+
+// At most what ImportSession accepts per chunk.
+constexpr size_t kChunkBytes = size_t{1} << 20;
+
+class PeerSessionImporter final : public sessions::SessionPeer {
+ public:
+  PeerSessionImporter(std::string address, absl::Duration timeout)
+      : address_(std::move(address)),
+        timeout_(timeout),
+        stub_(v1::TextGeneration::NewStub(grpc::CreateChannel(
+            address_, grpc::InsecureChannelCredentials()))) {}
+
+  absl::Status Import(const std::string& session_id, const std::string& blob,
+                      absl::Duration ttl, bool pinned) override {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+    v1::Session response;
+    std::unique_ptr<grpc::ClientWriter<v1::SessionChunk>> writer =
+        stub_->ImportSession(&context, &response);
+    size_t offset = 0;
+    bool first = true;
+    while (first || offset < blob.size()) {
+      v1::SessionChunk chunk;
+      const size_t size = std::min(kChunkBytes, blob.size() - offset);
+      chunk.set_data(blob.substr(offset, size));
+      if (first) {
+        chunk.set_session_id(session_id);
+        chunk.set_ttl_seconds(
+            std::max<int64_t>(0, absl::ToInt64Seconds(absl::Ceil(
+                                     ttl, absl::Seconds(1)))));
+        chunk.set_pinned(pinned);
+        first = false;
+      }
+      offset += size;
+      if (!writer->Write(chunk)) break;  // the call ended: Finish says why
+    }
+    writer->WritesDone();
+    const grpc::Status status = writer->Finish();
+    if (status.ok()) return absl::OkStatus();
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        status.error_message());
+  }
+
+  std::string Describe() const override { return address_; }
+
+ private:
+  const std::string address_;
+  const absl::Duration timeout_;
+  const std::unique_ptr<v1::TextGeneration::Stub> stub_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<sessions::SessionPeer>> MakePeerSessionImporter(
+    const std::string& address, absl::Duration timeout) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 1 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--drain-peer must be HOST:PORT with a port in [1, 65535], got \"%s\"",
+        address));
+  }
+  if (timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--drain-peer-timeout must be > 0, got %s",
+                        absl::FormatDuration(timeout)));
+  }
+  return std::unique_ptr<sessions::SessionPeer>(
+      new PeerSessionImporter(address, timeout));
+}
+
+}  // namespace tvq::service
