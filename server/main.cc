@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -107,6 +108,13 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "are cut short (e.g. 30s, 2m)");
 ABSL_FLAG(int, block_len, 0,
           "Prefill block length in tokens (0 = the model's block_len)");
+ABSL_FLAG(std::string, weights_dtype, "f32",
+          "f32 or bf16: the dtype the weight matrices (projections, "
+          "embeddings, output head) are kept in; bf16 halves the bytes a "
+          "decode step reads, arithmetic stays float32");
+ABSL_FLAG(std::string, state_dtype, "f32",
+          "f32 or bf16: the dtype of each sequence's state (code means and "
+          "window values; counts stay float32); bf16 halves the state");
 ABSL_FLAG(int64_t, session_memory_bytes, int64_t{4} << 30,
           "Host memory all sessions' saved states may take together; each "
           "session is charged one state (docs/sessions.md)");
@@ -316,6 +324,16 @@ absl::Status CheckFlags() {
   status.Update(
       at_least("step-token-budget", absl::GetFlag(FLAGS_step_token_budget), 1));
   status.Update(at_least("block-len", absl::GetFlag(FLAGS_block_len), 0));
+  for (const auto& [name, value] :
+       {std::pair<const char*, std::string>{"weights-dtype",
+                                            absl::GetFlag(FLAGS_weights_dtype)},
+        std::pair<const char*, std::string>{"state-dtype",
+                                            absl::GetFlag(FLAGS_state_dtype)}}) {
+    if (value != "f32" && value != "bf16") {
+      status.Update(absl::InvalidArgumentError(absl::StrFormat(
+          "--%s must be f32 or bf16, got \"%s\"", name, value)));
+    }
+  }
   if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
     status.Update(absl::InvalidArgumentError(absl::StrFormat(
         "--drain-timeout must be >= 0, got %s",
@@ -363,6 +381,12 @@ tvq::core::EngineConfig EngineConfigFromFlags() {
   config.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   config.step_token_budget = absl::GetFlag(FLAGS_step_token_budget);
   config.block_len = absl::GetFlag(FLAGS_block_len);
+  config.weights_dtype = absl::GetFlag(FLAGS_weights_dtype) == "bf16"
+                             ? tvq::runtime::DType::kBF16
+                             : tvq::runtime::DType::kF32;
+  config.state_dtype = absl::GetFlag(FLAGS_state_dtype) == "bf16"
+                           ? tvq::runtime::DType::kBF16
+                           : tvq::runtime::DType::kF32;
   config.limits.max_new_tokens_limit =
       absl::GetFlag(FLAGS_max_new_tokens_limit);
   config.limits.default_max_new_tokens =

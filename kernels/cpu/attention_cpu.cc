@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "kernels/bf16.h"
 #include "kernels/cpu/elementwise_cpu.h"
 
 namespace tvq::kernels::cpu {
@@ -48,9 +49,13 @@ HeadAttention SliceHead(const AttentionShape& shape,
   view.u = tables.u + head * dk;
   view.v = tables.v + head * dk;
   view.counts = state.counts + slot_head * S;
-  view.means = state.means + slot_head * S * dv;
+  const int64_t element = DTypeSize(state.dtype);
+  view.means =
+      reinterpret_cast<const char*>(state.means) + slot_head * S * dv * element;
   view.window_codes = state.window_codes + slot_head * M;
-  view.window_values = state.window_values + slot_head * M * dv;
+  view.window_values = reinterpret_cast<const char*>(state.window_values) +
+                       slot_head * M * dv * element;
+  view.state_dtype = state.dtype;
   return view;
 }
 
@@ -106,6 +111,22 @@ void DecodeAttentionWeights(const HeadAttention& head, int64_t position,
   for (int i = 0; i < M + 1 + S; ++i) weights[i] *= inverse;
 }
 
+namespace {
+
+// target += sum over rows r of weights[r] * rows[r, column_begin ..], rows of
+// stride dv, in row order.
+template <typename T>
+void AccumulateRows(int count, const float* weights, const T* rows, int dv,
+                    int column_begin, int width, float* target) {
+  for (int r = 0; r < count; ++r) {
+    if (weights[r] == 0) continue;
+    Axpy(width, weights[r], rows + static_cast<int64_t>(r) * dv + column_begin,
+         target);
+  }
+}
+
+}  // namespace
+
 void DecodeWeightedValues(const HeadAttention& head, const float* weights,
                           const float* value, int column_begin, int column_end,
                           float* out) {
@@ -115,24 +136,30 @@ void DecodeWeightedValues(const HeadAttention& head, const float* weights,
   const float own_weight = weights[M];
   for (int c = 0; c < width; ++c)
     target[c] = own_weight * value[column_begin + c];
-  for (int m = 0; m < M; ++m) {
-    if (weights[m] == 0) continue;
-    Axpy(width, weights[m],
-         head.window_values + static_cast<int64_t>(m) * dv + column_begin,
-         target);
-  }
   const float* code_weights = weights + M + 1;
-  for (int s = 0; s < S; ++s) {
-    if (code_weights[s] == 0) continue;
-    Axpy(width, code_weights[s],
-         head.means + static_cast<int64_t>(s) * dv + column_begin, target);
+  if (head.state_dtype == DType::kBF16) {
+    AccumulateRows(M, weights, static_cast<const BFloat16*>(head.window_values),
+                   dv, column_begin, width, target);
+    AccumulateRows(S, code_weights, static_cast<const BFloat16*>(head.means),
+                   dv, column_begin, width, target);
+    return;
   }
+  AccumulateRows(M, weights, static_cast<const float*>(head.window_values), dv,
+                 column_begin, width, target);
+  AccumulateRows(S, code_weights, static_cast<const float*>(head.means), dv,
+                 column_begin, width, target);
 }
 
 int64_t BlockScratchFloats(const HeadAttention& head, int n) {
   const int64_t rows = n;
+  const int64_t widened =
+      head.state_dtype == DType::kBF16
+          ? static_cast<int64_t>(head.shape.mem_len + head.shape.n_code) *
+                head.shape.d_v
+          : 0;
   return rows * (2 * head.shape.d_k + 2 * head.shape.n_code +
-                 2 * head.shape.mem_len + 1 + n);
+                 2 * head.shape.mem_len + 1 + n) +
+         widened;
 }
 
 void BlockAttention(const HeadAttention& head, int64_t first_position, int n,
@@ -151,6 +178,19 @@ void BlockAttention(const HeadAttention& head, int64_t first_position, int n,
   float* block_weights =
       window_weights + static_cast<int64_t>(n) * M;                   // [n, n]
   float* code_weights = block_weights + static_cast<int64_t>(n) * n;  // [n, S]
+  // The state's values as float32: in place, or widened from bf16.
+  const float* window_values = static_cast<const float*>(head.window_values);
+  const float* means = static_cast<const float*>(head.means);
+  if (head.state_dtype == DType::kBF16) {
+    float* widened = code_weights + static_cast<int64_t>(n) * S;
+    BF16ToF32Array(static_cast<int64_t>(M) * dv,
+                   static_cast<const BFloat16*>(head.window_values), widened);
+    BF16ToF32Array(static_cast<int64_t>(S) * dv,
+                   static_cast<const BFloat16*>(head.means),
+                   widened + static_cast<int64_t>(M) * dv);
+    window_values = widened;
+    means = widened + static_cast<int64_t>(M) * dv;
+  }
 
   for (int i = 0; i < n; ++i) {
     const float* query = q + static_cast<int64_t>(i) * q_stride;
@@ -216,12 +256,12 @@ void BlockAttention(const HeadAttention& head, int64_t first_position, int n,
 
   // out = W_window * window_values + W_block * values + W_codes * means.
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dv, M, 1.0f,
-              window_weights, M, head.window_values, dv, 0.0f, out, out_stride);
+              window_weights, M, window_values, dv, 0.0f, out, out_stride);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dv, n, 1.0f,
               block_weights, n, values, value_stride, 1.0f, out, out_stride);
   if (head.shape.agg_cache) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dv, S, 1.0f,
-                code_weights, S, head.means, dv, 1.0f, out, out_stride);
+                code_weights, S, means, dv, 1.0f, out, out_stride);
   }
 }
 

@@ -17,14 +17,15 @@ struct HeadAttention {
   const float* relative = nullptr;        // [M + 1, d_k], row d = r_d
   const float* u = nullptr;               // [d_k]
   const float* v = nullptr;               // [d_k]
-  const float* counts = nullptr;          // [S]
-  const float* means = nullptr;           // [S, d_v]
+  const float* counts = nullptr;          // [S], always float32
+  const void* means = nullptr;            // [S, d_v] of state_dtype
   const int32_t* window_codes = nullptr;  // [M], -1 = empty
-  const float* window_values = nullptr;   // [M, d_v]
+  const void* window_values = nullptr;    // [M, d_v] of state_dtype
+  DType state_dtype = DType::kF32;        // kF32 or kBF16
 };
 
-// Head `head` of slot `slot`: pointers offset into `tables` and `state`
-// (F32 arrays).
+// Head `head` of slot `slot`: pointers offset into `tables` (F32 arrays)
+// and `state` (means and window values of state.dtype, F32 or BF16).
 HeadAttention SliceHead(const AttentionShape& shape,
                         const AttentionTables& tables,
                         const SublayerState& state, int slot, int head);
@@ -45,12 +46,15 @@ void DecodeAttentionWeights(const HeadAttention& head, int64_t position,
                             float* scratch);
 
 // out[c] = sum of weights * values for columns c in [column_begin,
-// column_end): window values, the new token's `value`, the code means.
+// column_end): window values, the new token's `value`, the code means. A
+// streaming loop over the slot's state rows (bf16 rows widened in
+// registers); rows of weight 0 are skipped.
 void DecodeWeightedValues(const HeadAttention& head, const float* weights,
                           const float* value, int column_begin, int column_end,
                           float* out);
 
-// Floats of scratch BlockAttention needs for n queries.
+// Floats of scratch BlockAttention needs for n queries (with bf16 state,
+// also room for the head's window values and means widened to float32).
 int64_t BlockScratchFloats(const HeadAttention& head, int n);
 
 // Attention of n consecutive queries (positions first_position..) against

@@ -27,6 +27,16 @@ void EmbedRow(const float* embeddings, int d_model, int32_t token,
   }
 }
 
+void EmbedRow(const BFloat16* embeddings, int d_model, int32_t token,
+              int64_t position, bool add_positions, float position_scale,
+              double pe_lam, float* row) {
+  BF16ToF32Array(d_model, embeddings + static_cast<int64_t>(token) * d_model,
+                 row);
+  if (add_positions) {
+    AddSinusoid(position, d_model, pe_lam, position_scale, row);
+  }
+}
+
 // The hot loops get one clone per instruction set; the dynamic loader picks
 // one per machine, so results stay reproducible on a given machine.
 __attribute__((target_clones("avx512f", "avx2", "default"))) float Dot(
@@ -41,6 +51,12 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy(
     int n, float alpha, const float* x, float* y) {
 #pragma omp simd
   for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy(
+    int n, float alpha, const BFloat16* x, float* y) {
+#pragma omp simd
+  for (int i = 0; i < n; ++i) y[i] += alpha * BF16ToF32(x[i]);
 }
 
 void RmsNormRow(int width, const float* x, const float* gain,

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "kernels/bf16.h"
+
 namespace tvq::kernels::cpu {
 
 // RMS LayerNorm epsilon (inside the root), spec §2 notation.
@@ -17,6 +19,10 @@ void AddSinusoid(int64_t position, int width, double pe_lam, float scale,
 
 // row = embeddings[token] (+ scale * Sin(position) when add_positions).
 void EmbedRow(const float* embeddings, int d_model, int32_t token,
+              int64_t position, bool add_positions, float position_scale,
+              double pe_lam, float* row);
+// The same for a bfloat16 table (widened exactly).
+void EmbedRow(const BFloat16* embeddings, int d_model, int32_t token,
               int64_t position, bool add_positions, float position_scale,
               double pe_lam, float* row);
 
@@ -43,6 +49,9 @@ float Dot(int n, const float* a, const float* b);
 
 // y += alpha * x over n values.
 void Axpy(int n, float alpha, const float* x, float* y);
+// y += alpha * x over n values, x bfloat16 (widened exactly, then the same
+// multiply and add as the float version).
+void Axpy(int n, float alpha, const BFloat16* x, float* y);
 
 }  // namespace tvq::kernels::cpu
 

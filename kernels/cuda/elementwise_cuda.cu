@@ -1,4 +1,6 @@
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "kernels/cuda/device_compat.cuh"
 #include "kernels/cuda/elementwise_cuda.cuh"
@@ -31,19 +33,27 @@ cudaError_t LaunchFill(T* data, size_t count, T value, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-__global__ void EmbedKernel(const float* __restrict__ embeddings, int d_model,
+__device__ __forceinline__ float TableValue(const float* p) { return *p; }
+__device__ __forceinline__ float TableValue(const uint16_t* p) {
+  const uint32_t bits = static_cast<uint32_t>(*p) << 16;
+  float value;
+  memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+template <typename T>
+__global__ void EmbedKernel(const T* __restrict__ embeddings, int d_model,
                             const int32_t* __restrict__ tokens,
                             const int64_t* __restrict__ positions,
                             bool add_positions, float position_scale,
                             double pe_lam, float* __restrict__ x) {
   const int64_t row = blockIdx.x;
-  const float* source =
-      embeddings + static_cast<int64_t>(tokens[row]) * d_model;
+  const T* source = embeddings + static_cast<int64_t>(tokens[row]) * d_model;
   float* target = x + row * d_model;
   const int half = d_model / 2;
   const double position = static_cast<double>(positions[row]);
   for (int c = threadIdx.x; c < d_model; c += blockDim.x) {
-    float value = source[c];
+    float value = TableValue(source + c);
     if (add_positions && c < 2 * half) {
       const int i = c < half ? c : c - half;
       const double frequency =
@@ -159,6 +169,24 @@ dim3 ElementwiseGrid(int rows, int cols) {
               static_cast<unsigned>(rows < kMaxGridRows ? rows : kMaxGridRows));
 }
 
+// Round to nearest even, NaN stays NaN (as kernels/bf16.h).
+__global__ void RoundToBF16Kernel(int rows, int cols, const float* __restrict__ x,
+                                  int x_stride, uint16_t* __restrict__ out) {
+  const int64_t count = static_cast<int64_t>(rows) * cols;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       e < count; e += step) {
+    const float value = x[(e / cols) * x_stride + e % cols];
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof(bits));
+    if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) {
+      out[e] = static_cast<uint16_t>((bits >> 16) | 0x0040u);
+    } else {
+      out[e] = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    }
+  }
+}
+
 }  // namespace
 
 cudaError_t Fill(float* data, size_t count, float value, cudaStream_t stream) {
@@ -175,9 +203,33 @@ cudaError_t Embed(const float* embeddings, int d_model, const int32_t* tokens,
                   float position_scale, double pe_lam, float* x,
                   cudaStream_t stream) {
   if (n <= 0 || d_model <= 0) return cudaSuccess;
-  TVQ_LAUNCH(EmbedKernel, n, kBlockThreads, 0, stream)
+  auto* kernel = &EmbedKernel<float>;
+  TVQ_LAUNCH(kernel, n, kBlockThreads, 0, stream)
   (embeddings, d_model, tokens, positions, add_positions, position_scale,
    pe_lam, x);
+  return cudaGetLastError();
+}
+
+cudaError_t Embed(const uint16_t* embeddings, int d_model,
+                  const int32_t* tokens, const int64_t* positions, int n,
+                  bool add_positions, float position_scale, double pe_lam,
+                  float* x, cudaStream_t stream) {
+  if (n <= 0 || d_model <= 0) return cudaSuccess;
+  auto* kernel = &EmbedKernel<uint16_t>;
+  TVQ_LAUNCH(kernel, n, kBlockThreads, 0, stream)
+  (embeddings, d_model, tokens, positions, add_positions, position_scale,
+   pe_lam, x);
+  return cudaGetLastError();
+}
+
+cudaError_t RoundToBF16(int rows, int cols, const float* x, int x_stride,
+                        uint16_t* out, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  const int64_t count = static_cast<int64_t>(rows) * cols;
+  const unsigned blocks = CeilDiv(count, kBlockThreads);
+  TVQ_LAUNCH(RoundToBF16Kernel, blocks < 65535 ? blocks : 65535, kBlockThreads,
+             0, stream)
+  (rows, cols, x, x_stride, out);
   return cudaGetLastError();
 }
 

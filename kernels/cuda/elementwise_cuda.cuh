@@ -23,6 +23,16 @@ cudaError_t Embed(const float* embeddings, int d_model, const int32_t* tokens,
                   const int64_t* positions, int n, bool add_positions,
                   float position_scale, double pe_lam, float* x,
                   cudaStream_t stream);
+// The same for a bfloat16 table (the 16 stored bits of each value).
+cudaError_t Embed(const uint16_t* embeddings, int d_model,
+                  const int32_t* tokens, const int64_t* positions, int n,
+                  bool add_positions, float position_scale, double pe_lam,
+                  float* x, cudaStream_t stream);
+
+// out[r, c] = x[r, c] rounded to bfloat16 (nearest even), rows of `cols`
+// with row stride x_stride; out contiguous [rows, cols].
+cudaError_t RoundToBF16(int rows, int cols, const float* x, int x_stride,
+                        uint16_t* out, cudaStream_t stream);
 
 // y = x / sqrt(1e-6 + mean(x^2)) * gain + bias per row (gain/bias may be
 // null); x and y may alias.

@@ -1,4 +1,5 @@
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/cuda/device_compat.cuh"
 #include "kernels/cuda/gemm_cuda.cuh"
@@ -18,6 +19,15 @@ constexpr int kColumnsPerBlock = kBlockThreads;
 constexpr int kSplitGrain = 64;
 // b transposed: one column per warp.
 constexpr int kWarpsPerBlock = kBlockThreads / kWarpSize;
+
+// A weight as float32: F32 as is, BF16 (its 16 stored bits) widened exactly.
+__device__ __forceinline__ float LoadWeight(const float* p) { return *p; }
+__device__ __forceinline__ float LoadWeight(const uint16_t* p) {
+  const uint32_t bits = static_cast<uint32_t>(*p) << 16;
+  float value;
+  memcpy(&value, &bits, sizeof(value));
+  return value;
+}
 
 __device__ __forceinline__ float Finish(float sum, float alpha, float beta,
                                         const float* c) {
@@ -64,10 +74,10 @@ SplitPlan PlanSplits(int n, int k, int target_blocks) {
 
 // Block (column tile, row tile, k split). Thread j of the tile owns column
 // j for kRows rows and sums its k range in ascending order.
-template <int kRows>
+template <int kRows, typename B>
 __global__ void GemmKernel(int m, int n, int k, int k_per_split, int splits,
                            float alpha, const float* __restrict__ a, int lda,
-                           const float* __restrict__ b, int ldb, float beta,
+                           const B* __restrict__ b, int ldb, float beta,
                            float* c, int ldc, float* __restrict__ partials) {
   __shared__ float tile[kRows][kDepth];
   const int column = blockIdx.x * kColumnsPerBlock + threadIdx.x;
@@ -81,10 +91,10 @@ __global__ void GemmKernel(int m, int n, int k, int k_per_split, int splits,
     StageRows<kRows>(tile, m, first_row, k0, depth, a, lda);
     __syncthreads();
     if (column < n) {
-      const float* b_column = b + static_cast<int64_t>(k0) * ldb + column;
+      const B* b_column = b + static_cast<int64_t>(k0) * ldb + column;
 #pragma unroll 4
       for (int kk = 0; kk < depth; ++kk) {
-        const float value = b_column[static_cast<int64_t>(kk) * ldb];
+        const float value = LoadWeight(b_column + static_cast<int64_t>(kk) * ldb);
         for (int r = 0; r < kRows; ++r) {
           sum[r] = fmaf(tile[r][kk], value, sum[r]);
         }
@@ -125,10 +135,10 @@ __global__ void SumSplitsKernel(int m, int n, int splits, float alpha,
 
 // b [n, k] transposed: warp w of the block owns column j; lane l sums
 // k = l, l + 32, ... in order, then the lanes combine in a fixed tree.
-template <int kRows>
+template <int kRows, typename B>
 __global__ void GemmTransposedKernel(int m, int n, int k, float alpha,
                                      const float* __restrict__ a, int lda,
-                                     const float* __restrict__ b, int ldb,
+                                     const B* __restrict__ b, int ldb,
                                      float beta, float* c, int ldc) {
   __shared__ float tile[kRows][kDepth];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
@@ -141,9 +151,9 @@ __global__ void GemmTransposedKernel(int m, int n, int k, float alpha,
     StageRows<kRows>(tile, m, first_row, k0, depth, a, lda);
     __syncthreads();
     if (column < n) {
-      const float* b_row = b + static_cast<int64_t>(column) * ldb + k0;
+      const B* b_row = b + static_cast<int64_t>(column) * ldb + k0;
       for (int kk = lane; kk < depth; kk += kWarpSize) {
-        const float value = b_row[kk];
+        const float value = LoadWeight(b_row + kk);
         for (int r = 0; r < kRows; ++r) {
           sum[r] = fmaf(tile[r][kk], value, sum[r]);
         }
@@ -169,16 +179,16 @@ int RowsPerBlock(int m) {
   return rows;
 }
 
-template <int kRows>
+template <int kRows, typename B>
 cudaError_t LaunchGemm(bool transpose_b, int m, int n, int k, float alpha,
-                       const float* a, int lda, const float* b, int ldb,
+                       const float* a, int lda, const B* b, int ldb,
                        float beta, float* c, int ldc, float* scratch,
                        int target_blocks, cudaStream_t stream) {
   const unsigned row_tiles = CeilDiv(m, kRows);
   if (row_tiles > 65535) return cudaErrorInvalidValue;
   if (transpose_b) {
     const dim3 grid(CeilDiv(n, kWarpsPerBlock), row_tiles);
-    auto* kernel = &GemmTransposedKernel<kRows>;
+    auto* kernel = &GemmTransposedKernel<kRows, B>;
     TVQ_LAUNCH(kernel, grid, kBlockThreads, 0, stream)
     (m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return cudaGetLastError();
@@ -187,7 +197,7 @@ cudaError_t LaunchGemm(bool transpose_b, int m, int n, int k, float alpha,
   const int splits = plan.splits, k_per_split = plan.k_per_split;
   const dim3 grid(CeilDiv(n, kColumnsPerBlock), row_tiles,
                   static_cast<unsigned>(splits));
-  auto* kernel = &GemmKernel<kRows>;
+  auto* kernel = &GemmKernel<kRows, B>;
   TVQ_LAUNCH(kernel, grid, kBlockThreads, 0, stream)
   (m, n, k, k_per_split, splits, alpha, a, lda, b, ldb, beta, c, ldc, scratch);
   cudaError_t error = cudaGetLastError();
@@ -208,10 +218,13 @@ size_t InvariantGemmScratchFloats(bool transpose_b, int m, int n, int k,
   return plan.splits > 1 ? static_cast<size_t>(plan.splits) * m * n : 0;
 }
 
-cudaError_t InvariantGemm(bool transpose_b, int m, int n, int k, float alpha,
-                          const float* a, int lda, const float* b, int ldb,
-                          float beta, float* c, int ldc, float* scratch,
-                          int target_blocks, cudaStream_t stream) {
+namespace {
+
+template <typename B>
+cudaError_t InvariantGemmOf(bool transpose_b, int m, int n, int k, float alpha,
+                            const float* a, int lda, const B* b, int ldb,
+                            float beta, float* c, int ldc, float* scratch,
+                            int target_blocks, cudaStream_t stream) {
   if (m <= 0 || n <= 0) return cudaSuccess;
   if (k < 0) return cudaErrorInvalidValue;
   switch (RowsPerBlock(m)) {
@@ -231,6 +244,24 @@ cudaError_t InvariantGemm(bool transpose_b, int m, int n, int k, float alpha,
       return LaunchGemm<kMaxRows>(transpose_b, m, n, k, alpha, a, lda, b, ldb,
                                   beta, c, ldc, scratch, target_blocks, stream);
   }
+}
+
+}  // namespace
+
+cudaError_t InvariantGemm(bool transpose_b, int m, int n, int k, float alpha,
+                          const float* a, int lda, const float* b, int ldb,
+                          float beta, float* c, int ldc, float* scratch,
+                          int target_blocks, cudaStream_t stream) {
+  return InvariantGemmOf(transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                         ldc, scratch, target_blocks, stream);
+}
+
+cudaError_t InvariantGemm(bool transpose_b, int m, int n, int k, float alpha,
+                          const float* a, int lda, const uint16_t* b, int ldb,
+                          float beta, float* c, int ldc, float* scratch,
+                          int target_blocks, cudaStream_t stream) {
+  return InvariantGemmOf(transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                         ldc, scratch, target_blocks, stream);
 }
 
 }  // namespace tvq::kernels::cuda

@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace tvq::kernels::cuda {
 
@@ -22,6 +23,13 @@ size_t InvariantGemmScratchFloats(bool transpose_b, int m, int n, int k,
 // fixed for a device so that results are reproducible.
 cudaError_t InvariantGemm(bool transpose_b, int m, int n, int k, float alpha,
                           const float* a, int lda, const float* b, int ldb,
+                          float beta, float* c, int ldc, float* scratch,
+                          int target_blocks, cudaStream_t stream);
+// The same with bfloat16 weights (b holds the 16 stored bits of each
+// value), widened exactly in registers; activations and sums stay float32,
+// in the same order as the float32 version.
+cudaError_t InvariantGemm(bool transpose_b, int m, int n, int k, float alpha,
+                          const float* a, int lda, const uint16_t* b, int ldb,
                           float beta, float* c, int ldc, float* scratch,
                           int target_blocks, cudaStream_t stream);
 

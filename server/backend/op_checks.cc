@@ -57,7 +57,13 @@ class OpContext {
   }
   absl::Status Tables(const AttentionTables& tables, bool needs_sq_norm,
                       bool needs_relative) const {
-    TVQ_RETURN_IF_ERROR(Supported(tables.dtype, "attention tables"));
+    // Scores and VQ distances are float32 on every backend (spec §5): the
+    // tables they are computed from stay F32 whatever the weights' dtype.
+    if (tables.dtype != DType::kF32) {
+      return absl::UnimplementedError(absl::StrCat(
+          backend_.Name(), "::", OpName(op_), " does not support ",
+          DTypeName(tables.dtype), " attention tables yet"));
+    }
     TVQ_RETURN_IF_ERROR(NotNull(tables.codebook, "the codebook"));
     if (needs_sq_norm) {
       TVQ_RETURN_IF_ERROR(

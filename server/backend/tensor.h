@@ -18,6 +18,7 @@
 #include <span>
 #include <type_traits>
 
+#include "kernels/bf16.h"
 #include "kernels/dtype.h"
 
 namespace tvq::runtime {
@@ -25,6 +26,12 @@ namespace tvq::runtime {
 using DType = ::tvq::kernels::DType;
 using ::tvq::kernels::DTypeName;
 using ::tvq::kernels::DTypeSize;
+// bfloat16 bits and their exact conversions (kernels/bf16.h), for code
+// above the backend that prepares BF16 weights or reads BF16 state.
+using ::tvq::kernels::BF16ToF32;
+using ::tvq::kernels::BFloat16;
+using ::tvq::kernels::F32ToBF16;
+using ::tvq::kernels::F32ToBF16Array;
 
 inline constexpr int kMaxTensorRank = 4;
 

@@ -74,6 +74,8 @@ ModelInfo Engine::Info() const {
   info.path = weights.directory();
   info.name = ModelName(info.path);
   info.weights_dtype = weights.stored_dtype();
+  info.served_weights_dtype = runtime::DTypeName(config_.weights_dtype);
+  info.state_dtype = runtime::DTypeName(config_.state_dtype);
   info.num_parameters = weights.num_parameters();
   info.tokenizer_kind = info.config.tokenizer_kind;
   info.vocab_size = tokenizer().vocab_size();

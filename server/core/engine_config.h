@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "server/backend/tensor.h"
 #include "server/core/request_limits.h"
 
 namespace tvq::core {
@@ -51,6 +52,12 @@ struct EngineConfig {
   int step_token_budget = 512;
   // Prefill block length (0 = the model's block_len).
   int block_len = 0;
+  // Dtype the weight matrices are kept in for the backend (--weights-dtype:
+  // kF32 or kBF16); norm gains, biases and attention tables stay F32.
+  runtime::DType weights_dtype = runtime::DType::kF32;
+  // Dtype of the state's means and window values (--state-dtype: kF32 or
+  // kBF16); counts are always F32.
+  runtime::DType state_dtype = runtime::DType::kF32;
   // What requests may ask for (checked by the front ends' validation).
   RequestLimits limits;
   SessionConfig sessions;

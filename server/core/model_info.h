@@ -25,6 +25,10 @@ struct ModelInfo {
   std::string name;
   // Stored dtype of the weights: "F32", "BF16", "F16" or "mixed".
   std::string weights_dtype;
+  // Dtype the engine keeps the weight matrices in (--weights-dtype) and the
+  // state's means and window values in (--state-dtype): "F32" or "BF16".
+  std::string served_weights_dtype = "F32";
+  std::string state_dtype = "F32";
   int64_t num_parameters = 0;
   runtime::TokenizerKind tokenizer_kind = runtime::TokenizerKind::kByte;
   // Ids the tokenizer can produce (may be below config.n_vocab).

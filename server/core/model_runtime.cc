@@ -30,10 +30,12 @@ absl::StatusOr<ModelRuntime> Assemble(std::unique_ptr<runtime::Backend> backend,
   const runtime::ModelConfig& model_config = result.config();
 
   // Everything big is allocated below: check that it fits first.
+  const int64_t bytes_per_slot = static_cast<int64_t>(
+      runtime::StatePool::BytesPerSlotFor(model_config, config.state_dtype));
   TVQ_ASSIGN_OR_RETURN(const int num_slots,
-                       SlotCountFor(config, result.state_bytes_per_sequence()));
-  MemoryNeeds needs = EstimateMemoryNeeds(model_config, num_slots,
-                                          result.state_bytes_per_sequence());
+                       SlotCountFor(config, bytes_per_slot));
+  MemoryNeeds needs =
+      EstimateMemoryNeeds(model_config, num_slots, bytes_per_slot);
   needs.weights = 0;  // already loaded
   TVQ_RETURN_IF_ERROR(
       CheckMemoryNeeds(needs, ProcessMemoryAvailable(), model_config));
@@ -42,6 +44,7 @@ absl::StatusOr<ModelRuntime> Assemble(std::unique_ptr<runtime::Backend> backend,
   runtime::EngineOptions engine_options;
   engine_options.block_len = config.block_len;
   engine_options.max_prefill_chunk = result.prefill_chunk;
+  engine_options.weights_dtype = config.weights_dtype;
   TVQ_ASSIGN_OR_RETURN(
       result.transformer,
       runtime::TransformerVq::Create(*result.model.weights, *result.backend,
@@ -49,13 +52,15 @@ absl::StatusOr<ModelRuntime> Assemble(std::unique_ptr<runtime::Backend> backend,
 
   TVQ_ASSIGN_OR_RETURN(
       result.pool,
-      runtime::StatePool::Create(model_config, *result.backend, num_slots));
+      runtime::StatePool::Create(model_config, *result.backend, num_slots,
+                                 config.state_dtype));
   return result;
 }
 
 }  // namespace
 
 int64_t ModelRuntime::state_bytes_per_sequence() const {
+  if (pool != nullptr) return static_cast<int64_t>(pool->BytesPerSlot());
   return static_cast<int64_t>(runtime::StatePool::BytesPerSlotFor(config()));
 }
 
@@ -91,7 +96,8 @@ absl::StatusOr<ModelRuntime> LoadModelRuntime(const EngineConfig& config) {
   TVQ_ASSIGN_OR_RETURN(const runtime::ModelConfig model_config,
                        runtime::ModelWeights::LoadConfig(config.model_dir));
   const int64_t bytes_per_slot =
-      static_cast<int64_t>(runtime::StatePool::BytesPerSlotFor(model_config));
+      static_cast<int64_t>(runtime::StatePool::BytesPerSlotFor(
+          model_config, config.state_dtype));
   TVQ_ASSIGN_OR_RETURN(const int num_slots,
                        SlotCountFor(config, bytes_per_slot));
   TVQ_RETURN_IF_ERROR(CheckMemoryNeeds(

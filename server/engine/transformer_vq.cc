@@ -58,6 +58,12 @@ absl::StatusOr<std::unique_ptr<TransformerVq>> TransformerVq::Create(
     return absl::InvalidArgumentError(absl::StrFormat(
         "block_len must be >= 0 (0 = the model's), got %d", options.block_len));
   }
+  if (options.weights_dtype != DType::kF32 &&
+      options.weights_dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("weights dtype must be F32 or BF16, got %s",
+                        DTypeName(options.weights_dtype)));
+  }
   if (options.max_prefill_chunk < 1) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "max_prefill_chunk must be >= 1, got %d", options.max_prefill_chunk));
@@ -75,12 +81,24 @@ absl::StatusOr<std::unique_ptr<TransformerVq>> TransformerVq::Create(
     return model;
   }
 
-  // Each weight travels as a view carrying its dtype and shape.
-  auto upload = [&](std::string_view name) -> absl::StatusOr<TensorView> {
-    const TensorView host = weights.View(name);
+  // Each weight travels as a view carrying its dtype and shape. Matrices
+  // (`matrix`) are rounded to BF16 first when options.weights_dtype asks.
+  auto upload = [&](std::string_view name,
+                    bool matrix = false) -> absl::StatusOr<TensorView> {
+    TensorView host = weights.View(name);
     if (host.empty()) {
       return absl::InvalidArgumentError(
           absl::StrFormat("model: tensor \"%s\" is missing", name));
+    }
+    if (matrix && options.weights_dtype == DType::kBF16 &&
+        host.dtype == DType::kF32) {
+      std::vector<uint16_t>& rounded = model->bf16_weights_.emplace_back(
+          static_cast<size_t>(host.elements()));
+      F32ToBF16Array(host.elements(), host.as<float>(),
+                              rounded.data());
+      host = TensorView::Of(
+          rounded.data(), DType::kBF16,
+          std::span<const int64_t>(host.dims.data(), host.rank));
     }
     DeviceBuffer storage;
     TVQ_ASSIGN_OR_RETURN(const TensorView view,
@@ -99,11 +117,11 @@ absl::StatusOr<std::unique_ptr<TransformerVq>> TransformerVq::Create(
     return view.as<float>();
   };
 
-  TVQ_ASSIGN_OR_RETURN(model->embeddings_, upload("token_embedder/embs"));
+  TVQ_ASSIGN_OR_RETURN(model->embeddings_, upload("token_embedder/embs", /*matrix=*/true));
   if (config.e_tie) {
     TVQ_ASSIGN_OR_RETURN(model->output_bias_, upload("token_embedder/bias_out"));
   } else {
-    TVQ_ASSIGN_OR_RETURN(model->output_kernel_, upload("out_proj/kernel"));
+    TVQ_ASSIGN_OR_RETURN(model->output_kernel_, upload("out_proj/kernel", /*matrix=*/true));
     TVQ_ASSIGN_OR_RETURN(model->output_bias_, upload("out_proj/bias"));
   }
   if (config.e_preln) {
@@ -129,9 +147,9 @@ absl::StatusOr<std::unique_ptr<TransformerVq>> TransformerVq::Create(
     const std::string prefix = SublayerPrefix(index);
     TVQ_ASSIGN_OR_RETURN(sublayer.input_ln_gain, upload(prefix + "input_ln/g"));
     TVQ_ASSIGN_OR_RETURN(sublayer.input_ln_bias, upload(prefix + "input_ln/b"));
-    TVQ_ASSIGN_OR_RETURN(sublayer.q_kernel, upload(prefix + "q_proj/kernel"));
-    TVQ_ASSIGN_OR_RETURN(sublayer.kvg_kernel, upload(prefix + "kvg_proj/kernel"));
-    TVQ_ASSIGN_OR_RETURN(sublayer.res_kernel, upload(prefix + "res_proj/kernel"));
+    TVQ_ASSIGN_OR_RETURN(sublayer.q_kernel, upload(prefix + "q_proj/kernel", true));
+    TVQ_ASSIGN_OR_RETURN(sublayer.kvg_kernel, upload(prefix + "kvg_proj/kernel", true));
+    TVQ_ASSIGN_OR_RETURN(sublayer.res_kernel, upload(prefix + "res_proj/kernel", true));
 
     // Codebook c = c_sum / max(c_count, 0.01) and |c|^2.
     std::span<const float> c_sum = weights.Tensor(prefix + "quantizer/c_sum");

@@ -21,6 +21,12 @@ struct EngineOptions {
   int block_len = 0;
   // Upper bound of tokens one Prefill call projects at once (memory bound).
   int max_prefill_chunk = 4096;
+  // Dtype the weight matrices (projections, embedding table, output head)
+  // are kept in for the backend: F32, or BF16 (rounded to nearest even at
+  // load; the backend widens them and accumulates in float32). Norm gains,
+  // biases and the derived attention tables (codebooks, relative table,
+  // u', v') stay F32: VQ distances and scores are float32 (spec §5).
+  DType weights_dtype = DType::kF32;
 };
 
 // Which logprob rows Prefill returns.
@@ -91,6 +97,9 @@ class TransformerVq {
   std::unique_ptr<Workspace> workspace_;
   // Head and embedding weights, readable by the backend.
   std::vector<DeviceBuffer> weight_storage_;
+  // BF16 copies of the weight matrices (weights_dtype BF16): host memory
+  // the backend reads in place or uploads from.
+  std::vector<std::vector<uint16_t>> bf16_weights_;
   // Views carry each weight's dtype and shape to the backend.
   TensorView embeddings_;     // [V, D]
   TensorView output_kernel_;  // [D, V] (not e_tie)

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -117,10 +118,14 @@ cublasStatus_t cublasGemmStridedBatchedEx(
     long long int strideB, const void* beta, void* C, cudaDataType Ctype,
     int ldc, long long int strideC, int batchCount,
     cublasComputeType_t computeType, cublasGemmAlgo_t) {
-  if (Atype != CUDA_R_32F || Btype != CUDA_R_32F || Ctype != CUDA_R_32F ||
-      computeType != CUBLAS_COMPUTE_32F_PEDANTIC) {
-    return CUBLAS_STATUS_NOT_SUPPORTED;
-  }
+  // Float32 in pedantic mode, or bfloat16 inputs with float32 output and
+  // accumulation (the two combinations kernels/cuda asks for).
+  const bool f32 = Atype == CUDA_R_32F && Btype == CUDA_R_32F &&
+                   Ctype == CUDA_R_32F &&
+                   computeType == CUBLAS_COMPUTE_32F_PEDANTIC;
+  const bool bf16 = Atype == CUDA_R_16BF && Btype == CUDA_R_16BF &&
+                    Ctype == CUDA_R_32F && computeType == CUBLAS_COMPUTE_32F;
+  if (!f32 && !bf16) return CUBLAS_STATUS_NOT_SUPPORTED;
   // cuBLAS' own argument rules (column-major leading dimensions).
   if (m < 0 || n < 0 || k < 0 || batchCount < 0 ||
       lda < std::max(1, transa == CUBLAS_OP_N ? m : k) ||
@@ -131,6 +136,25 @@ cublasStatus_t cublasGemmStridedBatchedEx(
   const float* a = static_cast<const float*>(A);
   const float* b = static_cast<const float*>(B);
   float* c = static_cast<float*>(C);
+  // bf16 inputs: widened exactly (the stored bits are a float32's top half).
+  std::vector<float> a_wide, b_wide;
+  if (bf16 && batchCount > 0) {
+    auto widen = [](const void* source, int64_t count) {
+      std::vector<float> wide(static_cast<size_t>(count));
+      const auto* bits = static_cast<const uint16_t*>(source);
+      for (int64_t i = 0; i < count; ++i) {
+        const uint32_t word = static_cast<uint32_t>(bits[i]) << 16;
+        std::memcpy(&wide[i], &word, sizeof(float));
+      }
+      return wide;
+    };
+    const int64_t a_cols = transa == CUBLAS_OP_N ? k : m;
+    const int64_t b_cols = transb == CUBLAS_OP_N ? n : k;
+    a_wide = widen(A, (batchCount - 1) * strideA + lda * a_cols);
+    b_wide = widen(B, (batchCount - 1) * strideB + ldb * b_cols);
+    a = a_wide.data();
+    b = b_wide.data();
+  }
   for (int i = 0; i < batchCount; ++i) {
     cblas_sgemm(CblasColMajor, ToCblas(transa), ToCblas(transb), m, n, k,
                 *static_cast<const float*>(alpha), a + i * strideA, lda,

@@ -1,7 +1,10 @@
-// CPU engine benchmark (issue 3): prefill tokens/s at 1k/8k/64k-token
-// prompts, decode tokens/s at batch 1/8/32 after 1k/8k/64k tokens of
-// context, per-token decode time, achieved bandwidth against the memory
-// bandwidth measured in the same run.
+// CPU engine benchmark (issues 3 and 16): prefill tokens/s at 1k/8k/64k-token
+// prompts; decode tokens/s at batch 1/8/32/64 with F32 and with BF16
+// weights and state, as tokens/s and as the fraction of the memory-bandwidth
+// roofline measured in the same run (BM_MemoryReadBandwidth: a streaming
+// read of 1 GiB on every core); the decode GEMM's new register-blocked
+// kernel against the previous one (tests/bench/legacy_skinny_gemm.cc) on the
+// model's shapes.
 //
 // Model: random weights, d_model 256, d_k 128, d_v 512, 1 head, 4 layers (8
 // attention sublayers), S 256, L = M = 128, byte vocabulary (259).
@@ -18,19 +21,22 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "kernels/bf16.h"
 #include "kernels/cpu/parallel_for.h"
+#include "kernels/cpu/skinny_gemm_cpu.h"
 #include "server/core/engine_config.h"
 #include "server/core/model_runtime.h"
 #include "server/engine/state_pool.h"
 #include "server/engine/transformer_vq.h"
 #include "server/model/model_dir.h"
 #include "server/text/byte_tokenizer.h"
+#include "tests/bench/legacy_skinny_gemm.h"
 #include "tests/support/test_util.h"
 
 namespace tvq::runtime {
 namespace {
 
-constexpr int kMaxBatch = 32;
+constexpr int kMaxBatch = 64;
 
 ModelConfig BenchConfig() {
   ModelConfig config = testing::SmallConfig(256, 128, 512, 1, 256, 4, 128, 128);
@@ -38,22 +44,24 @@ ModelConfig BenchConfig() {
   return config;
 }
 
-// Bytes of weights one decode step reads: every sublayer's projections,
-// codebook and relative table, the input norm, and the output head.
-double WeightBytesPerStep(const ModelConfig& c) {
+// Bytes of weights one decode step reads: every sublayer's projections
+// (of `matrix_bytes` per element: 4 for F32, 2 for BF16), codebook and
+// relative table, the input norm, and the output head (float32 tables).
+double WeightBytesPerStep(const ModelConfig& c, double matrix_bytes) {
   const double H = c.n_head, D = c.d_model, dk = c.d_k, dv = c.d_v,
                S = c.n_code, M = c.mem_len, V = c.n_vocab;
-  const double per_sublayer = D * H * dk + D * H * (dk + 2 * dv) + H * dv * D +
-                              H * S * dk + H * S + H * (M + 1) * dk +
-                              2 * H * dk + 2 * D;
-  return 4 * (c.num_sublayers() * per_sublayer + D * V + V);
+  const double matrices = D * H * dk + D * H * (dk + 2 * dv) + H * dv * D;
+  const double tables =
+      H * S * dk + H * S + H * (M + 1) * dk + 2 * H * dk + 2 * D;
+  return c.num_sublayers() * (matrix_bytes * matrices + 4 * tables) +
+         matrix_bytes * D * V + 4 * V;
 }
 
 // The bench model assembled by the core, as the server does: the CPU
 // backend (TVQ_BENCH_THREADS threads; default every core), kMaxBatch slots,
 // and prompts fed to the forward pass in chunks of up to 4096 tokens
 // (TransformerVq's default chunk; the bench measures whole-prompt prefill).
-core::ModelRuntime BenchRuntime(const ModelConfig& config) {
+core::ModelRuntime BenchRuntime(const ModelConfig& config, DType dtype) {
   LoadedModel model;
   model.weights = testing::RandomModel(config, 42);
   model.tokenizer = std::make_unique<ByteTokenizer>();
@@ -64,12 +72,17 @@ core::ModelRuntime BenchRuntime(const ModelConfig& config) {
                               : 0;
   engine_config.num_slots = kMaxBatch;
   engine_config.prefill_chunk = 4096;
+  engine_config.weights_dtype = dtype;
+  engine_config.state_dtype = dtype;
   return core::BuildModelRuntime(std::move(model), engine_config).value();
 }
 
+// One engine per dtype (weights and state both F32, or both BF16).
 struct Fixture {
+  explicit Fixture(DType dtype) : dtype(dtype) {}
+  DType dtype;
   ModelConfig config = BenchConfig();
-  core::ModelRuntime runtime = BenchRuntime(config);
+  core::ModelRuntime runtime = BenchRuntime(config, dtype);
   TransformerVq* engine = runtime.transformer.get();
   StatePool* pool = runtime.pool.get();
   // context length -> exported state after prefilling that many tokens
@@ -88,9 +101,11 @@ struct Fixture {
   }
 };
 
-Fixture& Shared() {
-  static Fixture* fixture = new Fixture();
-  return *fixture;
+Fixture& Shared(DType dtype = DType::kF32) {
+  static Fixture* f32 = new Fixture(DType::kF32);
+  if (dtype == DType::kF32) return *f32;
+  static Fixture* bf16 = new Fixture(DType::kBF16);
+  return *bf16;
 }
 
 // Streaming read bandwidth of this machine (1 GiB, every thread), GB/s.
@@ -156,9 +171,11 @@ BENCHMARK(BM_Prefill)
     ->Unit(benchmark::kMillisecond);
 
 void BM_Decode(benchmark::State& state) {
-  Fixture& fixture = Shared();
+  const DType dtype = state.range(2) == 16 ? DType::kBF16 : DType::kF32;
+  Fixture& fixture = Shared(dtype);
   const int batch = static_cast<int>(state.range(0));
   const int context = static_cast<int>(state.range(1));
+  state.SetLabel(dtype == DType::kBF16 ? "bf16" : "f32");
   const std::string& exported = fixture.Context(context);
   std::vector<int> slots(batch);
   std::vector<int32_t> tokens(batch);
@@ -168,16 +185,20 @@ void BM_Decode(benchmark::State& state) {
     if (!fixture.pool->Import(b, exported).ok()) std::abort();
   }
   std::vector<float> logprobs;
+  const auto start = std::chrono::steady_clock::now();
   for (auto _ : state) {
     if (!fixture.engine->DecodeStep(*fixture.pool, slots, tokens, &logprobs).ok()) {
       state.SkipWithError("decode failed");
       return;
     }
   }
+  const auto elapsed = std::chrono::steady_clock::now() - start;
   const double steps = static_cast<double>(state.iterations());
   const double bytes_per_step =
-      WeightBytesPerStep(fixture.config) +
-      batch * static_cast<double>(StatePool::BytesPerSlotFor(fixture.config));
+      WeightBytesPerStep(fixture.config, DTypeSize(dtype)) +
+      batch * static_cast<double>(fixture.pool->BytesPerSlot());
+  const double seconds_per_step =
+      std::chrono::duration<double>(elapsed).count() / steps;
   state.counters["tokens/s"] =
       benchmark::Counter(steps * batch, benchmark::Counter::kIsRate);
   state.counters["us/token"] = benchmark::Counter(
@@ -187,11 +208,88 @@ void BM_Decode(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(steps * bytes_per_step / 1e9,
                                               benchmark::Counter::kIsRate);
   state.counters["roofline_GB/s"] = MeasureReadBandwidth();
+  // Achieved bytes/s over the roofline measured in the same run.
+  state.counters["of_roofline"] =
+      bytes_per_step / seconds_per_step / 1e9 / MeasureReadBandwidth();
 }
+// batch x context x weight/state bits (32 = F32, 16 = BF16). The state is
+// the same size at every context (flat in context: docs/perf/cpu.md).
 BENCHMARK(BM_Decode)
-    ->ArgsProduct({{1, 8, 32}, {1024, 8192, 65536}})
-    ->ArgNames({"batch", "context"})
+    ->ArgsProduct({{1, 8, 32, 64}, {1024}, {32, 16}})
+    ->ArgsProduct({{1, 8}, {65536}, {32}})
+    ->ArgNames({"batch", "context", "bits"})
     ->MinTime(2.0)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// The decode GEMMs of one step of the bench model (per sublayer q, kvg and
+// res projections, then the output head) for a batch of B rows, with the
+// register-blocked kernel (F32 or BF16 weights) or the previous kernel
+// (F32), columns split across every core in 64-column blocks as the CPU
+// backend does. Counters: GFLOP/s, and the weights' bytes/s against the
+// roofline.
+void BM_DecodeGemm(benchmark::State& state) {
+  const int batch = static_cast<int>(state.range(0));
+  const int kernel = static_cast<int>(state.range(1));  // 0 old, 1 new f32, 2 new bf16
+  state.SetLabel(kernel == 0 ? "previous f32" : kernel == 1 ? "new f32" : "new bf16");
+  const ModelConfig c = BenchConfig();
+  struct Shape { int k, n; };
+  std::vector<Shape> shapes;
+  for (int i = 0; i < c.num_sublayers(); ++i) {
+    shapes.push_back({c.d_model, c.n_head * c.d_k});
+    shapes.push_back({c.d_model, c.n_head * (c.d_k + 2 * c.d_v)});
+    shapes.push_back({c.n_head * c.d_v, c.d_model});
+  }
+  shapes.push_back({c.d_model, c.n_vocab});
+  std::vector<std::vector<float>> weights;
+  std::vector<std::vector<kernels::BFloat16>> weights_bf16;
+  double flops = 0, bytes = 0;
+  for (const Shape& shape : shapes) {
+    weights.emplace_back(static_cast<size_t>(shape.k) * shape.n, 0.01f);
+    weights_bf16.emplace_back(weights.back().size());
+    kernels::F32ToBF16Array(static_cast<int64_t>(weights.back().size()),
+                            weights.back().data(), weights_bf16.back().data());
+    flops += 2.0 * batch * shape.k * shape.n;
+    bytes += (kernel == 2 ? 2.0 : 4.0) * shape.k * shape.n;
+  }
+  std::vector<float> a(static_cast<size_t>(batch) * 1024, 0.5f);
+  std::vector<float> out(static_cast<size_t>(batch) * 2048);
+  const int threads = std::max(1u, std::thread::hardware_concurrency());
+  kernels::cpu::ThreadPool pool(threads);
+  const auto start = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const int k = shapes[i].k, n = shapes[i].n;
+      constexpr int kBlock = kernels::cpu::kSkinnyGemmColumnBlock;
+      pool.ParallelFor((n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
+        const int first = static_cast<int>(begin * kBlock);
+        const int last = static_cast<int>(std::min<int64_t>(n, end * kBlock));
+        if (kernel == 0) {
+          bench::LegacySkinnyGemm(false, batch, n, k, a.data(), k, weights[i].data(),
+                                  n, 0.0f, out.data(), n, first, last);
+        } else {
+          kernels::cpu::SkinnyGemm(
+              false, batch, n, k, a.data(), k,
+              kernel == 2 ? static_cast<const void*>(weights_bf16[i].data())
+                          : static_cast<const void*>(weights[i].data()),
+              kernel == 2 ? DType::kBF16 : DType::kF32, n, 0.0f, out.data(), n,
+              first, last);
+        }
+      });
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
+      static_cast<double>(state.iterations());
+  state.counters["GFLOP/s"] = flops / seconds / 1e9;
+  state.counters["weights_GB/s"] = bytes / seconds / 1e9;
+  state.counters["of_roofline"] = bytes / seconds / 1e9 / MeasureReadBandwidth();
+}
+BENCHMARK(BM_DecodeGemm)
+    ->ArgsProduct({{1, 8, 32, 64}, {0, 1, 2}})
+    ->ArgNames({"batch", "kernel"})
+    ->MinTime(1.0)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 

@@ -800,13 +800,13 @@ TEST(CudaKernels, BlockAttentionMatchesCpu) {
             for (int c = 0; c < dv; ++c) {
               double sum = 0;
               for (int m = 0; m < M; ++m)
-                sum += row[m] * head.window_values[m * dv + c];
+                sum += row[m] * static_cast<const float*>(head.window_values)[m * dv + c];
               for (int j = 0; j < n; ++j) {
                 sum += row[M + j] * values[j * value_stride + h * dv + c];
               }
               if (dims.agg_cache) {
                 for (int s = 0; s < S; ++s)
-                  sum += row[M + n + s] * head.means[s * dv + c];
+                  sum += row[M + n + s] * static_cast<const float*>(head.means)[s * dv + c];
               }
               out[static_cast<size_t>(i) * H * dv + h * dv + c] =
                   static_cast<float>(sum);

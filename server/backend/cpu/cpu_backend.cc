@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_format.h"
+#include "kernels/bf16.h"
 #include "kernels/cpu/attention_cpu.h"
 #include "kernels/cpu/elementwise_cpu.h"
 #include "kernels/cpu/skinny_gemm_cpu.h"
@@ -31,6 +32,29 @@ int ResolveThreads(int requested) {
 // Rows per thread below which splitting costs more than it saves.
 int64_t RowGrain(int64_t floats_per_row) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, floats_per_row));
+}
+
+// cpu::AbsorbToken on head `slot_head` (= slot * H + h) of `state`, for
+// either state dtype.
+void AbsorbInto(const AttentionShape& shape, const SublayerState& state,
+                int64_t slot_head, int64_t position, int32_t code,
+                const float* value) {
+  const int64_t S = shape.n_code, M = shape.mem_len, dv = shape.d_v;
+  float* counts = state.counts + slot_head * S;
+  int32_t* window_codes = state.window_codes + slot_head * M;
+  if (state.dtype == DType::kBF16) {
+    auto* means = reinterpret_cast<kernels::BFloat16*>(state.means);
+    auto* window_values =
+        reinterpret_cast<kernels::BFloat16*>(state.window_values);
+    cpu::AbsorbToken(shape.mem_len, shape.d_v, counts,
+                     means + slot_head * S * dv, window_codes,
+                     window_values + slot_head * M * dv, position, code, value);
+    return;
+  }
+  cpu::AbsorbToken(shape.mem_len, shape.d_v, counts,
+                   state.means + slot_head * S * dv, window_codes,
+                   state.window_values + slot_head * M * dv, position, code,
+                   value);
 }
 
 }  // namespace
@@ -85,8 +109,20 @@ absl::Status CpuBackend::FillInt(int32_t* data, size_t count, int32_t value) {
 }
 
 bool CpuBackend::Supports(Op op, DType dtype) const {
-  (void)op;  // every op: F32 only, for now
-  return dtype == DType::kF32;
+  if (dtype == DType::kF32) return true;
+  if (dtype != DType::kBF16) return false;
+  switch (op) {
+    case Op::kUploadWeights:
+    case Op::kGemm:
+    case Op::kEmbed:
+    case Op::kBlockAttention:
+    case Op::kDecodeAttention:
+    case Op::kUpdateState:
+    case Op::kUpdateStateBatch:
+      return true;
+    default:  // norm gains, biases, codebooks: F32 only
+      return false;
+  }
 }
 
 absl::StatusOr<TensorView> CpuBackend::UploadWeights(const TensorView& host,
@@ -100,7 +136,6 @@ absl::Status CpuBackend::Gemm(const GemmArgs& args) {
   const int m = args.m(), n = args.n(), k = args.k();
   if (m <= 0 || n <= 0) return absl::OkStatus();
   const float* a = args.a.as<float>();
-  const float* b = args.b.as<float>();
   float* c = args.c.as<float>();
   const int lda = static_cast<int>(args.a.row_stride),
             ldb = static_cast<int>(args.b.row_stride),
@@ -109,17 +144,40 @@ absl::Status CpuBackend::Gemm(const GemmArgs& args) {
     if (args.alpha != 1.0f) {
       return absl::InvalidArgumentError("batch-invariant GEMM needs alpha = 1");
     }
-    // Decode batches: rows computed identically for any batch size, columns
-    // split across threads; the weights stream once per tile of rows.
-    pool_.ParallelFor(n, 64, [&](int64_t begin, int64_t end) {
-      cpu::SkinnyGemm(args.transpose_b, m, n, k, a, lda, b, ldb, args.beta, c,
-                      ldc, static_cast<int>(begin), static_cast<int>(end));
+    // Decode batches: rows computed identically for any batch size; blocks
+    // of kSkinnyGemmColumnBlock columns split across threads, so a thread
+    // boundary never changes a tile.
+    constexpr int kBlock = cpu::kSkinnyGemmColumnBlock;
+    const int64_t blocks = (n + kBlock - 1) / kBlock;
+    pool_.ParallelFor(blocks, 1, [&](int64_t begin, int64_t end) {
+      cpu::SkinnyGemm(args.transpose_b, m, n, k, a, lda, args.b.data,
+                      args.b.dtype, ldb, args.beta, c, ldc,
+                      static_cast<int>(begin * kBlock),
+                      static_cast<int>(std::min<int64_t>(n, end * kBlock)));
     });
     return absl::OkStatus();
   }
+  const float* b = args.b.as<float>();
+  if (args.b.dtype == DType::kBF16) {
+    // Prefill-sized GEMMs: widen the weights once per call (exact) and let
+    // OpenBLAS run the arithmetic; the widening is small next to m rows.
+    const int64_t rows = args.b.rows(), cols = args.b.cols();
+    gemm_weights_.resize(static_cast<size_t>(rows * cols));
+    const auto* source = args.b.as<kernels::BFloat16>();
+    pool_.ParallelFor(rows, RowGrain(cols), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        kernels::BF16ToF32Array(cols, source + r * args.b.row_stride,
+                                gemm_weights_.data() + r * cols);
+      }
+    });
+    b = gemm_weights_.data();
+  }
+  const int ldb_f32 = args.b.dtype == DType::kBF16
+                          ? static_cast<int>(args.b.cols())
+                          : ldb;
   cblas_sgemm(CblasRowMajor, args.transpose_a ? CblasTrans : CblasNoTrans,
               args.transpose_b ? CblasTrans : CblasNoTrans, m, n, k, args.alpha,
-              a, lda, b, ldb, args.beta, c, ldc);
+              a, lda, b, ldb_f32, args.beta, c, ldc);
   return absl::OkStatus();
 }
 
@@ -129,12 +187,18 @@ absl::Status CpuBackend::Embed(const TensorView& embedding_table,
                                double pe_lam, float* x) {
   TVQ_RETURN_IF_ERROR(
       op_checks::Embed(*this, embedding_table, tokens, positions, n, x));
-  const float* embeddings = embedding_table.as<float>();
   const int d_model = static_cast<int>(embedding_table.cols());
   pool_.ParallelFor(n, RowGrain(d_model * 8), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      cpu::EmbedRow(embeddings, d_model, tokens[i], positions[i], add_positions,
-                    position_scale, pe_lam, x + i * d_model);
+      if (embedding_table.dtype == DType::kBF16) {
+        cpu::EmbedRow(embedding_table.as<kernels::BFloat16>(), d_model,
+                      tokens[i], positions[i], add_positions, position_scale,
+                      pe_lam, x + i * d_model);
+      } else {
+        cpu::EmbedRow(embedding_table.as<float>(), d_model, tokens[i],
+                      positions[i], add_positions, position_scale, pe_lam,
+                      x + i * d_model);
+      }
     }
   });
   return absl::OkStatus();
@@ -274,10 +338,15 @@ absl::Status CpuBackend::DecodeAttention(
                                   scratch + item * scratch_count);
     }
   });
-  // Phase 2: weighted value sums, split by column chunks so that a batch of
-  // one still uses every thread.
+  // Phase 2: weighted value sums, a streaming read of each (slot, head)'s
+  // window values and means. With at least one item per thread each item
+  // reads its rows whole, in order (one sequential pass over its state);
+  // with fewer (a batch of one) the columns are split in chunks so that
+  // every thread streams. A column's sum is the same sequence of adds either
+  // way, so the split never changes a bit.
   constexpr int kColumnChunk = 128;
-  const int chunks = (dv + kColumnChunk - 1) / kColumnChunk;
+  const int column_chunk = items >= pool_.num_threads() ? dv : kColumnChunk;
+  const int chunks = (dv + column_chunk - 1) / column_chunk;
   pool_.ParallelFor(items * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t work = begin; work < end; ++work) {
       const int64_t item = work / chunks;
@@ -288,7 +357,7 @@ absl::Status CpuBackend::DecodeAttention(
       cpu::DecodeWeightedValues(
           head, weights + item * weight_count,
           values + b * static_cast<int64_t>(value_stride) + h * dv,
-          chunk * kColumnChunk, std::min(dv, (chunk + 1) * kColumnChunk),
+          chunk * column_chunk, std::min(dv, (chunk + 1) * column_chunk),
           out + item * dv);
     }
   });
@@ -303,19 +372,14 @@ absl::Status CpuBackend::UpdateState(const AttentionShape& shape,
   TVQ_RETURN_IF_ERROR(op_checks::UpdateState(*this, shape, state, slot,
                                              first_position, n, codes, values,
                                              value_stride));
-  const int64_t H = shape.n_head, S = shape.n_code, M = shape.mem_len,
-                dv = shape.d_v;
+  const int64_t H = shape.n_head, dv = shape.d_v;
   pool_.ParallelFor(H, 1, [&](int64_t begin, int64_t end) {
     for (int64_t h = begin; h < end; ++h) {
       const int64_t slot_head = slot * H + h;
       for (int i = 0; i < n; ++i) {
-        cpu::AbsorbToken(
-            shape.mem_len, shape.d_v, state.counts + slot_head * S,
-            state.means + slot_head * S * dv,
-            state.window_codes + slot_head * M,
-            state.window_values + slot_head * M * dv, first_position + i,
-            codes[i * H + h],
-            values + static_cast<int64_t>(i) * value_stride + h * dv);
+        AbsorbInto(shape, state, slot_head, first_position + i,
+                   codes[i * H + h],
+                   values + static_cast<int64_t>(i) * value_stride + h * dv);
       }
     }
   });
@@ -329,17 +393,13 @@ absl::Status CpuBackend::UpdateStateBatch(
   TVQ_RETURN_IF_ERROR(op_checks::UpdateStateBatch(*this, shape, state, slots,
                                                   positions, batch, codes,
                                                   values, value_stride));
-  const int64_t H = shape.n_head, S = shape.n_code, M = shape.mem_len,
-                dv = shape.d_v;
+  const int64_t H = shape.n_head, dv = shape.d_v;
   pool_.ParallelFor(batch * H, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / H, h = item % H;
       const int64_t slot_head = slots[b] * H + h;
-      cpu::AbsorbToken(shape.mem_len, shape.d_v, state.counts + slot_head * S,
-                       state.means + slot_head * S * dv,
-                       state.window_codes + slot_head * M,
-                       state.window_values + slot_head * M * dv, positions[b],
-                       codes[item], values + b * value_stride + h * dv);
+      AbsorbInto(shape, state, slot_head, positions[b], codes[item],
+                 values + b * value_stride + h * dv);
     }
   });
   return absl::OkStatus();

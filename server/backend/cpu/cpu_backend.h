@@ -19,7 +19,9 @@ class CpuBackend final : public Backend {
 
   DeviceKind device() const override { return DeviceKind::kCpu; }
   const char* Name() const override { return "CpuBackend"; }
-  // F32 weights, tables and state only (bf16 kernels are a later step).
+  // F32 everywhere; BF16 also for GEMM weights, embeddings and the state of
+  // the attention and state-update ops (norm gains, biases and attention
+  // tables stay F32).
   bool Supports(Op op, DType dtype) const override;
   std::string DeviceName() const override;
   int num_threads() const { return pool_.num_threads(); }
@@ -84,6 +86,8 @@ class CpuBackend final : public Backend {
 
   kernels::cpu::ThreadPool pool_;
   std::vector<float> scratch_;
+  // BF16 GEMM weights widened for OpenBLAS (non-invariant GEMMs).
+  std::vector<float> gemm_weights_;
 };
 
 }  // namespace tvq::runtime

@@ -644,6 +644,8 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
   out->set_unk_id(config.unk_id);
   response->set_model_path(info.path);
   response->set_weights_dtype(info.weights_dtype);
+  response->set_served_weights_dtype(info.served_weights_dtype);
+  response->set_state_dtype(info.state_dtype);
   response->set_num_parameters(info.num_parameters);
   response->set_tokenizer_kind(info.tokenizer_kind ==
                                        runtime::TokenizerKind::kByte
