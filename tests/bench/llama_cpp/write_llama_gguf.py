@@ -80,8 +80,11 @@ def main():
         # `cols` inputs each, as llama.cpp stores a linear layer.
         data = rng.normal(0.0, 0.02, size=(rows, cols)).astype(np.float32)
         if args.dtype == "bf16":
+            # quantize() returns the bytes; the writer derives the element
+            # shape from their byte shape and raw_dtype (a raw_shape here
+            # would be read as a byte shape and halve every row).
             writer.add_tensor(name, gguf.quants.quantize(data, gguf.GGMLQuantizationType.BF16),
-                              raw_shape=data.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
+                              raw_dtype=gguf.GGMLQuantizationType.BF16)
         else:
             writer.add_tensor(name, data)
 
