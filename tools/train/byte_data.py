@@ -58,6 +58,63 @@ def load_fortune_documents(directory, skip=("ascii-art",)):
     return documents
 
 
+_KJV_HEADING = re.compile(r"^(\S.*) (\d+)$")
+_KJV_VERSE = re.compile(r"^\s+(\d+) (.*)$")
+
+
+def load_kjv_documents(path):
+    """Returns [("kjv", chapter text)] from a dump of the King James Version.
+
+    The dump is what the `bible` program of Debian's `bible-kjv` package
+    prints for the whole text (data from `bible-kjv-text`, public domain):
+
+        bible -m 8192 "Genesis1:1-Revelation22:21" > kjv.txt
+
+    i.e. a heading line "Book N" per chapter, then verses "  V text" wrapped
+    at 80 columns. One document per chapter: "Book N" then one line per
+    verse, "V text" with the wrapping undone.
+    """
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    documents, heading, verses = [], None, []
+
+    def flush():
+        if heading is not None and verses:
+            documents.append(("kjv", heading + "\n" + "\n".join(verses)))
+
+    for line in lines:
+        if not line.strip():
+            continue
+        verse = _KJV_VERSE.match(line)
+        if verse:
+            verses.append("%s %s" % (verse.group(1), verse.group(2).strip()))
+        elif _KJV_HEADING.match(line) and not line.startswith(" "):
+            if verses and heading is not None and not _is_new_chapter(line, heading):
+                verses[-1] += " " + line.strip()
+                continue
+            flush()
+            heading, verses = line.strip(), []
+        elif verses:
+            verses[-1] += " " + line.strip()          # wrapped verse
+        else:
+            raise ValueError("%s: unexpected line before the first verse: %r" %
+                             (path, line))
+    flush()
+    if not documents:
+        raise ValueError("%s holds no chapter of the bible program's output" % path)
+    return documents
+
+
+def _is_new_chapter(line, heading):
+    """A wrapped verse line can end in a number ("... in the year 30");
+    a real heading names the same book with the next chapter number, or
+    chapter 1 of another book."""
+    book, number = _KJV_HEADING.match(line).groups()
+    old_book, old_number = _KJV_HEADING.match(heading).groups()
+    return ((book == old_book and int(number) == int(old_number) + 1) or
+            (book != old_book and number == "1"))
+
+
 def split_documents(documents, validation_every=20):
     """Deterministic split by a hash of the text: ~1/validation_every held out."""
     train, validation = [], []

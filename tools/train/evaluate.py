@@ -39,6 +39,35 @@ def bits_per_byte(model, texts, batch_size=32, block_len=None):
 
 
 @torch.no_grad()
+def code_statistics(model, texts, batch_size=32):
+    """Per sublayer, how the held-out keys use the codebook.
+
+    Returns [{"layer": l, "sublayer": a, "used": codes chosen at least once,
+    "n_code": S, "perplexity": exp(entropy of the code frequencies)}],
+    counting every real (non-padding) position of `texts`, each document
+    from a fresh state. A perplexity of S means uniform use of all codes.
+    """
+    model.eval()
+    n_sub, n_code = len(model.sublayers), model.config["n_code"]
+    counts = torch.zeros(n_sub, n_code, dtype=torch.float64)
+    for inputs, _, mask in byte_data.document_batches(texts, batch_size):
+        _, _, aux = model(torch.as_tensor(inputs))
+        codes = aux["codes"]                                   # n_sub B H T
+        weights = torch.as_tensor(mask)[None, :, None, :].expand(codes.shape)
+        for index in range(n_sub):
+            counts[index].index_add_(0, codes[index].reshape(-1),
+                                     weights[index].reshape(-1))
+    result = []
+    for index in range(n_sub):
+        freq = counts[index] / counts[index].sum()
+        entropy = -float((freq[freq > 0] * torch.log(freq[freq > 0])).sum())
+        result.append({"layer": index // 2, "sublayer": index % 2 + 1,
+                       "used": int((counts[index] > 0).sum()), "n_code": n_code,
+                       "perplexity": round(math.exp(entropy), 1)})
+    return result
+
+
+@torch.no_grad()
 def document_scores(model, texts):
     """Per document: sum over its bytes of log p(byte | eos, earlier bytes), nats."""
     model.eval()
@@ -82,8 +111,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model directory")
     parser.add_argument("--fortunes", default="/usr/share/games/fortunes")
+    parser.add_argument("--kjv", help="also score the King James Version "
+                        "chapters of the split (a dump of the bible program, "
+                        "see byte_data.load_kjv_documents)")
     parser.add_argument("--split", choices=("train", "validation"),
                         default="validation")
+    parser.add_argument("--codes", action="store_true",
+                        help="also print per-sublayer code usage and codebook "
+                        "perplexity on the documents")
     parser.add_argument("--text_file", help="score this file as one document")
     parser.add_argument("--sample", action="append", default=[],
                         help="prompt to continue (repeatable)")
@@ -91,6 +126,9 @@ def main():
     parser.add_argument("--top_p", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--float64", action="store_true",
+                        help="run the model in float64 (as the recorded "
+                        "heldout_scores.jsonl of the model cards are)")
     parser.add_argument("--no_eval", action="store_true", help="only sample")
     parser.add_argument("--write_scores",
                         help="write one JSON line per document: text, bytes and "
@@ -98,26 +136,40 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model = model_io.load_model_dir(args.model)
-    result = {}
+    model = model_io.load_model_dir(
+        args.model, dtype=torch.float64 if args.float64 else torch.float32)
+    groups = {}   # source -> texts
     if args.no_eval:
-        texts = []
+        pass
     elif args.text_file:
         with open(args.text_file, encoding="utf-8") as handle:
-            texts = [handle.read()]
+            groups["file"] = [handle.read()]
     else:
-        documents = byte_data.load_fortune_documents(args.fortunes)
-        train, validation = byte_data.split_documents(documents)
-        texts = [text for _, text in (train if args.split == "train" else validation)]
-    if texts:
+        sets = [("fortunes", byte_data.load_fortune_documents(args.fortunes))]
+        if args.kjv:
+            sets.append(("kjv", byte_data.load_kjv_documents(args.kjv)))
+        for source, documents in sets:
+            train, validation = byte_data.split_documents(documents)
+            groups[source] = [text for _, text in
+                              (train if args.split == "train" else validation)]
+    for source, texts in groups.items():
         bpb, n_bytes = bits_per_byte(model, texts)
-        result.update(bits_per_byte=round(bpb, 4), bytes=n_bytes, documents=len(texts))
+        result = {"documents": source, "bits_per_byte": round(bpb, 4),
+                  "bytes": n_bytes, "count": len(texts)} if len(groups) > 1 else \
+            {"bits_per_byte": round(bpb, 4), "bytes": n_bytes, "documents": len(texts)}
         print(json.dumps(result))
+        if args.codes:
+            for entry in code_statistics(model, texts):
+                print(json.dumps(dict(entry, documents=source)))
     if args.write_scores:
         with open(args.write_scores, "w") as handle:
-            for text, score in zip(texts, document_scores(model, texts)):
-                handle.write(json.dumps({"text": text, "bytes": len(text.encode("utf-8")),
-                                         "logprob_nats": round(score, 6)}) + "\n")
+            for source, texts in groups.items():
+                for text, score in zip(texts, document_scores(model, texts)):
+                    line = {"text": text, "bytes": len(text.encode("utf-8")),
+                            "logprob_nats": round(score, 6)}
+                    if len(groups) > 1:
+                        line["source"] = source
+                    handle.write(json.dumps(line) + "\n")
     for index, prompt in enumerate(args.sample):
         print("--- sample %d (top_p %.2f, seed %d)" % (index, args.top_p,
                                                     args.seed + index))

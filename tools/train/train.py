@@ -47,6 +47,17 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--fortunes", default="/usr/share/games/fortunes")
+    parser.add_argument("--kjv", help="also train on the King James Version: "
+                        "a dump of the bible program (see byte_data.load_kjv_documents)")
+    parser.add_argument("--fortunes_repeat", type=int, default=1,
+                        help="copies of each training cookie in the stream "
+                        "(balances fortunes against a larger --kjv)")
+    parser.add_argument("--init_from", help="model directory to start from: its "
+                        "layers are copied, layers beyond its n_layer start as "
+                        "the identity (res_proj = 0) so the start is that model")
+    parser.add_argument("--vq_grad", choices=("ste", "rotation"), default="ste",
+                        help="gradient through the quantizer: straight-through "
+                        "or the rotation trick")
     # model
     parser.add_argument("--d_model", type=int, default=256)
     parser.add_argument("--d_k", type=int, default=64)
@@ -131,6 +142,27 @@ def train_step(model, optimizer, tokens, states, step, args, time_fraction=0.0):
                     "grad_norm": float(grad_norm)}
 
 
+def grow_from(model, directory):
+    """Copies a model directory's tensors into `model` (same widths, at most
+    as many layers); the layers it lacks keep their fresh initialisation
+    except res_proj = 0, so that they start as the identity."""
+    source = model_io.load_model_dir(directory)
+    for key in ("d_model", "d_k", "d_v", "n_head", "n_code", "n_vocab",
+                "block_len", "mem_len", "agg_cache", "pe_abs", "e_tie", "e_preln"):
+        if source.config[key] != model.config[key]:
+            sys.exit("--init_from %s: %s is %r there, %r here" % (
+                directory, key, source.config[key], model.config[key]))
+    if source.config["n_layer"] > model.config["n_layer"]:
+        sys.exit("--init_from %s has %d layers, more than --n_layer %d" % (
+            directory, source.config["n_layer"], model.config["n_layer"]))
+    own = model.named_tensors()
+    with torch.no_grad():
+        for name, tensor in source.named_tensors().items():
+            own[name].copy_(tensor)
+        for layer in model.sublayers[len(source.sublayers):]:
+            layer.res_proj.zero_()
+
+
 def save_checkpoint(path, model, optimizer, step, best_bpb, elapsed, args):
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "step": step, "best_bpb": best_bpb, "elapsed": elapsed,
@@ -148,8 +180,14 @@ def main():
 
     documents = byte_data.load_fortune_documents(args.fortunes)
     train_docs, valid_docs = byte_data.split_documents(documents)
-    train_texts = [text for _, text in train_docs]
+    train_texts = [text for _, text in train_docs] * args.fortunes_repeat
     valid_texts = [text for _, text in valid_docs]
+    kjv_valid = []
+    if args.kjv:
+        kjv_train, kjv_valid_docs = byte_data.split_documents(
+            byte_data.load_kjv_documents(args.kjv))
+        train_texts += [text for _, text in kjv_train]
+        kjv_valid = [text for _, text in kjv_valid_docs]
     stream = byte_data.DocumentStream(train_texts, seed=args.seed)
     eval_rng = np.random.default_rng(12345)
     eval_subset = [valid_texts[i] for i in sorted(eval_rng.choice(
@@ -157,6 +195,9 @@ def main():
 
     config = make_config(args)
     model = TransformerVQ(config)
+    model.set_vq_grad(args.vq_grad)
+    if args.init_from:
+        grow_from(model, args.init_from)
     optimizer = make_optimizer(model, args)
     step, best_bpb, elapsed_before = 0, float("inf"), 0.0
     checkpoint_path = os.path.join(args.out, "checkpoint.pt")
@@ -170,6 +211,7 @@ def main():
     log = open(os.path.join(args.out, "log.jsonl"), "a")
     info = {"event": "start", "params": parameter_count(model),
             "train_docs": len(train_texts), "valid_docs": len(valid_texts),
+            "kjv_valid_docs": len(kjv_valid),
             "train_tokens": len(stream), "config": config, "args": vars(args)}
     print(json.dumps(info), flush=True)
     log.write(json.dumps(info) + "\n")
@@ -208,6 +250,13 @@ def main():
                 record = {"event": "eval", "step": step, "minutes": round(elapsed / 60, 2),
                           "valid_bpb": round(bpb, 4), "valid_bytes": n_bytes,
                           "full_validation": out_of_time}
+                if kjv_valid:
+                    kjv_texts = kjv_valid if out_of_time else kjv_valid[:12]
+                    kjv_bpb, _ = evaluate.bits_per_byte(model, kjv_texts)
+                    record["kjv_valid_bpb"] = round(kjv_bpb, 4)
+                record["codes"] = [
+                    [entry["used"], entry["perplexity"]]
+                    for entry in evaluate.code_statistics(model, texts[:100])]
                 if out_of_time or bpb < best_bpb:
                     # The full validation set is scored only at the end; the
                     # subset decides which checkpoint is "best" along the way.

@@ -41,6 +41,29 @@ def sinusoids(positions, width, pe_lam, dtype):
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).to(dtype)
 
 
+def rotation_gradient(k, c_z, eps=1e-6):
+    """Zero in value; its gradient carries the rotation trick (Fifty et al.
+    2024, "Restructuring vector quantization with the rotation trick").
+
+    The quantized key is written as c_z = s R k with R the rotation taking
+    k/|k| to c_z/|c_z| (in the plane of the two) and s = |c_z|/|k|, R and s
+    treated as constants: the gradient reaching k is s R^T g instead of the
+    straight-through g, so it keeps the angle between the key's gradient
+    and the key. Householder form, for unit e = k/|k|, q = c_z/|c_z| and
+    r = (e + q)/|e + q|:  R x = x - 2 r (r.x) + 2 q (e.x).
+    """
+    with torch.no_grad():
+        k_norm = k.norm(dim=-1, keepdim=True).clamp(min=eps)
+        c_norm = c_z.norm(dim=-1, keepdim=True).clamp(min=eps)
+        e, q = k / k_norm, c_z / c_norm
+        r = e + q
+        r = r / r.norm(dim=-1, keepdim=True).clamp(min=eps)
+        scale = c_norm / k_norm
+    rotated = scale * (k - 2.0 * r * (r * k).sum(-1, keepdim=True)
+                       + 2.0 * q * (e * k).sum(-1, keepdim=True))
+    return rotated - rotated.detach()
+
+
 def rms_norm(x):
     """x / sqrt(eps + mean(x^2)) over the last axis (eps inside the root)."""
     return x * torch.rsqrt(RMS_EPS + torch.mean(x * x, dim=-1, keepdim=True))
@@ -90,6 +113,9 @@ class VQAttention(torch.nn.Module):
         self.pe_lam = config["pe_lam"]
         self.d_model = d_model
         self.tau = d_k ** -0.25
+        # Gradient estimator through the quantizer (training only; the
+        # forward value is c_z either way): "ste" or "rotation".
+        self.vq_grad = "ste"
         self.input_ln_g = torch.nn.Parameter(torch.ones(d_model))
         self.input_ln_b = torch.nn.Parameter(torch.zeros(d_model))
         self.q_proj = torch.nn.Parameter(torch.empty(d_model, n_head * d_k))
@@ -154,7 +180,10 @@ class VQAttention(torch.nn.Module):
         head_index = torch.arange(n_head)[None, :, None]
         c_z = c[head_index, z]                                      # B H T dk
         commit = ((k - c_z) ** 2).sum(-1).sum(1).mean()
-        k_hat = c_z + (k - k.detach())                              # straight-through
+        if self.vq_grad == "rotation":
+            k_hat = c_z + rotation_gradient(k, c_z)
+        else:
+            k_hat = c_z + (k - k.detach())                          # straight-through
 
         # Keys in view: the window (positions pos-M..pos-1) then the block.
         win_valid = state.win_z >= 0                                # B H M
@@ -241,6 +270,13 @@ class TransformerVQ(torch.nn.Module):
         torch.nn.init.normal_(self.embs, std=1.0)
         if not config["e_tie"]:
             torch.nn.init.normal_(self.out_proj, std=d_model ** -0.5)
+
+    def set_vq_grad(self, mode):
+        """Chooses the quantizer's gradient estimator: "ste" or "rotation"."""
+        if mode not in ("ste", "rotation"):
+            raise ValueError("vq_grad must be ste or rotation, not %r" % (mode,))
+        for layer in self.sublayers:
+            layer.vq_grad = mode
 
     # ----------------------------------------------------------- parameters
 
