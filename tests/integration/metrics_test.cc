@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/integration/metrics_scrape.h"
 #include "tests/integration/server_process.h"
 #include "tests/metrics/child_process.h"
 #include "tests/metrics/prometheus_text.h"
@@ -35,15 +36,6 @@ constexpr int kSlots = 4;
 constexpr int kCancelledTokens = 1000000;
 constexpr char kPromtool[] = "/usr/bin/promtool";
 constexpr char kPrometheus[] = "/usr/bin/prometheus";
-
-// The metrics URL the server logged ("metrics on http://...").
-std::string MetricsUrl(const std::string& output) {
-  constexpr char kMarker[] = "metrics on ";
-  const size_t at = output.find(kMarker);
-  if (at == std::string::npos) return "";
-  const size_t begin = at + sizeof(kMarker) - 1;
-  return output.substr(begin, output.find('\n', begin) - begin);
-}
 
 std::chrono::system_clock::time_point Deadline() {
   return std::chrono::system_clock::now() + std::chrono::seconds(30);

@@ -19,169 +19,17 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "tests/integration/metrics_scrape.h"
 #include "tests/integration/server_process.h"
+#include "tests/integration/session_client.h"
 #include "tests/metrics/prometheus_text.h"
 #include "tests/support/sanitizers.h"
 
 namespace tvq::testing {
 namespace {
 
-using Tokens = std::vector<int32_t>;
-
 std::chrono::system_clock::time_point In60s() {
   return std::chrono::system_clock::now() + std::chrono::seconds(60);
-}
-
-// A small client over the stub; every call has a 60 s deadline.
-class Client {
- public:
-  explicit Client(v1::TextGeneration::Stub& stub) : stub_(stub) {}
-
-  grpc::Status Create(const std::string& id, const Tokens& prompt,
-                      v1::Session* session, bool pinned = false,
-                      int64_t ttl_seconds = 0) {
-    v1::CreateSessionRequest request;
-    request.set_session_id(id);
-    if (!prompt.empty()) {
-      request.mutable_token_ids()->mutable_ids()->Add(prompt.begin(),
-                                                      prompt.end());
-    }
-    request.set_no_eos_prefix(true);
-    request.set_pinned(pinned);
-    request.set_ttl_seconds(ttl_seconds);
-    grpc::ClientContext context;
-    context.set_deadline(In60s());
-    return stub_.CreateSession(&context, request, session);
-  }
-
-  grpc::Status Append(const std::string& id, const Tokens& tokens,
-                      v1::Session* session) {
-    v1::AppendToSessionRequest request;
-    request.set_session_id(id);
-    request.mutable_token_ids()->mutable_ids()->Add(tokens.begin(),
-                                                    tokens.end());
-    grpc::ClientContext context;
-    context.set_deadline(In60s());
-    return stub_.AppendToSession(&context, request, session);
-  }
-
-  // Greedy (or seeded) generation; `session` empty = no session.
-  grpc::Status Generate(const std::string& session, const Tokens& prompt,
-                        int max_new_tokens, v1::GenerateResponse* response,
-                        float temperature = 0, uint64_t seed = 1) {
-    v1::GenerateRequest request;
-    request.set_session_id(session);
-    if (!prompt.empty()) {
-      request.mutable_token_ids()->mutable_ids()->Add(prompt.begin(),
-                                                      prompt.end());
-    }
-    request.set_no_eos_prefix(true);
-    request.set_max_new_tokens(max_new_tokens);
-    request.set_temperature(temperature);
-    request.set_seed(seed);
-    request.set_ignore_eos(true);
-    grpc::ClientContext context;
-    context.set_deadline(In60s());
-    return stub_.Generate(&context, request, response);
-  }
-
-  Tokens MustGenerate(const std::string& session, const Tokens& prompt,
-                      int max_new_tokens, float temperature = 0,
-                      uint64_t seed = 1) {
-    v1::GenerateResponse response;
-    const grpc::Status status =
-        Generate(session, prompt, max_new_tokens, &response, temperature, seed);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return Tokens(response.token_ids().begin(), response.token_ids().end());
-  }
-
-  grpc::Status Score(const std::string& session, const Tokens& tokens,
-                     v1::ScoreResponse* response) {
-    v1::ScoreRequest request;
-    request.set_session_id(session);
-    request.mutable_token_ids()->mutable_ids()->Add(tokens.begin(),
-                                                    tokens.end());
-    request.set_no_eos_prefix(true);
-    grpc::ClientContext context;
-    context.set_deadline(In60s());
-    return stub_.Score(&context, request, response);
-  }
-
-  grpc::Status Fork(const std::string& id, const std::string& new_id,
-                    v1::Session* session) {
-    v1::ForkSessionRequest request;
-    request.set_session_id(id);
-    request.set_new_session_id(new_id);
-    grpc::ClientContext context;
-    context.set_deadline(In60s());
-    return stub_.ForkSession(&context, request, session);
-  }
-
-  grpc::Status Get(const std::string& id, v1::Session* session) {
-    v1::GetSessionRequest request;
-    request.set_session_id(id);
-    grpc::ClientContext context;
-    context.set_deadline(In60s());
-    return stub_.GetSession(&context, request, session);
-  }
-
-  grpc::Status Close(const std::string& id) {
-    v1::CloseSessionRequest request;
-    request.set_session_id(id);
-    v1::CloseSessionResponse response;
-    grpc::ClientContext context;
-    context.set_deadline(In60s());
-    return stub_.CloseSession(&context, request, &response);
-  }
-
-  grpc::Status Export(const std::string& id, std::string* blob,
-                      int* chunks = nullptr) {
-    v1::ExportSessionRequest request;
-    request.set_session_id(id);
-    grpc::ClientContext context;
-    context.set_deadline(In60s());
-    auto reader = stub_.ExportSession(&context, request);
-    v1::SessionChunk chunk;
-    blob->clear();
-    int count = 0;
-    while (reader->Read(&chunk)) {
-      EXPECT_LE(chunk.data().size(), size_t{1} << 20);
-      *blob += chunk.data();
-      ++count;
-    }
-    if (chunks != nullptr) *chunks = count;
-    return reader->Finish();
-  }
-
-  // Sends `blob` in chunks of `chunk_bytes`.
-  grpc::Status Import(const std::string& blob, const std::string& id,
-                      v1::Session* session, size_t chunk_bytes = 4096) {
-    grpc::ClientContext context;
-    context.set_deadline(In60s());
-    auto writer = stub_.ImportSession(&context, session);
-    size_t offset = 0;
-    bool first = true;
-    while (first || offset < blob.size()) {
-      v1::SessionChunk chunk;
-      if (first) chunk.set_session_id(id);
-      chunk.set_data(blob.substr(offset, chunk_bytes));
-      offset += chunk_bytes;
-      first = false;
-      if (!writer->Write(chunk)) break;
-    }
-    writer->WritesDone();
-    return writer->Finish();
-  }
-
- private:
-  v1::TextGeneration::Stub& stub_;
-};
-
-Tokens Concat(std::initializer_list<Tokens> parts) {
-  Tokens all;
-  for (const Tokens& part : parts)
-    all.insert(all.end(), part.begin(), part.end());
-  return all;
 }
 
 std::unique_ptr<ServerProcess> StartServer(
@@ -207,7 +55,7 @@ TEST_P(SessionExactnessTest, ThreeTurnsEqualOneGenerate) {
   if (GetParam() == "tiny-tied") TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   std::unique_ptr<ServerProcess> server = StartServer(ModelPath(GetParam()));
   ASSERT_NE(server, nullptr);
-  Client client(server->stub());
+  SessionClient client(server->stub());
   const Tokens p1 = {1, 40, 73, 90, 100, 104, 111, 33, 50, 60, 70};
   const Tokens p2 = {35, 36, 120, 121, 122, 44, 45, 46, 47, 48, 49, 50, 51};
   const Tokens p3 = {77, 78};
@@ -243,7 +91,7 @@ TEST_P(SessionExactnessTest, ScoreInSessionEqualsWholeSequence) {
   if (GetParam() == "tiny-tied") TVQ_SKIP_WITHOUT_SENTENCEPIECE();
   std::unique_ptr<ServerProcess> server = StartServer(ModelPath(GetParam()));
   ASSERT_NE(server, nullptr);
-  Client client(server->stub());
+  SessionClient client(server->stub());
   const Tokens prefix = {1, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61};
   const Tokens appended = {70, 71, 72, 73, 74};
   const Tokens scored = {80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91};
@@ -290,14 +138,14 @@ class SessionTest : public ::testing::Test {
     delete server_;
     server_ = nullptr;
   }
-  Client client() { return Client(server_->stub()); }
+  SessionClient client() { return SessionClient(server_->stub()); }
   static ServerProcess* server_;
 };
 
 ServerProcess* SessionTest::server_ = nullptr;
 
 TEST_F(SessionTest, ForksWithTheSameSeedAgreeAndStayIndependent) {
-  Client c = client();
+  SessionClient c = client();
   v1::Session session;
   ASSERT_TRUE(c.Create("root", {1, 60, 61, 62, 63, 64}, &session).ok());
   c.MustGenerate("root", {}, 4);
@@ -323,7 +171,7 @@ TEST_F(SessionTest, ForksWithTheSameSeedAgreeAndStayIndependent) {
 }
 
 TEST_F(SessionTest, SecondConcurrentRequestFailsAtOnceAndCancelLeavesSession) {
-  Client c = client();
+  SessionClient c = client();
   v1::Session before;
   ASSERT_TRUE(c.Create("busy", {1, 80, 81, 82}, &before).ok());
   std::string blob_before;
@@ -371,7 +219,7 @@ TEST_F(SessionTest, SecondConcurrentRequestFailsAtOnceAndCancelLeavesSession) {
 }
 
 TEST_F(SessionTest, TenTimesMoreSessionsThanSlotsAllUsable) {
-  Client c = client();
+  SessionClient c = client();
   const int kSessions = 20;  // the server has 2 slots
   std::vector<Tokens> prompts;
   for (int i = 0; i < kSessions; ++i) {
@@ -403,7 +251,7 @@ TEST_F(SessionTest, TenTimesMoreSessionsThanSlotsAllUsable) {
 }
 
 TEST_F(SessionTest, ErrorsNameTheSessionAndField) {
-  Client c = client();
+  SessionClient c = client();
   v1::GenerateResponse response;
   grpc::Status status = c.Generate("nobody", {5}, 1, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
@@ -435,7 +283,7 @@ TEST_F(SessionTest, ErrorsNameTheSessionAndField) {
 // An empty session starts with the eos prefix like Generate, unless
 // no_eos_prefix.
 TEST_F(SessionTest, EmptySessionGetsTheEosPrefix) {
-  Client c = client();
+  SessionClient c = client();
   v1::Session session;
   ASSERT_TRUE(c.Create("fresh", {}, &session).ok());
   v1::GenerateRequest request;
@@ -473,7 +321,7 @@ TEST(SessionBlobTest, ExportRestartImportContinuesExactly) {
     std::unique_ptr<ServerProcess> server =
         StartServer(GoldenModel("tiny-byte"));
     ASSERT_NE(server, nullptr);
-    Client c(server->stub());
+    SessionClient c(server->stub());
     v1::Session session;
     ASSERT_TRUE(c.Create("moved", prompt, &session).ok());
     c.MustGenerate("moved", {}, 5);
@@ -484,7 +332,7 @@ TEST(SessionBlobTest, ExportRestartImportContinuesExactly) {
   }
   std::unique_ptr<ServerProcess> server = StartServer(GoldenModel("tiny-byte"));
   ASSERT_NE(server, nullptr);
-  Client c(server->stub());
+  SessionClient c(server->stub());
   v1::Session imported;
   ASSERT_TRUE(c.Import(blob, "moved", &imported).ok());
   EXPECT_EQ(imported.session_id(), "moved");
@@ -501,14 +349,14 @@ TEST(SessionBlobTest, BadBlobsFailWithTheirOwnStatusAndTheServerServes) {
     std::unique_ptr<ServerProcess> other =
         StartServer(GoldenModel("tiny-noagg"));
     ASSERT_NE(other, nullptr);
-    Client c(other->stub());
+    SessionClient c(other->stub());
     v1::Session session;
     ASSERT_TRUE(c.Create("x", {1, 5, 6, 7}, &session).ok());
     ASSERT_TRUE(c.Export("x", &foreign).ok());
   }
   std::unique_ptr<ServerProcess> server = StartServer(GoldenModel("tiny-byte"));
   ASSERT_NE(server, nullptr);
-  Client c(server->stub());
+  SessionClient c(server->stub());
   v1::Session session;
   ASSERT_TRUE(
       c.Create("good", {1, 5, 6, 7, 8, 9, 10, 11, 12, 13}, &session).ok());
@@ -574,7 +422,7 @@ TEST(SessionBudgetTest, LeastRecentlyUsedUnpinnedAreEvictedPinnedNever) {
     std::unique_ptr<ServerProcess> probe =
         StartServer(GoldenModel("tiny-byte"));
     ASSERT_NE(probe, nullptr);
-    Client c(probe->stub());
+    SessionClient c(probe->stub());
     v1::Session session;
     ASSERT_TRUE(c.Create("probe", {1, 2, 3}, &session).ok());
     state_bytes = session.state_bytes();
@@ -585,7 +433,7 @@ TEST(SessionBudgetTest, LeastRecentlyUsedUnpinnedAreEvictedPinnedNever) {
       GoldenModel("tiny-byte"),
       {absl::StrCat("--session-memory-bytes=", 3 * state_bytes + 1)});
   ASSERT_NE(server, nullptr);
-  Client c(server->stub());
+  SessionClient c(server->stub());
   v1::Session session;
   ASSERT_TRUE(c.Create("pinned", {1, 4, 5}, &session, /*pinned=*/true).ok());
   EXPECT_TRUE(session.pinned());
@@ -623,19 +471,6 @@ TEST(SessionBudgetTest, LeastRecentlyUsedUnpinnedAreEvictedPinnedNever) {
   EXPECT_EQ(info.limits().session_memory_bytes(), 3 * state_bytes + 1);
 }
 
-std::vector<std::string> ListIds(ServerProcess& server) {
-  v1::ListSessionsResponse listed;
-  grpc::ClientContext context;
-  EXPECT_TRUE(server.stub()
-                  .ListSessions(&context, v1::ListSessionsRequest(), &listed)
-                  .ok());
-  std::vector<std::string> ids;
-  for (const v1::Session& session : listed.sessions()) {
-    ids.push_back(session.session_id());
-  }
-  return ids;
-}
-
 // ------------------------------------------------------------ prefix reuse
 
 // A request that extends an earlier one (its prompt and generated tokens)
@@ -648,8 +483,8 @@ TEST(PrefixReuseTest, ExtendingAnEarlierRequestReusesItsStateExactly) {
       StartServer(GoldenModel("tiny-byte"), {"--prefix-reuse=false"});
   ASSERT_NE(reuse, nullptr);
   ASSERT_NE(cold, nullptr);
-  Client on(reuse->stub());
-  Client off(cold->stub());
+  SessionClient on(reuse->stub());
+  SessionClient off(cold->stub());
   const Tokens prompt = {1, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29};
   v1::GenerateResponse first;
   ASSERT_TRUE(on.Generate("", prompt, 8, &first).ok());
@@ -707,7 +542,7 @@ TEST(SessionDiskTest, SpillRestartContinueAndSkipBadFiles) {
     std::unique_ptr<ServerProcess> server =
         StartServer(GoldenModel("tiny-byte"), flags);
     ASSERT_NE(server, nullptr);
-    Client c(server->stub());
+    SessionClient c(server->stub());
     v1::Session session;
     for (int i = 0; i < 3; ++i) {
       ASSERT_TRUE(c.Create(absl::StrCat("d", i), prompts[i], &session).ok());
@@ -745,7 +580,7 @@ TEST(SessionDiskTest, SpillRestartContinueAndSkipBadFiles) {
       << server->Output();
   EXPECT_FALSE(std::filesystem::exists(dir + "/6430.tvqsession.tmp-1234"));
   EXPECT_EQ(ListIds(*server), (std::vector<std::string>{"d0", "d1", "d2"}));
-  Client c(server->stub());
+  SessionClient c(server->stub());
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(c.MustGenerate(absl::StrCat("d", i), {60}, 5),
               c.MustGenerate("", Concat({prompts[i], first[i], {60}}), 5))
@@ -780,23 +615,6 @@ TEST(SessionFlagsTest, BadSessionFlagsStopTheServerNamingThem) {
 
 // ------------------------------------------------------------ metrics
 
-std::string MetricsUrl(const std::string& output) {
-  constexpr char kMarker[] = "metrics on ";
-  const size_t at = output.find(kMarker);
-  if (at == std::string::npos) return "";
-  const size_t begin = at + sizeof(kMarker) - 1;
-  return output.substr(begin, output.find('\n', begin) - begin);
-}
-
-Scrape ScrapeNow(const std::string& url) {
-  absl::StatusOr<HttpResponse> response = HttpGetUrl(url);
-  EXPECT_TRUE(response.ok()) << response.status();
-  if (!response.ok()) return Scrape();
-  absl::StatusOr<Scrape> scrape = Scrape::Parse(response->body);
-  EXPECT_TRUE(scrape.ok()) << scrape.status();
-  return scrape.ok() ? *std::move(scrape) : Scrape();
-}
-
 TEST(SessionMetricsTest, TiersEvictionsTransfersAndCacheConfig) {
   // Room for 2 sessions (the tiny models' saved state is 82,600 bytes).
   constexpr int64_t kStateBytes = 82600;
@@ -807,7 +625,7 @@ TEST(SessionMetricsTest, TiersEvictionsTransfersAndCacheConfig) {
   ASSERT_NE(server, nullptr);
   const std::string url = MetricsUrl(server->Output());
   ASSERT_FALSE(url.empty()) << server->Output();
-  Client c(server->stub());
+  SessionClient c(server->stub());
   Scrape scrape = ScrapeNow(url);
   EXPECT_EQ(scrape.Value("tvq_sessions", {{"tier", "host"}}), 0);
   EXPECT_EQ(scrape.Value("tvq_session_capacity"), 2);
