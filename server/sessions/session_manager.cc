@@ -628,6 +628,9 @@ MigrationReport SessionManager::Migrate(SessionPeer* peer) {
   MigrationReport report;
   bool peer_reachable = peer != nullptr;
   const bool has_disk = disk_ != nullptr;
+  // Nothing enters memory from here on (a session adopted or imported after
+  // the listing would be lost at exit).
+  store_.BeginDrain();
   const std::vector<std::string> ids = store_.IdleInMemory();
   if (peer == nullptr && !has_disk) {
     report.lost = static_cast<int>(ids.size());

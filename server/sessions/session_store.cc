@@ -161,8 +161,22 @@ absl::StatusOr<int64_t> SessionStore::SpillLocked(const std::string& id,
   return written;
 }
 
+absl::Status SessionStore::CheckNotDrainingLocked(const std::string& id,
+                                                  std::string_view what) const {
+  if (!draining_) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrFormat(
+      "%sthis server is draining and takes no session into memory (%s); "
+      "retry on another replica",
+      id.empty() ? "" : absl::StrFormat("session \"%s\": ", id), what));
+}
+
 absl::Status SessionStore::LoadLocked(const std::string& id, Record& record) {
   if (!record.on_disk) return absl::OkStatus();
+  if (absl::Status status =
+          CheckNotDrainingLocked(id, "it stays in --session-dir");
+      !status.ok()) {
+    return status;
+  }
   if (spill_ == nullptr) {
     RemoveLocked(id, GoneReason::kUnloadable);
     return absl::InternalError(absl::StrFormat(
@@ -203,6 +217,11 @@ absl::StatusOr<SessionStore::Record*> SessionStore::AdoptLocked(
   if (spill_ == nullptr || !CheckId(id, "session_id").ok() ||
       !spill_->Exists(id)) {
     return NotFoundLocked(id);
+  }
+  if (absl::Status status =
+          CheckNotDrainingLocked(id, "it stays in --session-dir");
+      !status.ok()) {
+    return status;
   }
   if (!MakeRoomLocked()) {
     return absl::ResourceExhaustedError(absl::StrFormat(
@@ -273,6 +292,11 @@ absl::Status SessionStore::SpillAll() {
     first.Update(SpillLocked(id, record).status());
   }
   return first;
+}
+
+void SessionStore::BeginDrain() {
+  absl::MutexLock lock(&mutex_);
+  draining_ = true;
 }
 
 std::vector<std::string> SessionStore::IdleInMemory() {
@@ -409,6 +433,11 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
   }
   const absl::Time now = now_();
   absl::MutexLock lock(&mutex_);
+  if (absl::Status status = CheckNotDrainingLocked(
+          session.session_id, "no new session, fork or import");
+      !status.ok()) {
+    return status;
+  }
   ExpireLocked(now);
   if (session.session_id.empty()) {
     do {

@@ -44,7 +44,12 @@
 //   whichever server gets its next turn finds it there.
 // - Migration (at drain, SessionManager::Migrate): an idle session is leased
 //   while its state is pushed to a peer, then removed (FinishMigration), or
-//   saved to disk when the push fails (AbortMigration).
+//   saved to disk when the push fails (AbortMigration). From the moment it
+//   starts (BeginDrain) the store takes no session into memory any more: a
+//   session would be lost when the process exits, since the migration has
+//   already listed what it moves. Creating, forking or importing one, and
+//   loading or adopting one from the disk tier, is UNAVAILABLE then (the
+//   file stays where it is; the client retries on another replica).
 //
 // Thread-safe.
 #ifndef TVQ_SERVER_SESSIONS_SESSION_STORE_H_
@@ -167,6 +172,8 @@ class SessionStore {
   // Migration at drain. The ids of the sessions held in host memory that no
   // request runs on, ordered by id.
   std::vector<std::string> IdleInMemory();
+  // Takes no more sessions into memory (above). Call before IdleInMemory.
+  void BeginDrain();
   // Leases one of them for its migration and returns it (with its state).
   // NOT_FOUND, FAILED_PRECONDITION (busy, or not in memory).
   absl::StatusOr<SpilledSession> BeginMigration(const std::string& session_id);
@@ -271,6 +278,10 @@ class SessionStore {
   absl::StatusOr<Record*> AdoptLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   int64_t InMemoryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // UNAVAILABLE naming `what` once BeginDrain ran; OK before.
+  absl::Status CheckNotDrainingLocked(const std::string& id,
+                                      std::string_view what) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // After a request on a guest: back to the disk tier (best effort: on
   // failure it stays in memory here).
   void WriteBackGuestLocked(const std::string& id, Record& record)
@@ -291,6 +302,7 @@ class SessionStore {
   uint64_t loads_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t adoptions_ ABSL_GUARDED_BY(mutex_) = 0;
   SessionSpill* spill_ ABSL_GUARDED_BY(mutex_) = nullptr;
+  bool draining_ ABSL_GUARDED_BY(mutex_) = false;
 };
 
 }  // namespace tvq::sessions

@@ -5,7 +5,10 @@
 // replica's own --session-dir, and a replica started on that directory
 // continues them exactly; a stream still running at the drain timeout ends
 // with FINISH_REASON_CANCELLED and its session, migrated, holds the state
-// up to the last delivered token. Demo model, greedy, a few tokens a turn.
+// up to the last delivered token; once a replica's migration has started it
+// takes no session into memory (a session of the shared --session-dir asked
+// for then is UNAVAILABLE and stays there for a successor, instead of being
+// adopted and lost at exit). Demo model, greedy, a few tokens a turn.
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -17,6 +20,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -86,6 +90,29 @@ int UnusedPort() {
   ::close(fd);
   return ntohs(address.sin_port);
 }
+
+// A loopback port that accepts connections (into the listen backlog) and
+// never answers: a peer that hangs. Closed when the object goes.
+class HangingPeer {
+ public:
+  HangingPeer() : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&address), length), 0);
+    EXPECT_EQ(::listen(fd_, 64), 0);
+    EXPECT_EQ(
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length), 0);
+    port_ = ntohs(address.sin_port);
+  }
+  ~HangingPeer() { ::close(fd_); }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+ private:
+  int fd_;
+  int port_ = 0;
+};
 
 // Creates the sessions on `replica` and runs their first turn, checking it
 // against `expected`.
@@ -282,6 +309,83 @@ TEST(DrainMigrationTest, StreamCutAtTheDrainTimeoutMigratesUpToItsLastToken) {
             delivered);
   EXPECT_EQ(on_peer.MustGenerate("cut-reference", {32}, kTurnTokens),
             continued);
+}
+
+// Two replicas share a --session-dir. While the draining one is still
+// pushing its sessions to a peer that hangs (its migration has listed what
+// it moves), a client asks it for a session the other replica left in the
+// directory: UNAVAILABLE, and the file stays, so a successor continues both
+// that session and the draining replica's own exactly. (Adopting it then
+// lost it: it was taken from the directory after the migration's listing
+// and went with the process.)
+TEST(DrainMigrationTest, ADrainingReplicaTakesNoSessionFromTheSharedDir) {
+  const std::string dir = ::testing::TempDir() + "/tvq-drain-shared-" +
+                          std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  constexpr int kGuest = kSessions;  // session index of the other replica's
+  const std::string guest = SessionId(kGuest);
+  HangingPeer hanging;
+  std::vector<Transcript> expected;
+  std::unique_ptr<ServerProcess> draining =
+      StartReplica({"--drain-peer=" + hanging.address(),
+                    "--drain-peer-timeout=6s", "--session-dir=" + dir});
+  ASSERT_NE(draining, nullptr);
+  for (int i = 0; i <= kGuest; ++i) {
+    expected.push_back(Undisturbed(*draining, i));
+  }
+  StartSessions(*draining, expected);
+  {
+    // The other replica's session goes to the shared directory.
+    std::unique_ptr<ServerProcess> other =
+        StartReplica({"--session-dir=" + dir});
+    ASSERT_NE(other, nullptr);
+    SessionClient client(other->stub());
+    v1::Session session;
+    ASSERT_TRUE(client.Create(guest, Prompt(kGuest), &session).ok());
+    EXPECT_EQ(client.MustGenerate(guest, {}, kTurnTokens),
+              expected[kGuest].first);
+    const std::string log = Drain(*other);
+    EXPECT_NE(log.find("(0 to the peer, 0 bytes; 1 to --session-dir"),
+              std::string::npos)
+        << log;
+  }
+
+  draining->Signal(SIGTERM);
+  // The scheduler has nothing to drain; the first push hangs for 6 s.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  SessionClient client(draining->stub());
+  v1::Session session;
+  const grpc::Status asked = client.Get(guest, &session);
+  EXPECT_EQ(asked.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << asked.error_message();
+  EXPECT_NE(asked.error_message().find("draining"), std::string::npos)
+      << asked.error_message();
+  const grpc::Status forked = client.Fork(SessionId(0), "fork-0", &session);
+  EXPECT_EQ(forked.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << forked.error_message();
+  EXPECT_EQ(draining->WaitForExit(absl::Seconds(60)), 0) << draining->Output();
+  const std::string log = draining->Output();
+  EXPECT_NE(log.find(absl::StrCat("(0 to the peer, 0 bytes; ", kSessions,
+                                  " to --session-dir")),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("; 0 lost"), std::string::npos) << log;
+  draining.reset();
+
+  std::unique_ptr<ServerProcess> successor =
+      StartReplica({"--session-dir=" + dir});
+  ASSERT_NE(successor, nullptr);
+  std::vector<std::string> all = AllSessionIds();
+  all.push_back(guest);
+  EXPECT_EQ(SortedIds(*successor), all);
+  SessionClient on_successor(successor->stub());
+  for (int i = 0; i <= kGuest; ++i) {
+    EXPECT_EQ(on_successor.MustGenerate(SessionId(i), NextTurn(i), kTurnTokens),
+              expected[i].second)
+        << SessionId(i);
+  }
+  successor.reset();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -203,5 +203,23 @@ TEST_F(SessionStoreTest, PrefixEntriesGoFirstAndNeverEvictSessions) {
   EXPECT_EQ(store_->Stats().evictions_total, 0u);  // entries do not count
 }
 
+// From BeginDrain (a migration at drain has started) nothing new enters
+// memory: it would be lost at exit. The sessions held stay readable,
+// listable and closable, and the migration still lists them.
+TEST_F(SessionStoreTest, ADrainingStoreTakesNoNewSession) {
+  ASSERT_TRUE(Create("kept").ok());
+  store_->BeginDrain();
+  const absl::Status refused = Create("late").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
+  EXPECT_NE(refused.message().find("\"late\": this server is draining"),
+            std::string::npos)
+      << refused;
+  EXPECT_EQ(Create("").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(store_->Get("kept").ok());
+  EXPECT_EQ(store_->IdleInMemory(), std::vector<std::string>{"kept"});
+  EXPECT_EQ(store_->Get("late").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->Close("kept").ok());
+}
+
 }  // namespace
 }  // namespace tvq::sessions
