@@ -76,9 +76,11 @@ void PrintInfo(const v1::GetModelInfoResponse& info) {
       limits.max_concurrent_streams(), limits.max_detokenize_tokens());
   absl::PrintF(
       "sessions   max_sessions %d (session_memory_bytes %d), ttl %ds by "
-      "default, at most %ds\n",
+      "default, at most %ds, max_sessions_per_key %d%s\n",
       limits.max_sessions(), limits.session_memory_bytes(),
-      limits.session_default_ttl_seconds(), limits.session_max_ttl_seconds());
+      limits.session_default_ttl_seconds(), limits.session_max_ttl_seconds(),
+      limits.max_sessions_per_key(),
+      limits.max_sessions_per_key() == 0 ? " (no limit)" : "");
 }
 
 class InfoCommand final : public Command {

@@ -123,6 +123,11 @@ ABSL_FLAG(absl::Duration, session_ttl, absl::Hours(1),
           "ttl_seconds (e.g. 1h, 30m)");
 ABSL_FLAG(absl::Duration, session_max_ttl, absl::Hours(24 * 30),
           "Longest ttl_seconds a session may ask for");
+ABSL_FLAG(int64_t, max_sessions_per_key, 0,
+          "Sessions one API key may hold on this server at once (created, "
+          "forked, imported, or stored HTTP responses); past it they are "
+          "RESOURCE_EXHAUSTED. 0 = no limit; needs --api-keys-file "
+          "(docs/security.md)");
 ABSL_FLAG(bool, prefix_reuse, true,
           "Automatic prefix reuse: a Generate without a session resumes from "
           "the longest retained end-of-request state its prompt begins with "
@@ -341,6 +346,14 @@ absl::Status CheckFlags() {
   }
   status.Update(at_least("session-memory-bytes",
                          absl::GetFlag(FLAGS_session_memory_bytes), 1));
+  status.Update(at_least("max-sessions-per-key",
+                         absl::GetFlag(FLAGS_max_sessions_per_key), 0));
+  if (absl::GetFlag(FLAGS_max_sessions_per_key) > 0 &&
+      absl::GetFlag(FLAGS_api_keys_file).empty()) {
+    status.Update(absl::InvalidArgumentError(
+        "--max-sessions-per-key counts sessions per API key: it needs "
+        "--api-keys-file"));
+  }
   if (absl::GetFlag(FLAGS_session_ttl) < absl::Seconds(1) ||
       absl::GetFlag(FLAGS_session_ttl) > absl::GetFlag(FLAGS_session_max_ttl)) {
     status.Update(absl::InvalidArgumentError(absl::StrFormat(
@@ -405,6 +418,7 @@ tvq::core::EngineConfig EngineConfigFromFlags() {
       absl::ToInt64Seconds(absl::GetFlag(FLAGS_session_max_ttl));
   config.sessions.dir = absl::GetFlag(FLAGS_session_dir);
   config.sessions.prefix_reuse = absl::GetFlag(FLAGS_prefix_reuse);
+  config.sessions.max_per_key = absl::GetFlag(FLAGS_max_sessions_per_key);
   return config;
 }
 

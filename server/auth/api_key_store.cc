@@ -84,6 +84,14 @@ std::string KeyFingerprint(std::string_view key) {
       .substr(0, 8);
 }
 
+std::string KeyOwnerId(const KeyDigest& digest) {
+  return "key-" +
+         absl::BytesToHexString(absl::string_view(
+                                    reinterpret_cast<const char*>(digest.data()),
+                                    digest.size()))
+             .substr(0, 16);
+}
+
 absl::StatusOr<std::vector<KeyDigest>> ParseApiKeys(std::string_view text,
                                                     std::string_view source) {
   std::vector<KeyDigest> digests;
@@ -183,8 +191,11 @@ absl::StatusOr<int> ApiKeyStore::Reload() {
   return count;
 }
 
-KeyCheck ApiKeyStore::CheckAuthorization(
-    std::string_view authorization) const {
+namespace {
+
+// The key of an Authorization value "Bearer KEY" (the scheme in any case):
+// kAccepted with *key set, or why there is none.
+KeyCheck BearerKey(std::string_view authorization, std::string_view* key) {
   const std::string_view value = Trim(authorization);
   if (value.empty()) return KeyCheck::kMissing;
   constexpr std::string_view kScheme = "bearer";
@@ -194,12 +205,30 @@ KeyCheck ApiKeyStore::CheckAuthorization(
       value[kScheme.size()] != ' ') {
     return KeyCheck::kInvalid;
   }
-  const std::string_view key = Trim(value.substr(kScheme.size()));
-  if (key.empty()) return KeyCheck::kMissing;
-  return CheckKey(key);
+  *key = Trim(value.substr(kScheme.size()));
+  return key->empty() ? KeyCheck::kMissing : KeyCheck::kAccepted;
 }
 
-KeyCheck ApiKeyStore::CheckKey(std::string_view key) const {
+}  // namespace
+
+std::string KeyOwnerOfAuthorization(std::string_view authorization) {
+  std::string_view key;
+  if (BearerKey(authorization, &key) != KeyCheck::kAccepted) return "";
+  return KeyOwnerId(Sha256(key));
+}
+
+KeyCheck ApiKeyStore::CheckAuthorization(std::string_view authorization,
+                                         std::string* owner) const {
+  std::string_view key;
+  if (const KeyCheck parsed = BearerKey(authorization, &key);
+      parsed != KeyCheck::kAccepted) {
+    return parsed;
+  }
+  return CheckKey(key, owner);
+}
+
+KeyCheck ApiKeyStore::CheckKey(std::string_view key,
+                               std::string* owner) const {
   if (key.empty()) return KeyCheck::kMissing;
   std::shared_ptr<const std::vector<KeyDigest>> digests;
   {
@@ -213,7 +242,9 @@ KeyCheck ApiKeyStore::CheckKey(std::string_view key) const {
   for (const KeyDigest& digest : *digests) {
     match |= CRYPTO_memcmp(digest.data(), presented.data(), digest.size()) == 0;
   }
-  return match ? KeyCheck::kAccepted : KeyCheck::kInvalid;
+  if (!match) return KeyCheck::kInvalid;
+  if (owner != nullptr) *owner = KeyOwnerId(presented);
+  return KeyCheck::kAccepted;
 }
 
 int ApiKeyStore::size() const {

@@ -35,6 +35,15 @@ KeyDigest Sha256(std::string_view text);
 // in a log, useless to an attacker.
 std::string KeyFingerprint(std::string_view key);
 
+// Who holds a key, for the per-key limits (--max-sessions-per-key): "key-"
+// and the first 16 hex digits of its SHA-256. Never the key; the same for a
+// key listed plain or hashed, and across reloads.
+std::string KeyOwnerId(const KeyDigest& digest);
+// The KeyOwnerId of the key in an Authorization value ("Bearer KEY"), ""
+// when it holds none. It does not check the key: call it only on a request
+// the key check accepted.
+std::string KeyOwnerOfAuthorization(std::string_view authorization);
+
 // Parses a key file's text into digests; errors name `source`, the line
 // and the problem (never the key).
 absl::StatusOr<std::vector<KeyDigest>> ParseApiKeys(std::string_view text,
@@ -65,10 +74,12 @@ class ApiKeyStore {
   // the number of keys is returned; on error the old keys stay in force.
   absl::StatusOr<int> Reload();
 
-  // An Authorization value: "Bearer KEY" (the scheme in any case).
-  KeyCheck CheckAuthorization(std::string_view authorization) const;
+  // An Authorization value: "Bearer KEY" (the scheme in any case). When the
+  // key is accepted and `owner` is not null, *owner = its KeyOwnerId.
+  KeyCheck CheckAuthorization(std::string_view authorization,
+                              std::string* owner = nullptr) const;
   // A bare key.
-  KeyCheck CheckKey(std::string_view key) const;
+  KeyCheck CheckKey(std::string_view key, std::string* owner = nullptr) const;
 
   int size() const;
   const std::string& path() const { return path_; }

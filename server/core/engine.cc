@@ -47,6 +47,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   store.bytes_per_state = static_cast<int64_t>(pool.ExportBytes());
   store.default_ttl = absl::Seconds(config.sessions.default_ttl_seconds);
   store.max_ttl = absl::Seconds(config.sessions.max_ttl_seconds);
+  store.max_sessions_per_owner = config.sessions.max_per_key;
   engine->sessions_ = std::make_unique<sessions::SessionManager>(
       *engine->scheduler_, pool, identity, model.eos_id, store);
   engine->sessions_->SetPrefixReuse(config.sessions.prefix_reuse);

@@ -27,6 +27,9 @@ struct SessionConfig {
   std::string dir;
   // Automatic prefix reuse for requests without a session (--prefix-reuse).
   bool prefix_reuse = true;
+  // Sessions one API key may hold on this server (--max-sessions-per-key);
+  // 0 = no limit (sessions::SessionStoreOptions::max_sessions_per_owner).
+  int64_t max_per_key = 0;
 };
 
 // At most this many slots are derived from state_memory_bytes.

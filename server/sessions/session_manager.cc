@@ -320,6 +320,7 @@ void SessionManager::Create(CreateParams params, InfoCallback done) {
   session.session_id = std::move(params.session_id);
   session.ttl = params.ttl;
   session.pinned = params.pinned;
+  session.owner = std::move(params.owner);
   session.snapshot.token_hash = kEmptyTokenHash;
   session.leased = !params.prompt.empty();
   // With reuse: the prompt as the session will hold it (eos prefix
@@ -535,7 +536,8 @@ absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitScore(
 }
 
 absl::StatusOr<SessionInfo> SessionManager::Fork(
-    const std::string& session_id, const std::string& new_session_id) {
+    const std::string& session_id, const std::string& new_session_id,
+    const std::string& owner) {
   absl::StatusOr<SessionSnapshot> snapshot = store_.Snapshot(session_id);
   if (!snapshot.ok()) return snapshot.status();
   absl::StatusOr<absl::Duration> ttl = store_.Ttl(session_id);
@@ -543,6 +545,7 @@ absl::StatusOr<SessionInfo> SessionManager::Fork(
   NewSession fork;
   fork.session_id = new_session_id;
   fork.ttl = *ttl;
+  fork.owner = owner;
   fork.snapshot = *std::move(snapshot);
   return store_.Create(std::move(fork));
 }
@@ -559,7 +562,7 @@ absl::StatusOr<std::string> SessionManager::Export(
 
 absl::StatusOr<SessionInfo> SessionManager::Import(
     std::string_view blob, const std::string& session_id, absl::Duration ttl,
-    bool pinned) {
+    bool pinned, const std::string& owner) {
   absl::StatusOr<SessionSnapshot> snapshot = DecodeSessionBlob(blob, identity_);
   if (snapshot.ok() && snapshot->state != nullptr) {
     if (absl::Status status = pool_.ValidateExport(*snapshot->state);
@@ -584,6 +587,7 @@ absl::StatusOr<SessionInfo> SessionManager::Import(
   session.snapshot = *std::move(snapshot);
   session.ttl = ttl;
   session.pinned = pinned;
+  session.owner = owner;
   absl::StatusOr<SessionInfo> info = store_.Create(std::move(session));
   if (!info.ok()) {
     import_failures_.fetch_add(1, std::memory_order_relaxed);

@@ -101,6 +101,9 @@ class SessionManager {
     // tokens that state supplied. The session's state is the same either
     // way.
     bool reuse_prefix = false;
+    // The caller's API key (auth::KeyOwnerId; empty = none): counted
+    // against --max-sessions-per-key (SessionStoreOptions).
+    std::string owner;
   };
   // Creates a session and prefills its prompt. `done` is called once.
   void Create(CreateParams params, InfoCallback done);
@@ -149,18 +152,22 @@ class SessionManager {
 
   // An independent copy of the session's last committed state (no prefill;
   // the saved bytes are shared until either session advances). The fork
-  // takes the source's TTL and is not pinned.
+  // takes the source's TTL and is not pinned; it belongs to `owner` (as
+  // CreateParams::owner).
   absl::StatusOr<SessionInfo> Fork(const std::string& session_id,
-                                   const std::string& new_session_id);
+                                   const std::string& new_session_id,
+                                   const std::string& owner = "");
   // The session as a blob (session_blob.h).
   absl::StatusOr<std::string> Export(const std::string& session_id);
   // A new session from a blob, every field checked before it is stored.
   // `session_id` empty: the server makes one. `ttl` zero: the default;
-  // `pinned` as CreateSession's (a migrated session keeps both).
+  // `pinned` as CreateSession's (a migrated session keeps both); `owner` as
+  // CreateParams::owner.
   absl::StatusOr<SessionInfo> Import(std::string_view blob,
                                      const std::string& session_id,
                                      absl::Duration ttl = absl::ZeroDuration(),
-                                     bool pinned = false);
+                                     bool pinned = false,
+                                     const std::string& owner = "");
 
   absl::StatusOr<SessionInfo> Get(const std::string& session_id);
   std::vector<SessionInfo> List();

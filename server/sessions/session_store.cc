@@ -114,6 +114,12 @@ void SessionStore::RemoveLocked(const std::string& id, GoneReason reason) {
     sessions_.erase(it);
     return;
   }
+  if (it != sessions_.end() && !it->second.owner.empty()) {
+    const auto held = owner_sessions_.find(it->second.owner);
+    if (held != owner_sessions_.end() && --held->second <= 0) {
+      owner_sessions_.erase(held);
+    }
+  }
   sessions_.erase(id);
   if (gone_.insert_or_assign(id, reason).second) gone_order_.push_back(id);
   while (gone_order_.size() > kRememberedGoneIds) {
@@ -457,6 +463,17 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
     // A newer state of the same tokens replaces it.
     RemoveLocked(session.session_id, GoneReason::kEvicted);
   }
+  if (!session.hidden && !session.owner.empty() &&
+      options_.max_sessions_per_owner > 0) {
+    const auto held = owner_sessions_.find(session.owner);
+    if (held != owner_sessions_.end() &&
+        held->second >= options_.max_sessions_per_owner) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "this API key holds %d sessions on this server, the most "
+          "--max-sessions-per-key=%d allows; close one (or let one expire)",
+          held->second, options_.max_sessions_per_owner));
+    }
+  }
   if (!MakeRoomLocked(/*entries_only=*/session.hidden)) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "the session memory budget is full: %d sessions of %d bytes each, "
@@ -471,6 +488,10 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
   record.leased = session.leased;
   record.hidden = session.hidden;
   record.last_used = now;
+  if (!session.hidden && !session.owner.empty()) {
+    record.owner = session.owner;
+    ++owner_sessions_[record.owner];
+  }
   if (record.hidden) {
     ++prefix_lengths_[static_cast<size_t>(record.snapshot.token_count)];
   }

@@ -83,6 +83,11 @@ struct SessionStoreOptions {
   absl::Duration default_ttl = absl::Hours(1);
   // Longest TTL a session may ask for.
   absl::Duration max_ttl = absl::Hours(24 * 30);
+  // Sessions one owner (an API key) may hold here at once
+  // (--max-sessions-per-key); 0 = no limit. Sessions without an owner
+  // (no keys, prefix-reuse entries, sessions adopted or loaded from the disk
+  // tier, which does not record owners) never count.
+  int64_t max_sessions_per_owner = 0;
 };
 
 struct NewSession {
@@ -97,6 +102,9 @@ struct NewSession {
   bool leased = false;
   // A prefix-reuse entry (above); session_id is its internal key.
   bool hidden = false;
+  // Who creates it (auth::KeyOwnerId of the caller's API key); empty = no
+  // one (not counted against max_sessions_per_owner).
+  std::string owner;
 };
 
 // A session as the disk tier stores it.
@@ -187,7 +195,8 @@ class SessionStore {
   absl::StatusOr<int64_t> SpillOne(const std::string& session_id);
 
   // INVALID_ARGUMENT (bad id, ttl out of range), ALREADY_EXISTS (id taken),
-  // RESOURCE_EXHAUSTED (budget full of pinned or busy sessions).
+  // RESOURCE_EXHAUSTED (budget full of pinned or busy sessions, or the
+  // owner holds max_sessions_per_owner already).
   absl::StatusOr<SessionInfo> Create(NewSession session);
 
   // Leases the session to one request and returns its state.
@@ -243,6 +252,8 @@ class SessionStore {
     bool hidden = false;
     // Adopted from a shared disk tier: written back after each request.
     bool guest = false;
+    // NewSession::owner.
+    std::string owner;
   };
   enum class GoneReason {
     kClosed,
@@ -303,6 +314,9 @@ class SessionStore {
   uint64_t adoptions_ ABSL_GUARDED_BY(mutex_) = 0;
   SessionSpill* spill_ ABSL_GUARDED_BY(mutex_) = nullptr;
   bool draining_ ABSL_GUARDED_BY(mutex_) = false;
+  // Owner -> the sessions it holds (only owners holding one).
+  absl::flat_hash_map<std::string, int64_t> owner_sessions_
+      ABSL_GUARDED_BY(mutex_);
 };
 
 }  // namespace tvq::sessions

@@ -18,7 +18,7 @@ import urllib.request
 import grpc
 import openai
 
-from client_test_support import describe, run_client
+from client_test_support import SERVER, describe, golden_model_dir, run_client
 from http_test_support import MODEL, HttpServer, curl
 from tls_test_support import TestPki, sha256_line, write_keys_file
 from tvq_client import TvqClient, TvqError
@@ -331,6 +331,110 @@ class KeysOverTlsTest(unittest.TestCase):
                                "%{http_code}", "-H",
                                f"Authorization: Bearer {key}", url])
                 self.assertEqual(result.stdout, expected, result.stderr)
+
+
+class SessionsPerKeyTest(unittest.TestCase):
+    """--max-sessions-per-key: each key holds at most that many sessions on
+    the server (created, forked, imported, stored HTTP responses), the
+    others' keys are not affected, closing one makes room, and every
+    surface reports the limit."""
+
+    LIMIT = 2
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = KeyedServer(
+            extra_args=[f"--max-sessions-per-key={cls.LIMIT}"])
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def client(self, key):
+        return TvqClient(self.server.address, timeout=60, api_key=key)
+
+    def assert_over_limit(self, call):
+        with self.assertRaises(TvqError) as raised:
+            call()
+        self.assertEqual(raised.exception.code,
+                         grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("this API key holds 2 sessions on this server, the most "
+                      "--max-sessions-per-key=2 allows",
+                      raised.exception.details)
+
+    def test_each_key_holds_at_most_the_limit(self):
+        with self.client(KEY) as mine, self.client(HASHED_KEY) as theirs:
+            first = mine.create_session("Hello", session_id="mine-1")
+            mine.fork_session(first.session_id, "mine-2")
+            self.assert_over_limit(
+                lambda: mine.create_session(session_id="mine-3"))
+            self.assert_over_limit(
+                lambda: mine.fork_session("mine-1", "mine-3"))
+            blob = mine.export_session("mine-1")
+            self.assert_over_limit(
+                lambda: mine.import_session(blob, "mine-3"))
+            # Another key is not affected, and may even use my sessions
+            # (the limit counts, it does not isolate).
+            theirs.create_session("Hi", session_id="theirs-1")
+            theirs.import_session(blob, "theirs-2")
+            self.assertEqual(
+                {s.session_id for s in theirs.list_sessions()},
+                {"mine-1", "mine-2", "theirs-1", "theirs-2"})
+            # Closing one of mine makes room for one more.
+            mine.close_session("mine-2")
+            mine.create_session(session_id="mine-3")
+            self.assert_over_limit(
+                lambda: mine.create_session(session_id="mine-4"))
+            # A session of mine closed by the other key frees mine too.
+            theirs.close_session("mine-3")
+            mine.create_session(session_id="mine-4")
+            for session in theirs.list_sessions():
+                theirs.close_session(session.session_id)
+
+    def test_stored_http_responses_count_and_unstored_do_not(self):
+        with openai.OpenAI(base_url=f"http://{self.server.http_address}/v1",
+                           api_key=NEW_KEY, max_retries=0,
+                           timeout=60) as sdk:
+            self.server.reload(["# test keys", KEY, sha256_line(HASHED_KEY),
+                                NEW_KEY])
+            options = dict(model=MODEL, max_output_tokens=2, temperature=0)
+            for _ in range(3):
+                sdk.responses.create(input="Unstored", store=False, **options)
+            first = sdk.responses.create(input="Kept", store=True, **options)
+            sdk.responses.create(input=" more", previous_response_id=first.id,
+                                 store=True, **options)
+            with self.assertRaises(openai.RateLimitError) as raised:
+                sdk.responses.create(input="One too many", store=True,
+                                     **options)
+            self.assertIn("--max-sessions-per-key=2", str(raised.exception))
+            # Unstored responses still run.
+            sdk.responses.create(input="Unstored", store=False, **options)
+
+    def test_every_surface_reports_the_limit(self):
+        with self.client(KEY) as client:
+            self.assertEqual(client.info().limits.max_sessions_per_key,
+                             self.LIMIT)
+        os.environ["TVQ_API_KEY"] = KEY
+        try:
+            result = run_client(["info"], self.server.address)
+        finally:
+            del os.environ["TVQ_API_KEY"]
+        self.assertEqual(result.returncode, 0, describe(result))
+        self.assertIn("max_sessions_per_key 2\n", result.stdout)
+        status, _, body = ApiKeysTest.http(self, KEY)
+        self.assertEqual(status, 200)
+        limits = json.loads(body)["data"][0]["limits"]
+        self.assertEqual(limits["max_sessions_per_key"], self.LIMIT)
+
+    def test_the_limit_needs_keys(self):
+        result = subprocess.run(
+            [SERVER, f"--model={golden_model_dir(MODEL)}",
+             "--max-sessions-per-key=2"],
+            capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("--max-sessions-per-key counts sessions per API key: it "
+                      "needs --api-keys-file", result.stderr)
 
 
 if __name__ == "__main__":

@@ -221,5 +221,46 @@ TEST_F(SessionStoreTest, ADrainingStoreTakesNoNewSession) {
   EXPECT_TRUE(store_->Close("kept").ok());
 }
 
+// max_sessions_per_owner counts the sessions each owner holds: a new one
+// past it is RESOURCE_EXHAUSTED naming the flag; other owners and sessions
+// without an owner are not affected; any way a session goes (closed,
+// expired, evicted) makes room again.
+TEST_F(SessionStoreTest, EachOwnerHoldsAtMostItsLimit) {
+  options_.memory_bytes = 10 * 100;
+  options_.max_sessions_per_owner = 2;
+  store_ = std::make_unique<SessionStore>(options_, [this] { return now_; });
+  auto create = [&](const std::string& id, const std::string& owner,
+                    bool pinned = false) {
+    NewSession session;
+    session.session_id = id;
+    session.owner = owner;
+    session.pinned = pinned;
+    session.ttl = absl::Seconds(10);
+    return store_->Create(std::move(session)).status();
+  };
+  ASSERT_TRUE(create("a1", "key-a").ok());
+  ASSERT_TRUE(create("a2", "key-a", /*pinned=*/true).ok());
+  const absl::Status over = create("a3", "key-a");
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
+  EXPECT_NE(over.message().find("this API key holds 2 sessions on this "
+                                "server, the most --max-sessions-per-key=2 "
+                                "allows"),
+            std::string::npos)
+      << over;
+  EXPECT_TRUE(create("b1", "key-b").ok());
+  EXPECT_TRUE(create("anonymous-1", "").ok());
+  EXPECT_TRUE(create("anonymous-2", "").ok());
+  EXPECT_TRUE(create("anonymous-3", "").ok());
+  // Closed: room for one.
+  ASSERT_TRUE(store_->Close("a2").ok());
+  EXPECT_TRUE(create("a3", "key-a").ok());
+  EXPECT_FALSE(create("a4", "key-a").ok());
+  // Expired (a1 and a3 are idle and unpinned): room for two.
+  now_ += absl::Seconds(11);
+  EXPECT_TRUE(create("a4", "key-a").ok());
+  EXPECT_TRUE(create("a5", "key-a").ok());
+  EXPECT_FALSE(create("a6", "key-a").ok());
+}
+
 }  // namespace
 }  // namespace tvq::sessions

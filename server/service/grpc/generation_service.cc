@@ -682,6 +682,7 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
   limits->set_session_default_ttl_seconds(
       info.session_config.default_ttl_seconds);
   limits->set_session_max_ttl_seconds(info.session_config.max_ttl_seconds);
+  limits->set_max_sessions_per_key(info.session_config.max_per_key);
   return FinishNow(context, grpc::Status::OK);
 }
 

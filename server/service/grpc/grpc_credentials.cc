@@ -51,7 +51,9 @@ void ProcessMetadata(void* state, grpc_auth_context* /*context*/,
           ? auth::KeyCheck::kMissing
           : check.keys->CheckAuthorization(SliceView(authorization->value));
   if (result == auth::KeyCheck::kAccepted) {
-    done(user_data, authorization, 1, nullptr, 0, GRPC_STATUS_OK, nullptr);
+    // Not consumed: CallerKeyOwner reads it (the auth context cannot carry
+    // it, gRPC shares one among the calls of a connection).
+    done(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_OK, nullptr);
     return;
   }
   if (check.observer != nullptr) {
@@ -125,6 +127,14 @@ std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
                                                         processor);
   }
   return std::make_shared<CoreServerCredentials>(credentials);
+}
+
+std::string CallerKeyOwner(const grpc::ServerContextBase& context) {
+  const auto& metadata = context.client_metadata();
+  const auto authorization = metadata.find("authorization");
+  if (authorization == metadata.end()) return "";
+  return auth::KeyOwnerOfAuthorization(std::string_view(
+      authorization->second.data(), authorization->second.size()));
 }
 
 }  // namespace tvq::service

@@ -8,8 +8,9 @@
 // the port alike: tvq.v1.TextGeneration, server reflection, and
 // grpc.health.v1.Health unless `exempt_health`. A call without
 // "authorization: Bearer KEY" metadata, or with a key the store does not
-// hold, ends UNAUTHENTICATED; the "authorization" entry is consumed (no
-// handler or log sees it). gRPC C++ offers the processor only on TLS
+// hold, ends UNAUTHENTICATED. The "authorization" entry of a refused call
+// is consumed; an accepted call keeps it for CallerKeyOwner (the per-key
+// limits), the only reader: no handler or log uses it otherwise. gRPC C++ offers the processor only on TLS
 // credentials, so the credentials are built with gRPC's C API (plaintext
 // or TLS) and wrapped here.
 #ifndef TVQ_SERVER_SERVICE_GRPC_GRPC_CREDENTIALS_H_
@@ -17,8 +18,10 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_context.h"
 #include "server/auth/api_key_store.h"
 #include "server/auth/tls_files.h"
 #include "server/metrics/auth_metrics.h"
@@ -38,6 +41,11 @@ struct GrpcSecurityOptions {
 
 std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
     const GrpcSecurityOptions& options);
+
+// The auth::KeyOwnerId of the key a call carries ("" without one). Only
+// meaningful on a server with keys, where every call that reaches a
+// handler was accepted.
+std::string CallerKeyOwner(const grpc::ServerContextBase& context);
 
 }  // namespace tvq::service
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "server/service/grpc/generation_service.h"
+#include "server/service/grpc/grpc_credentials.h"
 #include "server/service/grpc/session_metadata.h"
 #include "server/service/grpc/status_to_grpc.h"
 
@@ -159,8 +160,8 @@ class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
         session_id_ = *std::move(session_id);
       }
       absl::StatusOr<sessions::SessionInfo> info =
-          manager_->Import(
-          blob_, session_id_, absl::Seconds(ttl_seconds_), pinned_);
+          manager_->Import(blob_, session_id_, absl::Seconds(ttl_seconds_),
+                           pinned_, CallerKeyOwner(*context_));
       if (!info.ok()) {
         AnnounceSession(context_, session_id_);
         Finish(ToGrpcStatus(info.status()));
@@ -255,6 +256,7 @@ grpc::ServerUnaryReactor* GenerationService::CreateSession(
                             Validation(**model));
   if (!params.ok()) return FinishNow(context, params.status());
   params->deadline = Deadline(context);
+  params->owner = CallerKeyOwner(*context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   (*model)->sessions().Create(
       *std::move(params),
@@ -302,7 +304,8 @@ grpc::ServerUnaryReactor* GenerationService::ForkSession(
     return FinishNow(context, status);
   }
   absl::StatusOr<sessions::SessionInfo> info = (*model)->sessions().Fork(
-      effective.session_id(), effective.new_session_id());
+      effective.session_id(), effective.new_session_id(),
+      CallerKeyOwner(*context));
   if (!info.ok()) {
     AnnounceSession(context, *session_id);
     return FinishNow(context, info.status());

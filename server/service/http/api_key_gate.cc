@@ -31,9 +31,11 @@ void ApiKeyGate::Handle(std::shared_ptr<HttpExchange> exchange) {
     next_->Handle(std::move(exchange));
     return;
   }
+  std::string owner;
   const auth::KeyCheck check =
-      keys_->CheckAuthorization(request.Header("authorization"));
+      keys_->CheckAuthorization(request.Header("authorization"), &owner);
   if (check == auth::KeyCheck::kAccepted) {
+    exchange->SetKeyOwner(std::move(owner));
     next_->Handle(std::move(exchange));
     return;
   }

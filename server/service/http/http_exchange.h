@@ -48,6 +48,10 @@ class HttpExchange {
   // ("/v1/completions"); the transport uses "other" until a handler names
   // one.
   virtual void SetRoute(std::string route) = 0;
+  // The owner id (auth::KeyOwnerId) of the API key the request was accepted
+  // with: set by ApiKeyGate before the handler runs; "" without keys.
+  virtual void SetKeyOwner(std::string owner) = 0;
+  virtual const std::string& key_owner() const = 0;
 
   // Runs `task` on the exchange's strand. Any thread; never blocks.
   virtual void Post(std::function<void()> task) = 0;

@@ -59,6 +59,8 @@ class Exchange final : public HttpExchange {
 
   const HttpRequest& request() const override { return request_; }
   void SetRoute(std::string route) override;
+  void SetKeyOwner(std::string owner) override { key_owner_ = std::move(owner); }
+  const std::string& key_owner() const override { return key_owner_; }
   void Post(std::function<void()> task) override;
   void Reply(int status, std::string body, std::string_view content_type,
              const HeaderList& headers) override;
@@ -72,6 +74,7 @@ class Exchange final : public HttpExchange {
   const std::shared_ptr<Session<Stream>> session_;
   const uint64_t sequence_;
   const HttpRequest request_;
+  std::string key_owner_;
 };
 
 template <typename Stream>

@@ -243,6 +243,7 @@ Json OpenAiRoutes::ModelEntry(const core::ModelInfo& info) const {
       {"max_detokenize_tokens", limits.max_detokenize_tokens()},
       {"session_memory_bytes", info.session_config.memory_bytes},
       {"max_sessions", info.sessions.capacity},
+      {"max_sessions_per_key", info.session_config.max_per_key},
   };
   return Json{{"id", options_.served_model_name},
               {"object", "model"},

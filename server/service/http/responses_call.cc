@@ -83,6 +83,11 @@ class ResponsesCall final : public std::enable_shared_from_this<ResponsesCall> {
   void OnFailed(const absl::Status& status);
 
   HttpExchange& exchange() { return *exchange_; }
+  // Who a stored response's session counts against (--max-sessions-per-key);
+  // a response that is not stored holds its session only while it runs.
+  std::string Owner() const {
+    return plan_.store ? exchange_->key_owner() : std::string();
+  }
 
  private:
   sessions::SessionManager& sessions() { return engine_->sessions(); }
@@ -167,12 +172,13 @@ void ResponsesCall::Start() {
     }
     root_ = previous->root;
     // A fork, so that the previous response stays continuable.
-    OnSessionReady(sessions().Fork(previous->session_id, ""));
+    OnSessionReady(sessions().Fork(previous->session_id, "", Owner()));
     return;
   }
   sessions::SessionManager::CreateParams params;
   params.request_id = id_;
   params.frontend = scheduler::Frontend::kHttp;
+  params.owner = Owner();
   sessions().Create(std::move(params),
                     [self = shared_from_this()](
                         absl::StatusOr<sessions::SessionInfo> info) {
