@@ -144,6 +144,17 @@ ABSL_FLAG(std::string, drain_peer, "",
 ABSL_FLAG(absl::Duration, drain_peer_timeout, absl::Seconds(10),
           "Deadline of each session's push to --drain-peer; after a push "
           "finds the peer unreachable the rest go to --session-dir");
+ABSL_FLAG(std::string, drain_peer_tls_ca, "",
+          "PEM CA bundle that signed --drain-peer's certificate: the push "
+          "goes over TLS (a peer started with --tls-cert)");
+ABSL_FLAG(std::string, drain_peer_tls_cert, "",
+          "PEM client certificate for a peer with --tls-client-ca (mutual "
+          "TLS); with --drain-peer-tls-key and --drain-peer-tls-ca");
+ABSL_FLAG(std::string, drain_peer_tls_key, "",
+          "PEM private key of --drain-peer-tls-cert");
+ABSL_FLAG(std::string, drain_peer_api_key_file, "",
+          "File whose first line is the API key the push presents "
+          "(\"authorization: Bearer KEY\") to a peer with --api-keys-file");
 
 // ---- Connections and request size (issue 15, docs/security.md).
 ABSL_FLAG(int, max_connections, 1024,
@@ -548,10 +559,42 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::unique_ptr<tvq::sessions::SessionPeer> drain_peer;
-  if (const std::string peer = absl::GetFlag(FLAGS_drain_peer); !peer.empty()) {
+  const std::string peer = absl::GetFlag(FLAGS_drain_peer);
+  tvq::service::PeerCredentials peer_credentials;
+  {
+    absl::StatusOr<std::optional<tvq::auth::ClientTlsMaterial>> tls =
+        tvq::auth::LoadClientTlsMaterial(
+            {"drain-peer-", absl::GetFlag(FLAGS_drain_peer_tls_ca),
+             absl::GetFlag(FLAGS_drain_peer_tls_cert),
+             absl::GetFlag(FLAGS_drain_peer_tls_key)});
+    if (!tls.ok()) {
+      Log("%s", tls.status().message());
+      return 2;
+    }
+    peer_credentials.tls = *std::move(tls);
+    if (const std::string key_file =
+            absl::GetFlag(FLAGS_drain_peer_api_key_file);
+        !key_file.empty()) {
+      absl::StatusOr<std::string> key =
+          tvq::auth::ReadClientKeyFile("drain-peer-api-key-file", key_file);
+      if (!key.ok()) {
+        Log("%s", key.status().message());
+        return 2;
+      }
+      peer_credentials.api_key = *std::move(key);
+    }
+    if (peer.empty() && (peer_credentials.tls.has_value() ||
+                         !peer_credentials.api_key.empty())) {
+      Log("--drain-peer-tls-* and --drain-peer-api-key-file are the "
+          "credentials of --drain-peer: they need it");
+      return 2;
+    }
+  }
+  if (!peer.empty()) {
     absl::StatusOr<std::unique_ptr<tvq::sessions::SessionPeer>> made =
         tvq::service::MakePeerSessionImporter(
-            peer, absl::GetFlag(FLAGS_drain_peer_timeout));
+            peer, absl::GetFlag(FLAGS_drain_peer_timeout),
+            std::move(peer_credentials));
     if (!made.ok()) {
       Log("%s", made.status().message());
       return 2;

@@ -46,27 +46,46 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
-absl::StatusOr<std::string> ReadKeyFile(const std::string& path) {
+absl::StatusOr<std::string> ReadKeyFile(const std::string& path,
+                                        std::string_view flag =
+                                            "api-keys-file") {
   std::ifstream file(path, std::ios::binary);
   if (!file) {
     return absl::NotFoundError(
-        absl::StrFormat("--api-keys-file=%s cannot be read", path));
+        absl::StrFormat("--%s=%s cannot be read", flag, path));
   }
   std::string text(static_cast<size_t>(kMaxFileBytes) + 1, '\0');
   file.read(text.data(), kMaxFileBytes + 1);
   if (file.bad()) {
     return absl::DataLossError(
-        absl::StrFormat("--api-keys-file=%s: read error", path));
+        absl::StrFormat("--%s=%s: read error", flag, path));
   }
   text.resize(static_cast<size_t>(file.gcount()));
   if (text.size() > static_cast<size_t>(kMaxFileBytes)) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "--api-keys-file=%s is larger than %d bytes", path, kMaxFileBytes));
+        "--%s=%s is larger than %d bytes", flag, path, kMaxFileBytes));
   }
   return text;
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> ReadClientKeyFile(std::string_view flag,
+                                              const std::string& path) {
+  absl::StatusOr<std::string> text = ReadKeyFile(path, flag);
+  if (!text.ok()) return text.status();
+  const std::string_view first =
+      Trim(std::string_view(*text).substr(0, text->find('\n')));
+  if (first.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--%s=%s has no key on its first line", flag, path));
+  }
+  if (first.find_first_of(" \t") != first.npos) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--%s=%s: the key on its first line holds a space", flag, path));
+  }
+  return std::string(first);
+}
 
 KeyDigest Sha256(std::string_view text) {
   KeyDigest digest{};

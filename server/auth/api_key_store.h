@@ -44,6 +44,12 @@ std::string KeyOwnerId(const KeyDigest& digest);
 // the key check accepted.
 std::string KeyOwnerOfAuthorization(std::string_view authorization);
 
+// The key a client of another server presents (--drain-peer-api-key-file):
+// the first line of `path`, trimmed; errors name `--flag` and the file,
+// never the key.
+absl::StatusOr<std::string> ReadClientKeyFile(std::string_view flag,
+                                              const std::string& path);
+
 // Parses a key file's text into digests; errors name `source`, the line
 // and the problem (never the key).
 absl::StatusOr<std::vector<KeyDigest>> ParseApiKeys(std::string_view text,

@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
@@ -101,6 +102,52 @@ int NoPassphrase(char*, int, int, void*) { return -1; }
 
 }  // namespace
 
+namespace {
+
+// A certificate chain and its private key, checked: both readable PEM, the
+// key unencrypted and belonging to the leaf. Errors name the flags.
+absl::Status LoadKeyPair(const char* cert_flag, const std::string& cert_path,
+                         const char* key_flag, const std::string& key_path,
+                         std::string* cert_chain, std::string* private_key) {
+  absl::StatusOr<std::string> cert_text = ReadPemFile(cert_flag, cert_path);
+  if (!cert_text.ok()) return cert_text.status();
+  absl::StatusOr<std::string> key_text = ReadPemFile(key_flag, key_path);
+  if (!key_text.ok()) return key_text.status();
+  absl::StatusOr<Cert> leaf = FirstCertificate(cert_flag, cert_path, *cert_text);
+  if (!leaf.ok()) return leaf.status();
+  ERR_clear_error();
+  Bio key_bio = MemoryBio(*key_text);
+  Key key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase,
+                                  nullptr));
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--%s=%s holds no unencrypted PEM private key (\"-----BEGIN "
+        "PRIVATE KEY-----\"; an encrypted key must be decrypted first): %s",
+        key_flag, key_path, OpenSslError()));
+  }
+  if (X509_check_private_key(leaf->get(), key.get()) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--%s=%s does not belong to the certificate of --%s=%s",
+                        key_flag, key_path, cert_flag, cert_path));
+  }
+  *cert_chain = *std::move(cert_text);
+  *private_key = *std::move(key_text);
+  return absl::OkStatus();
+}
+
+// A CA bundle: readable PEM with at least one certificate.
+absl::StatusOr<std::string> LoadCaBundle(const char* flag,
+                                         const std::string& path) {
+  absl::StatusOr<std::string> text = ReadPemFile(flag, path);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<Cert> first = FirstCertificate(flag, path, *text);
+  if (!first.ok()) return first.status();
+  return text;
+}
+
+}  // namespace
+
 absl::StatusOr<std::optional<TlsMaterial>> LoadTlsMaterial(
     const TlsPaths& paths) {
   if (paths.cert.empty() && paths.key.empty() && paths.client_ca.empty()) {
@@ -115,39 +162,52 @@ absl::StatusOr<std::optional<TlsMaterial>> LoadTlsMaterial(
                                   : "--tls-cert without --tls-key")));
   }
   TlsMaterial material;
-  absl::StatusOr<std::string> cert_text = ReadPemFile("tls-cert", paths.cert);
-  if (!cert_text.ok()) return cert_text.status();
-  absl::StatusOr<std::string> key_text = ReadPemFile("tls-key", paths.key);
-  if (!key_text.ok()) return key_text.status();
-  absl::StatusOr<Cert> leaf =
-      FirstCertificate("tls-cert", paths.cert, *cert_text);
-  if (!leaf.ok()) return leaf.status();
-  ERR_clear_error();
-  Bio key_bio = MemoryBio(*key_text);
-  Key key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase,
-                                  nullptr));
-  if (key == nullptr) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--tls-key=%s holds no unencrypted PEM private key (\"-----BEGIN "
-        "PRIVATE KEY-----\"; an encrypted key must be decrypted first): %s",
-        paths.key, OpenSslError()));
+  if (absl::Status pair =
+          LoadKeyPair("tls-cert", paths.cert, "tls-key", paths.key,
+                      &material.cert_chain, &material.private_key);
+      !pair.ok()) {
+    return pair;
   }
-  if (X509_check_private_key(leaf->get(), key.get()) != 1) {
-    ERR_clear_error();
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--tls-key=%s does not belong to the certificate of --tls-cert=%s",
-        paths.key, paths.cert));
-  }
-  material.cert_chain = *std::move(cert_text);
-  material.private_key = *std::move(key_text);
   if (!paths.client_ca.empty()) {
-    absl::StatusOr<std::string> ca_text =
-        ReadPemFile("tls-client-ca", paths.client_ca);
-    if (!ca_text.ok()) return ca_text.status();
-    absl::StatusOr<Cert> ca =
-        FirstCertificate("tls-client-ca", paths.client_ca, *ca_text);
+    absl::StatusOr<std::string> ca =
+        LoadCaBundle("tls-client-ca", paths.client_ca);
     if (!ca.ok()) return ca.status();
-    material.client_ca = *std::move(ca_text);
+    material.client_ca = *std::move(ca);
+  }
+  return material;
+}
+
+absl::StatusOr<std::optional<ClientTlsMaterial>> LoadClientTlsMaterial(
+    const ClientTlsPaths& paths) {
+  const std::string prefix = paths.flag_prefix;
+  const std::string ca_flag = prefix + "tls-ca";
+  const std::string cert_flag = prefix + "tls-cert";
+  const std::string key_flag = prefix + "tls-key";
+  if (paths.ca.empty() && paths.cert.empty() && paths.key.empty()) {
+    return std::nullopt;
+  }
+  if (paths.ca.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--%s and --%s are a client certificate for TLS: they need --%s "
+        "(the CA that signed the server's certificate)",
+        cert_flag, key_flag, ca_flag));
+  }
+  if (paths.cert.empty() != paths.key.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "a client certificate needs both --%s and --%s", cert_flag, key_flag));
+  }
+  ClientTlsMaterial material;
+  absl::StatusOr<std::string> ca = LoadCaBundle(ca_flag.c_str(), paths.ca);
+  if (!ca.ok()) return ca.status();
+  material.server_ca = *std::move(ca);
+  if (!paths.cert.empty()) {
+    if (absl::Status pair = LoadKeyPair(cert_flag.c_str(), paths.cert,
+                                        key_flag.c_str(), paths.key,
+                                        &material.cert_chain,
+                                        &material.private_key);
+        !pair.ok()) {
+      return pair;
+    }
   }
   return material;
 }

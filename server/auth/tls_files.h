@@ -41,6 +41,30 @@ struct TlsMaterial {
 absl::StatusOr<std::optional<TlsMaterial>> LoadTlsMaterial(
     const TlsPaths& paths);
 
+// The TLS files of a connection this server makes as a client (the drain
+// peer's, --drain-peer-tls-*): the CA that signed the server's certificate,
+// and optionally a client certificate for a server that asks for one
+// (mutual TLS). Flags are named `flag_prefix` + "tls-ca" / "tls-cert" /
+// "tls-key" in errors.
+struct ClientTlsPaths {
+  std::string flag_prefix;
+  std::string ca;
+  std::string cert;
+  std::string key;
+};
+
+struct ClientTlsMaterial {
+  std::string server_ca;
+  // Both empty: no client certificate.
+  std::string cert_chain;
+  std::string private_key;
+};
+
+// nullopt when no file is given; the checked material when the CA is (with
+// cert and key both or neither); an error naming the flag otherwise.
+absl::StatusOr<std::optional<ClientTlsMaterial>> LoadClientTlsMaterial(
+    const ClientTlsPaths& paths);
+
 }  // namespace tvq::auth
 
 #endif  // TVQ_SERVER_AUTH_TLS_FILES_H_

@@ -17,16 +17,22 @@ constexpr size_t kChunkBytes = size_t{1} << 20;
 
 class PeerSessionImporter final : public sessions::SessionPeer {
  public:
-  PeerSessionImporter(std::string address, absl::Duration timeout)
+  PeerSessionImporter(std::string address, absl::Duration timeout,
+                      PeerCredentials credentials)
       : address_(std::move(address)),
         timeout_(timeout),
-        stub_(v1::TextGeneration::NewStub(grpc::CreateChannel(
-            address_, grpc::InsecureChannelCredentials()))) {}
+        api_key_(std::move(credentials.api_key)),
+        tls_(credentials.tls.has_value()),
+        stub_(v1::TextGeneration::NewStub(
+            grpc::CreateChannel(address_, ChannelCredentials(credentials)))) {}
 
   absl::Status Import(const std::string& session_id, const std::string& blob,
                       absl::Duration ttl, bool pinned) override {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+    if (!api_key_.empty()) {
+      context.AddMetadata("authorization", "Bearer " + api_key_);
+    }
     v1::Session response;
     std::unique_ptr<grpc::ClientWriter<v1::SessionChunk>> writer =
         stub_->ImportSession(&context, &response);
@@ -54,18 +60,35 @@ class PeerSessionImporter final : public sessions::SessionPeer {
                         status.error_message());
   }
 
-  std::string Describe() const override { return address_; }
+  std::string Describe() const override {
+    return tls_ ? address_ + " (TLS)" : address_;
+  }
 
  private:
+  static std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(
+      const PeerCredentials& credentials) {
+    if (!credentials.tls.has_value()) {
+      return grpc::InsecureChannelCredentials();
+    }
+    grpc::SslCredentialsOptions options;
+    options.pem_root_certs = credentials.tls->server_ca;
+    options.pem_cert_chain = credentials.tls->cert_chain;
+    options.pem_private_key = credentials.tls->private_key;
+    return grpc::SslCredentials(options);
+  }
+
   const std::string address_;
   const absl::Duration timeout_;
+  const std::string api_key_;
+  const bool tls_;
   const std::unique_ptr<v1::TextGeneration::Stub> stub_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<sessions::SessionPeer>> MakePeerSessionImporter(
-    const std::string& address, absl::Duration timeout) {
+    const std::string& address, absl::Duration timeout,
+    PeerCredentials credentials) {
   const size_t colon = address.rfind(':');
   int port = 0;
   if (colon == std::string::npos || colon == 0 ||
@@ -81,7 +104,7 @@ absl::StatusOr<std::unique_ptr<sessions::SessionPeer>> MakePeerSessionImporter(
                         absl::FormatDuration(timeout)));
   }
   return std::unique_ptr<sessions::SessionPeer>(
-      new PeerSessionImporter(address, timeout));
+      new PeerSessionImporter(address, timeout, std::move(credentials)));
 }
 
 }  // namespace tvq::service
