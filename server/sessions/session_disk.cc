@@ -317,25 +317,54 @@ void SessionDisk::Remove(const std::string& session_id,
 SessionDisk::ScanResult SessionDisk::Scan() const {
   ScanResult result;
   std::error_code error;
+  // First the temporary files. One a write or a take in progress holds
+  // locked belongs to another server sharing the directory. Unlocked, it was
+  // interrupted: a write before its rename never completed (removed); a take
+  // before its unlink holds a complete session that never reached a
+  // server's memory (a SIGKILL mid-take), so it goes back under its name
+  // unless a newer file took that name meanwhile.
+  std::vector<std::string> temporaries;
+  for (const std::filesystem::directory_entry& entry :
+       std::filesystem::directory_iterator(directory_, error)) {
+    if (absl::StrContains(entry.path().filename().string(), kTemporary)) {
+      temporaries.push_back(entry.path().string());
+    }
+  }
+  for (const std::string& path : temporaries) {
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      continue;
+    }
+    const size_t taking = path.rfind(kTaking);
+    const std::string name =
+        taking == std::string::npos ? "" : path.substr(0, taking);
+    if (!name.empty() && ::access(name.c_str(), F_OK) != 0 &&
+        ::rename(path.c_str(), name.c_str()) == 0) {
+      result.problems.push_back(absl::StrFormat(
+          "%s: restored as %s (a take interrupted before the session reached "
+          "a server's memory)",
+          path, name));
+    } else {
+      ::unlink(path.c_str());
+      result.problems.push_back(
+          name.empty()
+              ? absl::StrFormat(
+                    "%s: removed (a write interrupted before its rename)",
+                    path)
+              : absl::StrFormat("%s: removed (an interrupted take; %s holds "
+                                "a newer file)",
+                                path, name));
+    }
+    ::close(fd);
+  }
+  if (!temporaries.empty()) FsyncDirectory(directory_);
   for (const std::filesystem::directory_entry& entry :
        std::filesystem::directory_iterator(directory_, error)) {
     const std::string path = entry.path().string();
     const std::string name = entry.path().filename().string();
-    if (absl::StrContains(name, kTemporary)) {
-      // A write (or take) in progress holds its lock: another server
-      // sharing the directory. Unlocked: interrupted, never complete.
-      const int fd = ::open(path.c_str(), O_RDONLY);
-      if (fd < 0) continue;
-      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        ::close(fd);
-        continue;
-      }
-      ::unlink(path.c_str());
-      ::close(fd);
-      result.problems.push_back(absl::StrFormat(
-          "%s: removed (a write interrupted before its rename)", path));
-      continue;
-    }
+    if (absl::StrContains(name, kTemporary)) continue;
     if (!absl::EndsWith(name, kSuffix) || !entry.is_regular_file(error)) {
       continue;
     }

@@ -17,8 +17,10 @@
 // At start-up Scan lists the directory: every valid file becomes a session
 // on disk; a corrupt, truncated or foreign file (another model) is reported
 // and skipped, never loaded and never deleted; leftover temporary files of
-// an interrupted write are removed (not those still locked by a write or a
-// take in progress: another server sharing the directory).
+// an interrupted write are removed, and the file of an interrupted take (a
+// server killed between claiming a session and holding it in memory) is
+// restored under its name; not those still locked by a write or a take in
+// progress (another server sharing the directory).
 //
 // Several servers may share one directory (a shared volume; migration on
 // drain): a file is a session no server holds in memory. Take claims it

@@ -528,7 +528,9 @@ TEST(PrefixReuseTest, ExtendingAnEarlierRequestReusesItsStateExactly) {
 
 // Evicted sessions spill to --session-dir and come back exactly; every
 // session is saved at shutdown and a restarted server continues them; a
-// corrupt file and another model's files are reported and skipped.
+// corrupt file and another model's files are reported and skipped; a stray
+// temporary file is removed, and a session whose take was interrupted is
+// restored and continued.
 TEST(SessionDiskTest, SpillRestartContinueAndSkipBadFiles) {
   const std::string dir =
       ::testing::TempDir() + "/tvq-sessions-disk-" + std::to_string(::getpid());
@@ -573,12 +575,18 @@ TEST(SessionDiskTest, SpillRestartContinueAndSkipBadFiles) {
     EXPECT_NE(other->Output().find("FAILED_PRECONDITION"), std::string::npos)
         << other->Output();
   }
+  // d1 as a server killed mid-take leaves it: claimed (renamed to its
+  // private name), never unlinked, never in memory. It is restored.
+  std::filesystem::rename(dir + "/6431.tvqsession",
+                          dir + "/6431.tvqsession.tmp-taking-0123456789abcdef");
   std::unique_ptr<ServerProcess> server =
       StartServer(GoldenModel("tiny-byte"), flags);
   ASSERT_NE(server, nullptr);
   EXPECT_NE(server->Output().find("00.tvqsession"), std::string::npos)
       << server->Output();
   EXPECT_FALSE(std::filesystem::exists(dir + "/6430.tvqsession.tmp-1234"));
+  EXPECT_NE(server->Output().find("restored as "), std::string::npos)
+      << server->Output();
   EXPECT_EQ(ListIds(*server), (std::vector<std::string>{"d0", "d1", "d2"}));
   SessionClient c(server->stub());
   for (int i = 0; i < 3; ++i) {
