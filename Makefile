@@ -11,9 +11,10 @@ CMAKE_FLAGS ?=
 # (scripts/sanitizer-tests.sh, docs/building.md): `asan` = the clang
 # ASan+UBSan build of the unit and integration tests, then its fuzz targets
 # (label fuzz); `fuzz` = only the fuzz targets; `tsan` = the TSan build of
-# the scheduler, core and service tests. `make test SANITIZERS=0` skips them
-# for a quick local run; `make test SANITIZERS="asan"` runs the whole ASan stage.
-SANITIZERS ?= fuzz
+# the scheduler, core, sessions and service tests. `make test SANITIZERS=0`
+# skips them for a quick local run; `make test SANITIZERS=fuzz` runs only the
+# fuzz targets.
+SANITIZERS ?= asan tsan
 
 .PHONY: serve test build deps test-venv configure clean container-smoke
 
