@@ -238,7 +238,9 @@ class ReloadTest(unittest.TestCase):
 
     def test_add_and_revoke_keep_running_streams(self):
         with KeyedServer() as server:
-            with TvqClient(server.address, timeout=120, api_key=KEY) as old:
+            # Generous deadlines: 2 x 8192 tokens take seconds alone, but
+            # minutes on a 2-core machine shared with the rest of the suite.
+            with TvqClient(server.address, timeout=300, api_key=KEY) as old:
                 stream = old.generate_stream("Hello", max_new_tokens=8192,
                                              ignore_eos=True)
                 chunks = iter(stream)
@@ -280,7 +282,7 @@ class ReloadTest(unittest.TestCase):
                 # The streams started with the revoked key ran to the end.
                 generated = 1 + sum(len(c.token_ids) for c in chunks)
                 self.assertEqual(generated, 8192)
-                body, _ = sse.communicate(timeout=120)
+                body, _ = sse.communicate(timeout=300)
                 self.assertEqual(sse.returncode, 0)
                 self.assertTrue(body.endswith(b"data: [DONE]\n\n"), body[-200:])
             log = server.log_tail(None)
