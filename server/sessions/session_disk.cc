@@ -340,12 +340,19 @@ SessionDisk::ScanResult SessionDisk::Scan() const {
     const size_t taking = path.rfind(kTaking);
     const std::string name =
         taking == std::string::npos ? "" : path.substr(0, taking);
-    if (!name.empty() && ::access(name.c_str(), F_OK) != 0 &&
-        ::rename(path.c_str(), name.c_str()) == 0) {
-      result.problems.push_back(absl::StrFormat(
-          "%s: restored as %s (a take interrupted before the session reached "
-          "a server's memory)",
-          path, name));
+    if (!name.empty() && ::access(name.c_str(), F_OK) != 0) {
+      if (::rename(path.c_str(), name.c_str()) == 0) {
+        result.problems.push_back(absl::StrFormat(
+            "%s: restored as %s (a take interrupted before the session "
+            "reached a server's memory)",
+            path, name));
+      } else {
+        // Never lose it: left for the operator.
+        result.problems.push_back(absl::StrFormat(
+            "%s: an interrupted take that cannot be restored as %s (%s); "
+            "left in place",
+            path, name, std::strerror(errno)));
+      }
     } else {
       ::unlink(path.c_str());
       result.problems.push_back(

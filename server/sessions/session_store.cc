@@ -114,12 +114,7 @@ void SessionStore::RemoveLocked(const std::string& id, GoneReason reason) {
     sessions_.erase(it);
     return;
   }
-  if (it != sessions_.end() && !it->second.owner.empty()) {
-    const auto held = owner_sessions_.find(it->second.owner);
-    if (held != owner_sessions_.end() && --held->second <= 0) {
-      owner_sessions_.erase(held);
-    }
-  }
+  if (it != sessions_.end()) ForgetOwnerLocked(it->second);
   sessions_.erase(id);
   if (gone_.insert_or_assign(id, reason).second) gone_order_.push_back(id);
   while (gone_order_.size() > kRememberedGoneIds) {
@@ -550,7 +545,18 @@ void SessionStore::Abort(const std::string& session_id) {
 
 void SessionStore::Discard(const std::string& session_id) {
   absl::MutexLock lock(&mutex_);
-  sessions_.erase(session_id);
+  const auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  ForgetOwnerLocked(it->second);
+  sessions_.erase(it);
+}
+
+void SessionStore::ForgetOwnerLocked(const Record& record) {
+  if (record.owner.empty()) return;
+  const auto held = owner_sessions_.find(record.owner);
+  if (held != owner_sessions_.end() && --held->second <= 0) {
+    owner_sessions_.erase(held);
+  }
 }
 
 std::vector<size_t> SessionStore::PrefixLengths() {

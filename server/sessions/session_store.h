@@ -289,6 +289,9 @@ class SessionStore {
   absl::StatusOr<Record*> AdoptLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   int64_t InMemoryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // The record no longer counts against its owner's limit.
+  void ForgetOwnerLocked(const Record& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // UNAVAILABLE naming `what` once BeginDrain ran; OK before.
   absl::Status CheckNotDrainingLocked(const std::string& id,
                                       std::string_view what) const

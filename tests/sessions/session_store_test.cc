@@ -224,7 +224,7 @@ TEST_F(SessionStoreTest, ADrainingStoreTakesNoNewSession) {
 // max_sessions_per_owner counts the sessions each owner holds: a new one
 // past it is RESOURCE_EXHAUSTED naming the flag; other owners and sessions
 // without an owner are not affected; any way a session goes (closed,
-// expired, evicted) makes room again.
+// expired, discarded, migrated) makes room again.
 TEST_F(SessionStoreTest, EachOwnerHoldsAtMostItsLimit) {
   options_.memory_bytes = 10 * 100;
   options_.max_sessions_per_owner = 2;
@@ -260,6 +260,14 @@ TEST_F(SessionStoreTest, EachOwnerHoldsAtMostItsLimit) {
   EXPECT_TRUE(create("a4", "key-a").ok());
   EXPECT_TRUE(create("a5", "key-a").ok());
   EXPECT_FALSE(create("a6", "key-a").ok());
+  // Discarded (a CreateSession whose prompt failed never existed).
+  store_->Discard("a5");
+  EXPECT_TRUE(create("a6", "key-a").ok());
+  // Migrated away.
+  ASSERT_TRUE(store_->BeginMigration("a6").ok());
+  store_->FinishMigration("a6");
+  EXPECT_TRUE(create("a7", "key-a").ok());
+  EXPECT_FALSE(create("a8", "key-a").ok());
 }
 
 }  // namespace
