@@ -14,7 +14,7 @@ CMAKE_FLAGS ?=
 # the scheduler, core, sessions and service tests. `make test SANITIZERS=0`
 # skips them for a quick local run; `make test SANITIZERS=fuzz` runs only the
 # fuzz targets.
-SANITIZERS ?= fuzz tsan
+SANITIZERS ?= asan tsan
 
 .PHONY: serve test build deps test-venv configure clean container-smoke
 

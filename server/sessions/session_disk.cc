@@ -9,7 +9,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <utility>
 
@@ -292,6 +291,30 @@ absl::StatusOr<SpilledSession> SessionDisk::Take(
   return session;
 }
 
+absl::StatusOr<SpilledSession> SessionDisk::Read(
+    const std::string& session_id) const {
+  const std::string path = PathOf(session_id);
+  // A file is only ever replaced by a rename, so what this descriptor
+  // reads is one complete version of it.
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      return absl::NotFoundError(
+          absl::StrFormat("%s: no such file in --session-dir", path));
+    }
+    return absl::DataLossError(absl::StrFormat("%s: cannot be opened: %s",
+                                               path, std::strerror(errno)));
+  }
+  const std::string bytes = ReadAll(fd);
+  ::close(fd);
+  absl::StatusOr<SpilledSession> session = Parse(path, bytes);
+  if (session.ok() && session->session_id != session_id) {
+    return absl::DataLossError(
+        absl::StrFormat("%s: holds another session", path));
+  }
+  return session;
+}
+
 bool SessionDisk::Exists(const std::string& session_id) const {
   return ::access(PathOf(session_id).c_str(), F_OK) == 0;
 }
@@ -375,9 +398,18 @@ SessionDisk::ScanResult SessionDisk::Scan() const {
     if (!absl::EndsWith(name, kSuffix) || !entry.is_regular_file(error)) {
       continue;
     }
-    std::ifstream file(path, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(file)),
-                      std::istreambuf_iterator<char>());
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) {
+      // Taken by a server sharing the directory since the listing: its
+      // business, not a problem.
+      if (errno != ENOENT) {
+        result.problems.push_back(absl::StrFormat(
+            "skipped: %s cannot be opened: %s", path, std::strerror(errno)));
+      }
+      continue;
+    }
+    const std::string bytes = ReadAll(fd);
+    ::close(fd);
     absl::StatusOr<SpilledSession> session = Parse(path, bytes);
     if (!session.ok()) {
       result.problems.push_back(absl::StrFormat(

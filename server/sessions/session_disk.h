@@ -58,6 +58,8 @@ class SessionDisk final : public SessionSpill {
 
   absl::StatusOr<int64_t> Save(const SpilledSession& session) override;
   absl::StatusOr<SpilledSession> Take(const std::string& session_id) override;
+  absl::StatusOr<SpilledSession> Read(
+      const std::string& session_id) const override;
   bool Exists(const std::string& session_id) const override;
   void Remove(const std::string& session_id,
               std::optional<absl::Time> only_if_last_used) override;

@@ -11,6 +11,11 @@
 namespace tvq::sessions {
 namespace {
 
+// How long the migration at drain waits for a request that still holds a
+// session (after the scheduler's drain only a refused request or a last
+// commit can, for microseconds); past it the session is reported lost.
+constexpr absl::Duration kMigrationBusyWait = absl::Seconds(5);
+
 // The store key of a prefix-reuse entry: starts with a byte no session id
 // may hold, so clients can never name it.
 std::string PrefixKey(uint64_t token_hash) {
@@ -635,7 +640,7 @@ MigrationReport SessionManager::Migrate(SessionPeer* peer) {
   // Nothing enters memory from here on (a session adopted or imported after
   // the listing would be lost at exit).
   store_.BeginDrain();
-  const std::vector<std::string> ids = store_.IdleInMemory();
+  const std::vector<std::string> ids = store_.InMemory();
   if (peer == nullptr && !has_disk) {
     report.lost = static_cast<int>(ids.size());
     if (report.lost > 0) {
@@ -648,8 +653,17 @@ MigrationReport SessionManager::Migrate(SessionPeer* peer) {
     return report;
   }
   for (const std::string& id : ids) {
-    absl::StatusOr<SpilledSession> session = store_.BeginMigration(id);
-    if (!session.ok()) continue;  // closed or busy meanwhile
+    // The scheduler has drained: a lease still held is brief (a request
+    // refused at the drain, a last commit), and is waited for.
+    absl::StatusOr<SpilledSession> session =
+        store_.BeginMigration(id, kMigrationBusyWait);
+    if (absl::IsUnavailable(session.status())) {
+      ++report.lost;
+      report.problems.push_back(absl::StrFormat(
+          "%s: lost when the server exits", session.status().message()));
+      continue;
+    }
+    if (!session.ok()) continue;  // closed meanwhile
     if (peer_reachable) {
       const std::string blob = EncodeSessionBlob(session->snapshot, identity_);
       const absl::Status pushed =

@@ -181,10 +181,11 @@ class SessionManager {
   // Saves every idle session to disk (at shutdown); OK when the disk tier is
   // off.
   absl::Status SpillAll() { return store_.SpillAll(); }
-  // Migration on drain (session_migration.h): every idle session held in
-  // memory goes to `peer` (may be null), or to the disk tier when there is
-  // no peer or the push fails. Call when no request runs any more (after
-  // the scheduler's drain).
+  // Migration on drain (session_migration.h): every session held in memory
+  // goes to `peer` (may be null), or to the disk tier when there is no peer
+  // or the push fails. Call when no request runs any more (after the
+  // scheduler's drain); a session a request still holds is waited for (a
+  // few seconds at most, then reported lost).
   MigrationReport Migrate(SessionPeer* peer);
 
   SessionStoreStats Stats() { return store_.Stats(); }

@@ -251,6 +251,35 @@ absl::StatusOr<SessionStore::Record*> SessionStore::AdoptLocked(
   return &sessions_.insert_or_assign(id, std::move(record)).first->second;
 }
 
+absl::StatusOr<const SessionStore::Record*> SessionStore::ReadLocked(
+    const std::string& id, Record& scratch) {
+  const auto it = sessions_.find(id);
+  if (it != sessions_.end()) {
+    // Prefix-reuse entries are not sessions.
+    if (it->second.hidden) return NotFoundLocked(id);
+    return &it->second;
+  }
+  if (spill_ == nullptr || !CheckId(id, "session_id").ok()) {
+    return NotFoundLocked(id);
+  }
+  absl::StatusOr<SpilledSession> read = spill_->Read(id);
+  if (!read.ok()) {
+    if (absl::IsNotFound(read.status())) return NotFoundLocked(id);
+    return absl::Status(
+        read.status().code(),
+        absl::StrFormat("session \"%s\": reading it from --session-dir "
+                        "failed: %s",
+                        id, read.status().message()));
+  }
+  scratch.snapshot = std::move(read->snapshot);
+  scratch.ttl = read->ttl;
+  scratch.pinned = read->pinned;
+  scratch.last_used = read->last_used;
+  scratch.on_disk = true;
+  scratch.disk_bytes = scratch.snapshot.state_bytes();
+  return &scratch;
+}
+
 void SessionStore::WriteBackGuestLocked(const std::string& id,
                                        Record& record) {
   if (!record.guest || spill_ == nullptr || record.on_disk) return;
@@ -300,28 +329,39 @@ void SessionStore::BeginDrain() {
   draining_ = true;
 }
 
-std::vector<std::string> SessionStore::IdleInMemory() {
+std::vector<std::string> SessionStore::InMemory() {
   absl::MutexLock lock(&mutex_);
   std::vector<std::string> ids;
   for (const auto& [id, record] : sessions_) {
-    if (!record.on_disk && !record.leased && !record.hidden) ids.push_back(id);
+    if (!record.on_disk && !record.hidden) ids.push_back(id);
   }
   std::sort(ids.begin(), ids.end());
   return ids;
 }
 
 absl::StatusOr<SpilledSession> SessionStore::BeginMigration(
-    const std::string& session_id) {
+    const std::string& session_id, absl::Duration busy_wait) {
   absl::MutexLock lock(&mutex_);
+  // Every lease ends under this mutex (Commit, Abort, Discard, Close).
+  const auto released = [this, &session_id]() {
+    mutex_.AssertReaderHeld();
+    const auto it = sessions_.find(session_id);
+    return it == sessions_.end() || !it->second.leased;
+  };
+  if (!mutex_.AwaitWithTimeout(absl::Condition(&released), busy_wait)) {
+    return absl::UnavailableError(absl::StrFormat(
+        "session \"%s\" was still busy %s into the migration (a request "
+        "kept running on it)",
+        session_id, absl::FormatDuration(busy_wait)));
+  }
   const auto it = sessions_.find(session_id);
   if (it == sessions_.end() || it->second.hidden) {
     return NotFoundLocked(session_id);
   }
   Record& record = it->second;
-  if (record.leased || record.on_disk) {
+  if (record.on_disk) {
     return absl::FailedPreconditionError(absl::StrFormat(
-        "session \"%s\" is %s: not migrated", session_id,
-        record.leased ? "busy" : "on disk"));
+        "session \"%s\" is on disk: not migrated", session_id));
   }
   record.leased = true;
   SpilledSession session;
@@ -594,6 +634,13 @@ absl::StatusOr<SessionSnapshot> SessionStore::Snapshot(
   const absl::Time now = now_();
   absl::MutexLock lock(&mutex_);
   ExpireLocked(now);
+  const auto held = sessions_.find(session_id);
+  if (held == sessions_.end()) {
+    Record scratch;
+    absl::StatusOr<const Record*> read = ReadLocked(session_id, scratch);
+    if (!read.ok()) return read.status();
+    return (*read)->snapshot;
+  }
   absl::StatusOr<Record*> record = FindLocked(session_id);
   if (!record.ok()) return record.status();
   if (absl::Status status = LoadLocked(session_id, **record); !status.ok()) {
@@ -606,7 +653,8 @@ absl::StatusOr<SessionSnapshot> SessionStore::Snapshot(
 absl::StatusOr<absl::Duration> SessionStore::Ttl(
     const std::string& session_id) {
   absl::MutexLock lock(&mutex_);
-  absl::StatusOr<Record*> record = FindLocked(session_id);
+  Record scratch;
+  absl::StatusOr<const Record*> record = ReadLocked(session_id, scratch);
   if (!record.ok()) return record.status();
   return (*record)->ttl;
 }
@@ -615,7 +663,8 @@ absl::StatusOr<SessionInfo> SessionStore::Get(const std::string& session_id) {
   const absl::Time now = now_();
   absl::MutexLock lock(&mutex_);
   ExpireLocked(now);
-  absl::StatusOr<Record*> record = FindLocked(session_id);
+  Record scratch;
+  absl::StatusOr<const Record*> record = ReadLocked(session_id, scratch);
   if (!record.ok()) return record.status();
   return InfoLocked(session_id, **record);
 }

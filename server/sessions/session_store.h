@@ -41,10 +41,15 @@
 //   guest: its home replica drained or died, and a router's hash sends it
 //   back there when that replica returns. So a guest is written back to
 //   the tier after each of its requests (one state write per turn), and
-//   whichever server gets its next turn finds it there.
-// - Migration (at drain, SessionManager::Migrate): an idle session is leased
-//   while its state is pushed to a peer, then removed (FinishMigration), or
-//   saved to disk when the push fails (AbortMigration). From the moment it
+//   whichever server gets its next turn finds it there. Only a lease
+//   (Begin: a request runs on it) adopts; reads (Get, Ttl, Snapshot) of a
+//   session not held here read the file and leave it in the tier.
+// - Migration (at drain, SessionManager::Migrate): every session held in
+//   memory is leased while its state is pushed to a peer, then removed
+//   (FinishMigration), or saved to disk when the push fails
+//   (AbortMigration). One that a request holds when the migration reaches
+//   it (a request refused at the drain, or a last commit) is waited for,
+//   never skipped: skipped, it would be lost at exit. From the moment it
 //   starts (BeginDrain) the store takes no session into memory any more: a
 //   session would be lost when the process exits, since the migration has
 //   already listed what it moves. Creating, forking or importing one, and
@@ -128,6 +133,10 @@ class SessionSpill {
   // another server sharing the tier took it first).
   virtual absl::StatusOr<SpilledSession> Take(
       const std::string& session_id) = 0;
+  // Reads the saved session, every field checked, and leaves it in the
+  // tier. NOT_FOUND when there is none.
+  virtual absl::StatusOr<SpilledSession> Read(
+      const std::string& session_id) const = 0;
   // Whether the tier holds the session (written by this server or another).
   virtual bool Exists(const std::string& session_id) const = 0;
   // Removes the saved session; with `only_if_last_used`, only when the saved
@@ -177,14 +186,17 @@ class SessionStore {
   // the first error, after trying them all.
   absl::Status SpillAll();
 
-  // Migration at drain. The ids of the sessions held in host memory that no
-  // request runs on, ordered by id.
-  std::vector<std::string> IdleInMemory();
-  // Takes no more sessions into memory (above). Call before IdleInMemory.
+  // Migration at drain. The ids of the sessions held in host memory (idle
+  // or with a request running on them), ordered by id.
+  std::vector<std::string> InMemory();
+  // Takes no more sessions into memory (above). Call before InMemory.
   void BeginDrain();
-  // Leases one of them for its migration and returns it (with its state).
-  // NOT_FOUND, FAILED_PRECONDITION (busy, or not in memory).
-  absl::StatusOr<SpilledSession> BeginMigration(const std::string& session_id);
+  // Leases one of them for its migration and returns it (with its state),
+  // first waiting up to `busy_wait` for a request that holds it to end.
+  // NOT_FOUND (closed meanwhile), FAILED_PRECONDITION (on disk: nothing to
+  // move), UNAVAILABLE (still busy after `busy_wait`).
+  absl::StatusOr<SpilledSession> BeginMigration(const std::string& session_id,
+                                                absl::Duration busy_wait);
   // Another server holds it now: removed here (NOT_FOUND says it moved).
   void FinishMigration(const std::string& session_id);
   // The push failed: the lease ends, and with `to_disk` (and the tier on)
@@ -287,6 +299,14 @@ class SessionStore {
   // A session this store does not hold, from the (shared) disk tier: taken
   // and held in memory here. NOT_FOUND when the tier has none.
   absl::StatusOr<Record*> AdoptLocked(const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // For reads (Get, Ttl, Snapshot): the record held here, or else one read
+  // from the shared disk tier into `scratch` and left there. A read never
+  // takes a session into this server's memory: taken, it would live only
+  // here until its next request, invisible to the other servers and lost
+  // if this one died.
+  absl::StatusOr<const Record*> ReadLocked(const std::string& id,
+                                           Record& scratch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   int64_t InMemoryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // The record no longer counts against its owner's limit.

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -216,9 +217,49 @@ TEST_F(SessionStoreTest, ADrainingStoreTakesNoNewSession) {
       << refused;
   EXPECT_EQ(Create("").status().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(store_->Get("kept").ok());
-  EXPECT_EQ(store_->IdleInMemory(), std::vector<std::string>{"kept"});
+  EXPECT_EQ(store_->InMemory(), std::vector<std::string>{"kept"});
   EXPECT_EQ(store_->Get("late").status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(store_->Close("kept").ok());
+}
+
+// The migration lists the sessions a request holds too, and waits for the
+// request to end instead of skipping them (a skipped one would be lost at
+// exit); one still held after the wait is UNAVAILABLE naming it.
+TEST_F(SessionStoreTest, AMigrationWaitsForTheRequestThatHoldsASession) {
+  ASSERT_TRUE(Create("busy").ok());
+  ASSERT_TRUE(Create("idle").ok());
+  absl::StatusOr<SessionSnapshot> base = store_->Begin("busy");
+  ASSERT_TRUE(base.ok());
+  store_->BeginDrain();
+  EXPECT_EQ(store_->InMemory(), (std::vector<std::string>{"busy", "idle"}));
+
+  const absl::Status still = store_->BeginMigration("busy", absl::Milliseconds(
+                                                                20))
+                                 .status();
+  EXPECT_EQ(still.code(), absl::StatusCode::kUnavailable) << still;
+  EXPECT_NE(still.message().find("\"busy\" was still busy"),
+            std::string::npos)
+      << still;
+
+  // The request commits while the migration waits: the migration gets the
+  // committed state.
+  SessionSnapshot next = *base;
+  next.token_count = 7;
+  std::thread request([&] {
+    absl::SleepFor(absl::Milliseconds(50));
+    ASSERT_TRUE(store_->Commit("busy", next).ok());
+  });
+  absl::StatusOr<SpilledSession> moved =
+      store_->BeginMigration("busy", absl::Seconds(60));
+  request.join();
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->snapshot.token_count, 7);
+  store_->FinishMigration("busy");
+  EXPECT_TRUE(store_->BeginMigration("idle", absl::ZeroDuration()).ok());
+  EXPECT_EQ(store_->BeginMigration("gone", absl::ZeroDuration())
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
 }
 
 // max_sessions_per_owner counts the sessions each owner holds: a new one
@@ -264,7 +305,7 @@ TEST_F(SessionStoreTest, EachOwnerHoldsAtMostItsLimit) {
   store_->Discard("a5");
   EXPECT_TRUE(create("a6", "key-a").ok());
   // Migrated away.
-  ASSERT_TRUE(store_->BeginMigration("a6").ok());
+  ASSERT_TRUE(store_->BeginMigration("a6", absl::ZeroDuration()).ok());
   store_->FinishMigration("a6");
   EXPECT_TRUE(create("a7", "key-a").ok());
   EXPECT_FALSE(create("a8", "key-a").ok());
