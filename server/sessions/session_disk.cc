@@ -120,6 +120,20 @@ std::string ReadAll(int fd) {
   return bytes;
 }
 
+// A session file opened for reading; NOT_FOUND when there is none.
+absl::StatusOr<int> OpenSessionFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      return absl::NotFoundError(
+          absl::StrFormat("%s: no such file in --session-dir", path));
+    }
+    return absl::DataLossError(absl::StrFormat("%s: cannot be opened: %s",
+                                               path, std::strerror(errno)));
+  }
+  return fd;
+}
+
 }  // namespace
 
 SessionDisk::SessionDisk(std::string directory, const BlobIdentity& identity,
@@ -239,15 +253,7 @@ absl::StatusOr<SpilledSession> SessionDisk::Take(
   // Lock the file, then rename it to a name only this call knows: of several
   // servers sharing the directory exactly one takes it (rename is atomic),
   // and the lock keeps their start-up scans from removing it meanwhile.
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) {
-    if (errno == ENOENT) {
-      return absl::NotFoundError(
-          absl::StrFormat("%s: no such file in --session-dir", path));
-    }
-    return absl::DataLossError(absl::StrFormat("%s: cannot be opened: %s",
-                                               path, std::strerror(errno)));
-  }
+  TVQ_ASSIGN_OR_RETURN(const int fd, OpenSessionFile(path));
   ::flock(fd, LOCK_EX);
   const std::string taking =
       absl::StrFormat("%s%s%s", path, kTaking, RandomSuffix());
@@ -296,15 +302,7 @@ absl::StatusOr<SpilledSession> SessionDisk::Read(
   const std::string path = PathOf(session_id);
   // A file is only ever replaced by a rename, so what this descriptor
   // reads is one complete version of it.
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) {
-    if (errno == ENOENT) {
-      return absl::NotFoundError(
-          absl::StrFormat("%s: no such file in --session-dir", path));
-    }
-    return absl::DataLossError(absl::StrFormat("%s: cannot be opened: %s",
-                                               path, std::strerror(errno)));
-  }
+  TVQ_ASSIGN_OR_RETURN(const int fd, OpenSessionFile(path));
   const std::string bytes = ReadAll(fd);
   ::close(fd);
   absl::StatusOr<SpilledSession> session = Parse(path, bytes);
