@@ -30,8 +30,16 @@ class BenchTest(unittest.TestCase):
     def bench(self, *args, expect_exit=0):
         result = run_client(["--json", "bench", *args], self.addr,
                             timeout=600)
-        self.assertEqual(result.returncode, expect_exit, describe(result))
+        self.assertEqual(result.returncode, expect_exit,
+                         describe(result) + self.server_state())
         return json.loads(result.stdout)
+
+    def server_state(self):
+        """The server's log when it is no longer running (a crash)."""
+        if self.server.running():
+            return ""
+        return f"\n--- tvq-server exited; its log ends:\n" \
+               f"{self.server.log_tail(limit=20000)}"
 
     def check_latencies(self, report):
         for key in ("time_to_first_token_seconds",

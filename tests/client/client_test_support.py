@@ -15,6 +15,7 @@ import os
 import re
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -127,7 +128,15 @@ class TvqServer:
     def stop(self):
         if self._process is None:
             return
-        if self._process.poll() is None:
+        if self._process.poll() is not None:
+            if self._process.returncode != 0:
+                # The server ended before the test stopped it: a crash (e.g.
+                # a sanitizer report) that the test's own failure cannot show.
+                sys.stderr.write(
+                    f"tvq-server exited on its own (code "
+                    f"{self._process.returncode}); its log ends:\n"
+                    f"{self.log_tail(limit=20000)}\n")
+        else:
             self._process.terminate()
             try:
                 self._process.wait(timeout=30)

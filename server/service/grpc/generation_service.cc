@@ -4,6 +4,7 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -131,15 +132,83 @@ absl::Time Deadline(const grpc::CallbackServerContext* context) {
   return absl::FromChrono(deadline);
 }
 
+// ---------------------------------------------------------------- calls
+
+// A call reactor whose scheduler sink points back to it. gRPC is done with
+// the reactor at OnDone, the scheduler only after the sink's last callback,
+// and either can come last: a stream ended early for unread output still
+// hears the scheduler's cancellation after OnDone, and a write completing on
+// a gRPC thread can finish a stream while the scheduler thread is still
+// inside its End. So the reactor is shared: gRPC's reference is dropped in
+// OnDone (ReleaseGrpcReference), each sink holds another, and the last one
+// deletes it.
+template <typename Call>
+class SharedWithScheduler {
+ public:
+  template <typename... Args>
+  static Call* Create(Args&&... args) {
+    std::shared_ptr<Call> call(new Call(std::forward<Args>(args)...));
+    call->self_ = call;
+    return call.get();
+  }
+
+ protected:
+  // gRPC's reference, for a sink made before the call is returned to gRPC.
+  std::shared_ptr<Call> Shared() const { return self_; }
+  // From OnDone: may delete the call; touch nothing of it afterwards.
+  void ReleaseGrpcReference() { std::shared_ptr<Call> last = std::move(self_); }
+
+ private:
+  std::shared_ptr<Call> self_;
+};
+
+// The scheduler handle of a call's request, for cancellation from gRPC's
+// threads: a cancel that comes before the request is submitted (OnCancel can
+// run while Start is still submitting) takes effect once it is.
+class RequestCancellation {
+ public:
+  explicit RequestCancellation(scheduler::Scheduler* scheduler)
+      : scheduler_(scheduler) {}
+
+  void Submitted(scheduler::RequestHandle handle) {
+    bool cancel = false;
+    {
+      absl::MutexLock lock(&mutex_);
+      handle_ = handle;
+      cancel = requested_;
+    }
+    if (cancel) scheduler_->Cancel(handle);
+  }
+
+  void Cancel() {
+    scheduler::RequestHandle handle = 0;
+    {
+      absl::MutexLock lock(&mutex_);
+      requested_ = true;
+      handle = handle_;
+    }
+    if (handle != 0) scheduler_->Cancel(handle);
+  }
+
+ private:
+  scheduler::Scheduler* const scheduler_;
+  absl::Mutex mutex_;
+  scheduler::RequestHandle handle_ ABSL_GUARDED_BY(mutex_) = 0;
+  bool requested_ ABSL_GUARDED_BY(mutex_) = false;
+};
+
 // ---------------------------------------------------------------- Generate
 
 // A unary Generate call. The scheduler's sink writes into the response
 // (only the scheduler thread touches it until Finish).
-class GenerateCall final : public grpc::ServerUnaryReactor {
+class GenerateCall final : public grpc::ServerUnaryReactor,
+                           public SharedWithScheduler<GenerateCall> {
  public:
   GenerateCall(scheduler::Scheduler* scheduler, v1::GenerateResponse* response,
                ActiveCallCounter* counter)
-      : hold_(counter), scheduler_(scheduler), response_(response) {}
+      : cancellation_(scheduler), scheduler_(scheduler), response_(response) {
+    hold_.emplace(counter);
+  }
 
   void Start(scheduler::GenerationRequest request,
              const SessionTarget& target) {
@@ -147,21 +216,25 @@ class GenerateCall final : public grpc::ServerUnaryReactor {
     response_->set_seed(request.sampling.seed);
     absl::StatusOr<scheduler::RequestHandle> handle =
         SubmitGeneration(*scheduler_, target, std::move(request),
-                         std::make_shared<Sink>(this));
+                         std::make_shared<Sink>(Shared()));
     if (!handle.ok()) {
       Finish(ToGrpcStatus(handle.status()));
       return;
     }
-    handle_ = *handle;
+    cancellation_.Submitted(*handle);
   }
 
-  void OnCancel() override { scheduler_->Cancel(handle_); }
-  void OnDone() override { delete this; }
+  void OnCancel() override { cancellation_.Cancel(); }
+  void OnDone() override {
+    hold_.reset();
+    ReleaseGrpcReference();
+  }
 
  private:
   class Sink final : public scheduler::TokenSink {
    public:
-    explicit Sink(GenerateCall* call) : call_(call) {}
+    explicit Sink(std::shared_ptr<GenerateCall> call)
+        : call_(std::move(call)) {}
     void OnTokens(scheduler::TokenUpdate update) override {
       AppendUpdate(update, call_->response_);
     }
@@ -176,13 +249,14 @@ class GenerateCall final : public grpc::ServerUnaryReactor {
     }
 
    private:
-    GenerateCall* const call_;
+    const std::shared_ptr<GenerateCall> call_;
   };
 
-  ActiveCallCounter::Hold hold_;
+  // Counts the call as active until OnDone.
+  std::optional<ActiveCallCounter::Hold> hold_;
+  RequestCancellation cancellation_;
   scheduler::Scheduler* const scheduler_;
   v1::GenerateResponse* const response_;
-  scheduler::RequestHandle handle_ = 0;
 };
 
 // ---------------------------------------------------------------- stream
@@ -191,14 +265,17 @@ class GenerateCall final : public grpc::ServerUnaryReactor {
 // most one write in flight, the next write started from OnWriteDone. The
 // scheduler thread only enqueues.
 class GenerateStreamCall final
-    : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
+    : public grpc::ServerWriteReactor<v1::GenerateStreamResponse>,
+      public SharedWithScheduler<GenerateStreamCall> {
  public:
   GenerateStreamCall(scheduler::Scheduler* scheduler,
                      ActiveCallCounter* counter,
                      int64_t max_pending_output_bytes)
-      : hold_(counter),
+      : cancellation_(scheduler),
         scheduler_(scheduler),
-        max_pending_output_bytes_(max_pending_output_bytes) {}
+        max_pending_output_bytes_(max_pending_output_bytes) {
+    hold_.emplace(counter);
+  }
 
   void Start(scheduler::GenerationRequest request,
              const SessionTarget& target) {
@@ -206,12 +283,12 @@ class GenerateStreamCall final
     seed_ = request.sampling.seed;
     absl::StatusOr<scheduler::RequestHandle> handle =
         SubmitGeneration(*scheduler_, target, std::move(request),
-                         std::make_shared<Sink>(this));
+                         std::make_shared<Sink>(Shared()));
     if (!handle.ok()) {
       End(ToGrpcStatus(handle.status()));
       return;
     }
-    handle_ = *handle;
+    cancellation_.Submitted(*handle);
   }
 
   void OnWriteDone(bool ok) override {
@@ -226,16 +303,20 @@ class GenerateStreamCall final
         cancel = true;
       }
     }
-    if (cancel) scheduler_->Cancel(handle_);
+    if (cancel) cancellation_.Cancel();
     Pump();
   }
-  void OnCancel() override { scheduler_->Cancel(handle_); }
-  void OnDone() override { delete this; }
+  void OnCancel() override { cancellation_.Cancel(); }
+  void OnDone() override {
+    hold_.reset();
+    ReleaseGrpcReference();
+  }
 
  private:
   class Sink final : public scheduler::TokenSink {
    public:
-    explicit Sink(GenerateStreamCall* call) : call_(call) {}
+    explicit Sink(std::shared_ptr<GenerateStreamCall> call)
+        : call_(std::move(call)) {}
     void OnTokens(scheduler::TokenUpdate update) override {
       call_->Push(update, nullptr);
     }
@@ -249,7 +330,7 @@ class GenerateStreamCall final
     }
 
    private:
-    GenerateStreamCall* const call_;
+    const std::shared_ptr<GenerateStreamCall> call_;
   };
 
   // Queues a message. Queued messages are never in flight, so a new update
@@ -282,7 +363,7 @@ class GenerateStreamCall final
       }
     }
     if (overflow) {
-      scheduler_->Cancel(handle_);
+      cancellation_.Cancel();
       EndNow(grpc::Status(
           grpc::StatusCode::RESOURCE_EXHAUSTED,
           absl::StrFormat(
@@ -359,11 +440,12 @@ class GenerateStreamCall final
     }
   }
 
-  ActiveCallCounter::Hold hold_;
+  // Counts the call as active until OnDone.
+  std::optional<ActiveCallCounter::Hold> hold_;
+  RequestCancellation cancellation_;
   scheduler::Scheduler* const scheduler_;
   std::string request_id_;
   uint64_t seed_ = 0;
-  scheduler::RequestHandle handle_ = 0;
 
   const int64_t max_pending_output_bytes_;
 
@@ -382,14 +464,17 @@ class GenerateStreamCall final
 
 // ---------------------------------------------------------------- Score
 
-class ScoreCall final : public grpc::ServerUnaryReactor {
+class ScoreCall final : public grpc::ServerUnaryReactor,
+                        public SharedWithScheduler<ScoreCall> {
  public:
   ScoreCall(const core::Engine* engine, v1::ScoreResponse* response,
             ActiveCallCounter* counter)
-      : hold_(counter),
+      : cancellation_(&engine->scheduler()),
         engine_(engine),
         scheduler_(&engine->scheduler()),
-        response_(response) {}
+        response_(response) {
+    hold_.emplace(counter);
+  }
 
   void Start(scheduler::ScoreRequest request, const SessionTarget& target) {
     response_->set_request_id(request.request_id);
@@ -397,27 +482,30 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
     if (target.manager == nullptr) {
       for (int32_t id : request.tokens) response_->add_token_ids(id);
       handle = scheduler_->SubmitScore(std::move(request),
-                                       std::make_shared<Sink>(this));
+                                       std::make_shared<Sink>(Shared()));
     } else {
       handle = target.manager->SubmitScore(target.session_id,
                                            target.no_eos_prefix,
                                            std::move(request),
-                                           std::make_shared<Sink>(this));
+                                           std::make_shared<Sink>(Shared()));
     }
     if (!handle.ok()) {
       Finish(ToGrpcStatus(handle.status()));
       return;
     }
-    handle_ = *handle;
+    cancellation_.Submitted(*handle);
   }
 
-  void OnCancel() override { scheduler_->Cancel(handle_); }
-  void OnDone() override { delete this; }
+  void OnCancel() override { cancellation_.Cancel(); }
+  void OnDone() override {
+    hold_.reset();
+    ReleaseGrpcReference();
+  }
 
  private:
   class Sink final : public scheduler::ScoreSink {
    public:
-    explicit Sink(ScoreCall* call) : call_(call) {}
+    explicit Sink(std::shared_ptr<ScoreCall> call) : call_(std::move(call)) {}
     void OnScored(scheduler::ScoreResult result) override {
       call_->Complete(result);
     }
@@ -426,7 +514,7 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
     }
 
    private:
-    ScoreCall* const call_;
+    const std::shared_ptr<ScoreCall> call_;
   };
 
   void Complete(const scheduler::ScoreResult& result) {
@@ -447,11 +535,12 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
     Finish(grpc::Status::OK);
   }
 
-  ActiveCallCounter::Hold hold_;
+  // Counts the call as active until OnDone.
+  std::optional<ActiveCallCounter::Hold> hold_;
+  RequestCancellation cancellation_;
   const core::Engine* const engine_;
   scheduler::Scheduler* const scheduler_;
   v1::ScoreResponse* const response_;
-  scheduler::RequestHandle handle_ = 0;
 };
 
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
@@ -525,8 +614,8 @@ grpc::ServerUnaryReactor* GenerationService::Generate(
       ToGenerationRequest(effective, Validation(**model), RandomSeed());
   if (!generation.ok()) return FinishNow(context, generation.status());
   generation->deadline = Deadline(context);
-  auto* call =
-      new GenerateCall(&(*model)->scheduler(), response, &active_calls_);
+  GenerateCall* call = GenerateCall::Create(&(*model)->scheduler(), response,
+                                            &active_calls_);
   call->Start(*std::move(generation), TargetOf(effective, **model));
   return call;
 }
@@ -551,7 +640,7 @@ GenerationService::GenerateStream(grpc::CallbackServerContext* context,
     return new FailedStream(ToGrpcStatus(generation.status()));
   }
   generation->deadline = Deadline(context);
-  auto* call = new GenerateStreamCall(
+  GenerateStreamCall* call = GenerateStreamCall::Create(
       &(*model)->scheduler(), &active_calls_,
       (*model)->config().limits.max_pending_output_bytes);
   call->Start(*std::move(generation), TargetOf(effective, **model));
@@ -574,7 +663,7 @@ grpc::ServerUnaryReactor* GenerationService::Score(
       ToScoreRequest(effective, Validation(**model));
   if (!score.ok()) return FinishNow(context, score.status());
   score->deadline = Deadline(context);
-  auto* call = new ScoreCall(*model, response, &active_calls_);
+  ScoreCall* call = ScoreCall::Create(*model, response, &active_calls_);
   call->Start(*std::move(score), TargetOf(effective, **model));
   return call;
 }
