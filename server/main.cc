@@ -7,8 +7,8 @@
 // calls UNAVAILABLE while loading), load the model, build the scheduler, go
 // SERVING. SIGTERM/SIGINT: NOT_SERVING, new requests UNAVAILABLE, in-flight
 // requests finish for up to --drain-timeout, sessions migrate (--drain-peer,
-// --session-dir), exit 0. SIGHUP re-reads --api-keys-file (TLS and keys:
-// docs/security.md).
+// --session-dir), exit 0. SIGHUP re-reads --api-keys-file and the TLS files
+// (docs/security.md).
 #include <signal.h>
 #include <unistd.h>
 
@@ -39,6 +39,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/auth/api_key_store.h"
+#include "server/auth/tls_certificates.h"
 #include "server/auth/tls_files.h"
 #include "server/core/engine.h"
 #include "server/core/engine_config.h"
@@ -198,7 +199,8 @@ ABSL_FLAG(std::string, served_model_name, "",
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain (leaf first) of the gRPC and HTTP listeners; "
           "with --tls-key they serve TLS only (empty = plaintext). The "
-          "metrics port stays plaintext");
+          "metrics port stays plaintext. --tls-cert, --tls-key and "
+          "--tls-client-ca are re-read on SIGHUP (new connections)");
 ABSL_FLAG(std::string, tls_key, "",
           "PEM private key (unencrypted) of --tls-cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
@@ -614,14 +616,16 @@ int main(int argc, char** argv) {
   tvq::process::StopSignals& stop_signals = **installed_signals;
 
   // ---- Security: TLS files and API keys, checked before anything listens.
-  absl::StatusOr<std::optional<tvq::auth::TlsMaterial>> tls =
-      tvq::auth::LoadTlsMaterial({absl::GetFlag(FLAGS_tls_cert),
-                                  absl::GetFlag(FLAGS_tls_key),
-                                  absl::GetFlag(FLAGS_tls_client_ca)});
+  // null = plaintext.
+  absl::StatusOr<std::unique_ptr<tvq::auth::TlsCertificates>> tls =
+      tvq::auth::TlsCertificates::Load({absl::GetFlag(FLAGS_tls_cert),
+                                        absl::GetFlag(FLAGS_tls_key),
+                                        absl::GetFlag(FLAGS_tls_client_ca)});
   if (!tls.ok()) {
     Log("%s", tls.status().message());
     return 2;
   }
+  const tvq::auth::TlsCertificates* certificates = tls->get();
   std::unique_ptr<tvq::auth::ApiKeyStore> api_keys;
   if (const std::string keys_file = absl::GetFlag(FLAGS_api_keys_file);
       !keys_file.empty()) {
@@ -640,17 +644,36 @@ int main(int argc, char** argv) {
     Log("--auth-exempt-health needs --api-keys-file");
     return 2;
   }
-  stop_signals.SetReloadCallback([keys = api_keys.get()] {
-    if (keys == nullptr) {
-      Log("SIGHUP: nothing to reload (no --api-keys-file)");
+  // SIGHUP: the API keys and the TLS files, each kept as it was when its
+  // files do not pass the start-up checks.
+  stop_signals.SetReloadCallback([keys = api_keys.get(),
+                                  certificates = tls->get()] {
+    if (keys == nullptr && certificates == nullptr) {
+      Log("SIGHUP: nothing to reload (no --api-keys-file, no --tls-cert)");
       return;
     }
-    absl::StatusOr<int> reloaded = keys->Reload();
-    if (reloaded.ok()) {
-      Log("SIGHUP: %d API keys from %s", *reloaded, keys->path());
-    } else {
-      Log("SIGHUP: kept the %d API keys in force: %s", keys->size(),
-          reloaded.status().message());
+    if (keys != nullptr) {
+      absl::StatusOr<int> reloaded = keys->Reload();
+      if (reloaded.ok()) {
+        Log("SIGHUP: %d API keys from %s", *reloaded, keys->path());
+      } else {
+        Log("SIGHUP: kept the %d API keys in force: %s", keys->size(),
+            reloaded.status().message());
+      }
+    }
+    if (certificates != nullptr) {
+      const absl::Status reloaded = certificates->Reload();
+      if (reloaded.ok()) {
+        Log("SIGHUP: TLS certificate %s and key %s reloaded%s; new "
+            "connections use them",
+            certificates->paths().cert, certificates->paths().key,
+            certificates->mutual()
+                ? absl::StrCat(", client CA ", certificates->paths().client_ca)
+                : "");
+      } else {
+        Log("SIGHUP: kept the TLS certificate in force: %s",
+            reloaded.message());
+      }
     }
   });
   absl::StatusOr<std::unique_ptr<tvq::metrics::AuthMetrics>> auth_metrics =
@@ -734,12 +757,15 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   tvq::service::GrpcSecurityOptions grpc_security;
-  grpc_security.tls = *tls;
+  grpc_security.tls = certificates;
   grpc_security.keys = api_keys.get();
   grpc_security.exempt_health = absl::GetFlag(FLAGS_auth_exempt_health);
   grpc_security.observer = auth_metrics->get();
-  listener.AttachTo(builder,
-                    tvq::service::MakeServerCredentials(grpc_security));
+  // Kept until the server is gone: with TLS, gRPC asks them for the
+  // certificates before every handshake.
+  const std::shared_ptr<grpc::ServerCredentials> grpc_credentials =
+      tvq::service::MakeServerCredentials(grpc_security);
+  listener.AttachTo(builder, grpc_credentials);
   tvq::service::ApplyConnectionOptions(connection_options, builder);
   builder.RegisterService(&service);
   std::vector<
@@ -759,8 +785,8 @@ int main(int argc, char** argv) {
   health->SetServingStatus(kServiceName, false);
   const std::string& address = listener.address();
   Log("listening on %s (version %s%s); loading %s", address, TVQ_VERSION,
-      !tls->has_value()        ? ", plaintext"
-      : (*tls)->mutual() ? ", TLS, client certificates required"
+      certificates == nullptr  ? ", plaintext"
+      : certificates->mutual() ? ", TLS, client certificates required"
                                : ", TLS",
       engine_config.model_dir);
   if (metrics_exposer != nullptr) {
@@ -805,7 +831,7 @@ int main(int argc, char** argv) {
     server_options.max_pending_stream_bytes = static_cast<size_t>(
         engine_config.limits.max_pending_output_bytes);
     server_options.max_connections = engine_config.limits.max_connections;
-    server_options.tls = *tls;
+    server_options.tls = certificates;
     tvq::service::http::HttpHandler* http_handler = http_routes.get();
     if (api_keys != nullptr) {
       http_key_gate = std::make_unique<tvq::service::http::ApiKeyGate>(
@@ -823,7 +849,7 @@ int main(int argc, char** argv) {
     }
     http_server = *std::move(started);
     Log("HTTP API on %s://%s (chat template: %s)",
-        tls->has_value() ? "https" : "http", http_server->address(),
+        certificates != nullptr ? "https" : "http", http_server->address(),
         has_chat ? "yes" : "none");
   }
   // ---- end HTTP front end

@@ -1,12 +1,15 @@
 """TLS and mutual TLS of the real tvq-server (--tls-cert, --tls-key,
 --tls-client-ca) on both front ends, with the real tvq-client, the Python
 client, curl and the openai SDK (its httpx client trusting the test CA); certificates are
-made with the openssl command line (tls_test_support.py). Start-up refuses
-bad TLS and key flags with an error naming them (ctest label security)."""
+made with the openssl command line (tls_test_support.py). SIGHUP swaps the
+certificate for new connections. Start-up refuses bad TLS and key flags
+with an error naming them (ctest label security)."""
 
 import os
+import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 import grpc
@@ -202,6 +205,98 @@ class MutualTlsTest(unittest.TestCase):
                 api_key="unused", max_retries=0, timeout=10, http_client=http)
             with self.assertRaises(openai.APIConnectionError):
                 client.models.list()
+
+
+class CertificateRotationTest(unittest.TestCase):
+    """SIGHUP re-reads --tls-cert/--tls-key: new connections on both front
+    ends get the new certificate, an open one keeps working, and files that
+    fail the start-up checks leave the certificate in force."""
+
+    def setUp(self):
+        self.old = TestPki("old")
+        self.new = TestPki("new")
+        self.dir = tempfile.TemporaryDirectory()
+        self.cert = os.path.join(self.dir.name, "tls.pem")
+        self.key = os.path.join(self.dir.name, "tls.key")
+        self.install(self.old.read(self.old.server_cert),
+                     self.old.read(self.old.server_key))
+        self.server = HttpServer(
+            extra_args=[f"--tls-cert={self.cert}", f"--tls-key={self.key}"],
+            health_credentials=grpc.ssl_channel_credentials(
+                self.old.read(self.old.ca)))
+        self.server.start()
+
+    def tearDown(self):
+        self.server.stop()
+        self.dir.cleanup()
+
+    def install(self, cert, key):
+        # As a secret mount or cert-manager would: each file replaced whole.
+        for path, data in ((self.cert, cert), (self.key, key)):
+            with open(path + ".tmp", "wb") as file:
+                file.write(data)
+            os.replace(path + ".tmp", path)
+
+    def sighup(self):
+        """Sends SIGHUP; returns the server's TLS line about it."""
+        before = self.server.log_tail(None).count("SIGHUP: ")
+        os.kill(self.server.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while self.server.log_tail(None).count("SIGHUP: ") == before:
+            self.assertLess(time.monotonic(), deadline,
+                            "no SIGHUP line:\n" + self.server.log_tail())
+            time.sleep(0.02)
+        return self.server.log_tail(None).splitlines()[-1]
+
+    def grpc_trusts(self, pki):
+        result = run_client([f"--tls-ca={pki.ca}", "health"],
+                            self.server.address)
+        return result.returncode == 0 and "SERVING" in result.stdout
+
+    def https_trusts(self, pki):
+        result = curl(["--cacert", pki.ca, "-o", "/dev/null", "-w",
+                       "%{http_code}",
+                       f"https://{self.server.http_address}/health"])
+        return result.returncode == 0 and result.stdout == "200"
+
+    def test_sighup_swaps_the_certificate_for_new_connections(self):
+        self.assertTrue(self.grpc_trusts(self.old))
+        self.assertTrue(self.https_trusts(self.old))
+        self.assertFalse(self.grpc_trusts(self.new))
+        # A connection made before the reload.
+        with TvqClient(self.server.address, timeout=60,
+                       tls_ca=self.old.ca) as open_client:
+            before = open_client.generate(PROMPT, max_new_tokens=4,
+                                          temperature=0)
+            self.install(self.new.read(self.new.server_cert),
+                         self.new.read(self.new.server_key))
+            line = self.sighup()
+            self.assertIn(f"SIGHUP: TLS certificate {self.cert} and key "
+                          f"{self.key} reloaded", line)
+            # New connections present the new certificate, on both ports.
+            self.assertTrue(self.grpc_trusts(self.new))
+            self.assertTrue(self.https_trusts(self.new))
+            self.assertFalse(self.grpc_trusts(self.old))
+            self.assertFalse(self.https_trusts(self.old))
+            # The open connection goes on.
+            after = open_client.generate(PROMPT, max_new_tokens=4,
+                                         temperature=0)
+            self.assertEqual(after.token_ids, before.token_ids)
+
+    def test_bad_files_keep_the_certificate_in_force(self):
+        # A key of another certificate, then a truncated certificate.
+        self.install(self.old.read(self.old.server_cert),
+                     self.new.read(self.new.server_key))
+        line = self.sighup()
+        self.assertIn("SIGHUP: kept the TLS certificate in force", line)
+        self.assertIn("does not belong to the certificate", line)
+        self.install(b"-----BEGIN CERTIFICATE-----\n",
+                     self.old.read(self.old.server_key))
+        line = self.sighup()
+        self.assertIn("SIGHUP: kept the TLS certificate in force", line)
+        self.assertTrue(self.grpc_trusts(self.old))
+        self.assertTrue(self.https_trusts(self.old))
+        self.assertTrue(self.server.running())
 
 
 class StartupErrorsTest(unittest.TestCase):

@@ -1,8 +1,13 @@
 #include "server/service/grpc/grpc_credentials.h"
 
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "grpc/grpc.h"
 #include "grpc/grpc_security.h"
 #include "grpc/slice.h"
@@ -70,13 +75,51 @@ void ProcessMetadata(void* state, grpc_auth_context* /*context*/,
 
 void DestroyState(void* state) { delete static_cast<KeyCheckState*>(state); }
 
+// The certificate fetcher of the TLS credentials: gRPC asks it at start and
+// before every new handshake; it hands over a new config only when the
+// certificates were reloaded since the last one (SIGHUP).
+struct CertificateFetchState {
+  explicit CertificateFetchState(const auth::TlsCertificates* certificates)
+      : certificates(certificates) {}
+  const auth::TlsCertificates* const certificates;
+  absl::Mutex mutex;
+  // The generation last handed to gRPC; none before the first fetch.
+  std::optional<uint64_t> handed ABSL_GUARDED_BY(mutex);
+};
+
+grpc_ssl_certificate_config_reload_status FetchCertificates(
+    void* user_data, grpc_ssl_server_certificate_config** config) {
+  auto& state = *static_cast<CertificateFetchState*>(user_data);
+  const auth::TlsCertificates::Snapshot current =
+      state.certificates->Current();
+  absl::MutexLock lock(&state.mutex);
+  if (state.handed == current.generation) {
+    return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+  }
+  const auth::TlsMaterial& material = *current.material;
+  grpc_ssl_pem_key_cert_pair pair;
+  pair.private_key = material.private_key.c_str();
+  pair.cert_chain = material.cert_chain.c_str();
+  // gRPC copies the PEM text and owns the config from here. gRPC 1.51
+  // asserts root certificates in a fetched config even when no client
+  // certificate is asked for: without --tls-client-ca the server's own
+  // chain stands in, unused (no certificate request is ever sent).
+  *config = grpc_ssl_server_certificate_config_create(
+      material.mutual() ? material.client_ca.c_str()
+                        : material.cert_chain.c_str(),
+      &pair, 1);
+  state.handed = current.generation;
+  return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+}
+
 // grpc::ServerCredentials around credentials made with gRPC's C API; the
 // server adds its port (ServerBuilder's external acceptor too) through
 // AddPortToServer.
 class CoreServerCredentials final : public grpc::ServerCredentials {
  public:
-  explicit CoreServerCredentials(grpc_server_credentials* credentials)
-      : credentials_(credentials) {}
+  CoreServerCredentials(grpc_server_credentials* credentials,
+                        std::unique_ptr<CertificateFetchState> fetch)
+      : credentials_(credentials), fetch_(std::move(fetch)) {}
   ~CoreServerCredentials() override {
     grpc_server_credentials_release(credentials_);
   }
@@ -93,27 +136,28 @@ class CoreServerCredentials final : public grpc::ServerCredentials {
   }
 
   grpc_server_credentials* const credentials_;
+  // The certificate fetcher's data (TLS only): gRPC calls the fetcher with
+  // it for as long as the server runs.
+  const std::unique_ptr<CertificateFetchState> fetch_;
 };
 
 }  // namespace
 
 std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
     const GrpcSecurityOptions& options) {
-  if (!options.tls.has_value() && options.keys == nullptr) {
+  if (options.tls == nullptr && options.keys == nullptr) {
     return grpc::InsecureServerCredentials();
   }
   grpc_server_credentials* credentials = nullptr;
-  if (options.tls.has_value()) {
-    grpc_ssl_pem_key_cert_pair pair;
-    pair.private_key = options.tls->private_key.c_str();
-    pair.cert_chain = options.tls->cert_chain.c_str();
-    credentials = grpc_ssl_server_credentials_create_ex(
-        options.tls->mutual() ? options.tls->client_ca.c_str() : nullptr,
-        &pair, 1,
-        options.tls->mutual()
-            ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-            : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
-        nullptr);
+  std::unique_ptr<CertificateFetchState> fetch;
+  if (options.tls != nullptr) {
+    fetch = std::make_unique<CertificateFetchState>(options.tls);
+    credentials = grpc_ssl_server_credentials_create_with_options(
+        grpc_ssl_server_credentials_create_options_using_config_fetcher(
+            options.tls->mutual()
+                ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+            FetchCertificates, fetch.get()));
   } else {
     credentials = grpc_insecure_server_credentials_create();
   }
@@ -126,7 +170,8 @@ std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
     grpc_server_credentials_set_auth_metadata_processor(credentials,
                                                         processor);
   }
-  return std::make_shared<CoreServerCredentials>(credentials);
+  return std::make_shared<CoreServerCredentials>(credentials,
+                                                 std::move(fetch));
 }
 
 std::string CallerKeyOwner(const grpc::ServerContextBase& context) {

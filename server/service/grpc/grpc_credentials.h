@@ -1,6 +1,7 @@
 // The credentials of tvq-server's gRPC listener: plaintext or TLS
 // (--tls-cert/--tls-key; --tls-client-ca = mutual TLS, a client without a
-// certificate that CA signed fails the handshake), and, with
+// certificate that CA signed fails the handshake; the files are re-read on
+// SIGHUP and new connections get the new ones), and, with
 // --api-keys-file, an API key check on every call (docs/security.md).
 //
 // The key check is gRPC's auth metadata processor, which runs in the
@@ -23,14 +24,15 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_context.h"
 #include "server/auth/api_key_store.h"
-#include "server/auth/tls_files.h"
+#include "server/auth/tls_certificates.h"
 #include "server/metrics/auth_metrics.h"
 
 namespace tvq::service {
 
 struct GrpcSecurityOptions {
-  // nullopt = plaintext.
-  std::optional<auth::TlsMaterial> tls;
+  // null = plaintext. Asked before every handshake, so a reload (SIGHUP)
+  // reaches new connections. Must outlive the server.
+  const auth::TlsCertificates* tls = nullptr;
   // null = no key check. Must outlive the server.
   const auth::ApiKeyStore* keys = nullptr;
   // grpc.health.v1.Health answers without a key.
@@ -39,6 +41,8 @@ struct GrpcSecurityOptions {
   metrics::AuthObserver* observer = nullptr;
 };
 
+// With TLS the credentials carry the certificate fetcher that gRPC calls
+// before every handshake: keep them until the server is destroyed.
 std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
     const GrpcSecurityOptions& options);
 

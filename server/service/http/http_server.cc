@@ -7,10 +7,10 @@
 #include "absl/strings/numbers.h"
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/ip/tcp.hpp"
-#include "boost/asio/ssl/context.hpp"
 #include "boost/asio/strand.hpp"
 #include "server/base/str_cat.h"
 #include "server/service/http/http_session.h"
+#include "server/service/http/tls_context.h"
 
 namespace tvq::service::http {
 
@@ -20,42 +20,6 @@ namespace {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using boost::system::error_code;
-
-// The TLS context of `tls`: TLS 1.2 or later, the certificate chain and
-// key, and for mutual TLS the client CA, required and verified.
-absl::StatusOr<std::shared_ptr<asio::ssl::context>> MakeTlsContext(
-    const auth::TlsMaterial& tls) {
-  auto context =
-      std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
-  error_code error;
-  context->set_options(asio::ssl::context::default_workarounds |
-                           asio::ssl::context::no_sslv2 |
-                           asio::ssl::context::no_sslv3 |
-                           asio::ssl::context::no_tlsv1 |
-                           asio::ssl::context::no_tlsv1_1 |
-                           asio::ssl::context::single_dh_use,
-                       error);
-  if (!error) {
-    context->use_certificate_chain(asio::buffer(tls.cert_chain), error);
-  }
-  if (!error) {
-    context->use_private_key(asio::buffer(tls.private_key),
-                             asio::ssl::context::pem, error);
-  }
-  if (!error && tls.mutual()) {
-    context->add_certificate_authority(asio::buffer(tls.client_ca), error);
-    if (!error) {
-      context->set_verify_mode(asio::ssl::verify_peer |
-                                   asio::ssl::verify_fail_if_no_peer_cert,
-                               error);
-    }
-  }
-  if (error) {
-    return absl::InvalidArgumentError(
-        StrCat("the HTTP listener's TLS setup failed: ", error.message()));
-  }
-  return context;
-}
 
 }  // namespace
 
@@ -114,11 +78,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   impl->shared->options = options;
   impl->shared->handler = handler;
   impl->shared->observer = observer;
-  if (options.tls.has_value()) {
-    absl::StatusOr<std::shared_ptr<asio::ssl::context>> context =
-        MakeTlsContext(*options.tls);
-    if (!context.ok()) return context.status();
-    impl->shared->tls_context = *std::move(context);
+  if (options.tls != nullptr) {
+    absl::StatusOr<std::unique_ptr<TlsContextSource>> tls =
+        TlsContextSource::Create(options.tls);
+    if (!tls.ok()) return tls.status();
+    impl->shared->tls = *std::move(tls);
   }
   error_code error;
   tcp::resolver resolver(impl->io_context);

@@ -22,7 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/auth/tls_files.h"
+#include "server/auth/tls_certificates.h"
 #include "server/metrics/http_metrics.h"
 #include "server/service/http/http_exchange.h"
 
@@ -41,11 +41,12 @@ struct HttpServerOptions {
   // Connections open at once (--max-connections); a new one above it is
   // closed as it arrives. 0 = no cap.
   int max_connections = 0;
-  // Set: HTTPS only (TLS 1.2 or later, OpenSSL); with tls->client_ca,
-  // mutual TLS (a client without a certificate that CA signed fails the
-  // handshake and is closed). The handshake must end within
-  // request_timeout.
-  std::optional<auth::TlsMaterial> tls;
+  // Set: HTTPS only (TLS 1.2 or later, OpenSSL); with a client CA, mutual
+  // TLS (a client without a certificate that CA signed fails the handshake
+  // and is closed). The handshake must end within request_timeout. Asked
+  // at every new connection, so a reload (SIGHUP) reaches new connections;
+  // must outlive the server.
+  const auth::TlsCertificates* tls = nullptr;
 };
 
 class HttpServer {

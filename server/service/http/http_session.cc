@@ -89,8 +89,9 @@ class Session final : public std::enable_shared_from_this<Session<Stream>> {
   }
   // TLS with `context`.
   Session(asio::ip::tcp::socket socket, std::shared_ptr<ServerShared> shared,
-          asio::ssl::context& context)
-      : stream_(std::move(socket), context),
+          std::shared_ptr<asio::ssl::context> context)
+      : tls_context_(std::move(context)),
+        stream_(std::move(socket), *tls_context_),
         shared_(std::move(shared)),
         write_timer_(stream_.get_executor()) {
     Opened();
@@ -178,6 +179,8 @@ class Session final : public std::enable_shared_from_this<Session<Stream>> {
   void ClientGone();
   void Close();
 
+  // TLS: the context the stream was made with (a reload makes new ones).
+  const std::shared_ptr<asio::ssl::context> tls_context_;
   Stream stream_;
   const std::shared_ptr<ServerShared> shared_;
   beast::flat_buffer buffer_;
@@ -663,10 +666,11 @@ bool ServerShared::WaitForIdle(absl::Time deadline) {
 
 void StartHttpSession(asio::ip::tcp::socket socket,
                       std::shared_ptr<ServerShared> shared) {
-  if (shared->tls_context != nullptr) {
-    asio::ssl::context& context = *shared->tls_context;
+  if (shared->tls != nullptr) {
+    std::shared_ptr<asio::ssl::context> context =
+        shared->tls->ForNewConnection();
     std::make_shared<Session<TlsStream>>(std::move(socket), std::move(shared),
-                                         context)
+                                         std::move(context))
         ->Start();
     return;
   }

@@ -10,10 +10,10 @@
 
 #include "absl/synchronization/mutex.h"
 #include "boost/asio/ip/tcp.hpp"
-#include "boost/asio/ssl/context.hpp"
 #include "server/metrics/http_metrics.h"
 #include "server/service/http/http_exchange.h"
 #include "server/service/http/http_server.h"
+#include "server/service/http/tls_context.h"
 
 namespace tvq::service::http {
 
@@ -24,8 +24,9 @@ struct ServerShared {
   metrics::HttpObserver* observer = nullptr;
   // Sessions alive (HttpServerOptions::max_connections).
   std::atomic<int> open_connections{0};
-  // Set: every connection is TLS with this context (options.tls).
-  std::shared_ptr<boost::asio::ssl::context> tls_context;
+  // Set: every connection is TLS, with the context this gives at its start
+  // (options.tls).
+  std::unique_ptr<TlsContextSource> tls;
 
   // Exchanges that have not ended.
   void ExchangeStarted();
@@ -38,7 +39,7 @@ struct ServerShared {
 };
 
 // Starts serving an accepted connection (its socket bound to a strand);
-// TLS when shared->tls_context is set.
+// TLS when shared->tls is set.
 void StartHttpSession(boost::asio::ip::tcp::socket socket,
                       std::shared_ptr<ServerShared> shared);
 
