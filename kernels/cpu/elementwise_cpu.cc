@@ -59,6 +59,42 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy(
   for (int i = 0; i < n; ++i) y[i] += alpha * BF16ToF32(x[i]);
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy4(
+    int n, const float alpha[4], const float* const x[4], float* y) {
+  const float a0 = alpha[0], a1 = alpha[1], a2 = alpha[2], a3 = alpha[3];
+  const float* x0 = x[0];
+  const float* x1 = x[1];
+  const float* x2 = x[2];
+  const float* x3 = x[3];
+#pragma omp simd
+  for (int i = 0; i < n; ++i) {
+    float sum = y[i];
+    sum += a0 * x0[i];
+    sum += a1 * x1[i];
+    sum += a2 * x2[i];
+    sum += a3 * x3[i];
+    y[i] = sum;
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy4(
+    int n, const float alpha[4], const BFloat16* const x[4], float* y) {
+  const float a0 = alpha[0], a1 = alpha[1], a2 = alpha[2], a3 = alpha[3];
+  const BFloat16* x0 = x[0];
+  const BFloat16* x1 = x[1];
+  const BFloat16* x2 = x[2];
+  const BFloat16* x3 = x[3];
+#pragma omp simd
+  for (int i = 0; i < n; ++i) {
+    float sum = y[i];
+    sum += a0 * BF16ToF32(x0[i]);
+    sum += a1 * BF16ToF32(x1[i]);
+    sum += a2 * BF16ToF32(x2[i]);
+    sum += a3 * BF16ToF32(x3[i]);
+    y[i] = sum;
+  }
+}
+
 void RmsNormRow(int width, const float* x, const float* gain,
                 const float* bias, float scale, float* y) {
   float sum_squares = 0;

@@ -53,6 +53,13 @@ void Axpy(int n, float alpha, const float* x, float* y);
 // multiply and add as the float version).
 void Axpy(int n, float alpha, const BFloat16* x, float* y);
 
+// y += alpha[0] * x[0]; y += alpha[1] * x[1]; ... for four rows x[0..3]
+// over n values: exactly the multiplies and adds of four Axpy calls in that
+// order (each y value is the same to the bit), with y read and written once
+// instead of four times.
+void Axpy4(int n, const float alpha[4], const float* const x[4], float* y);
+void Axpy4(int n, const float alpha[4], const BFloat16* const x[4], float* y);
+
 }  // namespace tvq::kernels::cpu
 
 #endif  // TVQ_KERNELS_CPU_ELEMENTWISE_CPU_H_

@@ -4,7 +4,8 @@
 // roofline measured in the same run (BM_MemoryReadBandwidth: a streaming
 // read of 1 GiB on every core); the decode GEMM's new register-blocked
 // kernel against the previous one (tests/bench/legacy_skinny_gemm.cc) on the
-// model's shapes.
+// model's shapes; the weighted sum over the state's values, four rows per
+// pass against one (BM_WeightedValues).
 //
 // Model: random weights, d_model 256, d_k 128, d_v 512, 1 head, 4 layers (8
 // attention sublayers), S 256, L = M = 128, byte vocabulary (259).
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <string>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -22,6 +24,7 @@
 
 #include "benchmark/benchmark.h"
 #include "kernels/bf16.h"
+#include "kernels/cpu/elementwise_cpu.h"
 #include "kernels/cpu/parallel_for.h"
 #include "kernels/cpu/skinny_gemm_cpu.h"
 #include "server/core/engine_config.h"
@@ -292,6 +295,79 @@ BENCHMARK(BM_DecodeGemm)
     ->MinTime(1.0)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
+
+// The weighted sum over the state's values in decode (DecodeWeightedValues:
+// S + M = 384 rows of d_v = 512 per head) for 64 sequences x 8 sublayers,
+// heads split across every core as the engine does: the previous kernel
+// (one Axpy per row, the target read and written per row) against the
+// current one (Axpy4: four rows per pass), F32 or BF16 state. Both give the
+// same bits (the same multiplies and adds in the same order). Counters: the
+// state's bytes/s against the roofline.
+template <typename T>
+void AccumulateHeads(bool grouped, int64_t head_begin, int64_t head_end,
+                     int rows, int dv, const float* weights, const T* state,
+                     float* out) {
+  for (int64_t h = head_begin; h < head_end; ++h) {
+    const T* head = state + h * rows * dv;
+    float* target = out + h * dv;
+    int r = 0;
+    if (grouped) {
+      for (; r + 4 <= rows; r += 4) {
+        const T* x[4] = {head + (r + 0) * dv, head + (r + 1) * dv,
+                         head + (r + 2) * dv, head + (r + 3) * dv};
+        kernels::cpu::Axpy4(dv, weights + r, x, target);
+      }
+    }
+    for (; r < rows; ++r) {
+      kernels::cpu::Axpy(dv, weights[r], head + static_cast<int64_t>(r) * dv,
+                         target);
+    }
+  }
+}
+
+void BM_WeightedValues(benchmark::State& state) {
+  const bool grouped = state.range(0) == 1;
+  const bool bf16 = state.range(1) == 16;
+  state.SetLabel(std::string(grouped ? "Axpy4" : "previous (Axpy per row)") +
+                 (bf16 ? " bf16" : " f32"));
+  constexpr int kHeads = 64 * 8, kRows = 256 + 128, kDv = 512;
+  const size_t values = static_cast<size_t>(kHeads) * kRows * kDv;
+  std::vector<float> state_f32;
+  std::vector<kernels::BFloat16> state_bf16;
+  if (bf16) {
+    state_bf16.assign(values, kernels::F32ToBF16(0.25f));
+  } else {
+    state_f32.assign(values, 0.25f);
+  }
+  std::vector<float> weights(kRows, 1.0f / kRows);
+  std::vector<float> out(static_cast<size_t>(kHeads) * kDv);
+  const int threads = std::max(1u, std::thread::hardware_concurrency());
+  kernels::cpu::ThreadPool pool(threads);
+  for (auto _ : state) {
+    std::fill(out.begin(), out.end(), 0.0f);
+    pool.ParallelFor(kHeads, 1, [&](int64_t begin, int64_t end) {
+      if (bf16) {
+        AccumulateHeads(grouped, begin, end, kRows, kDv, weights.data(),
+                        state_bf16.data(), out.data());
+      } else {
+        AccumulateHeads(grouped, begin, end, kRows, kDv, weights.data(),
+                        state_f32.data(), out.data());
+      }
+    });
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double bytes = static_cast<double>(values) * (bf16 ? 2 : 4);
+  state.counters["GB/s"] = benchmark::Counter(
+      bytes * static_cast<double>(state.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
+  state.counters["roofline_GB/s"] = MeasureReadBandwidth();
+}
+BENCHMARK(BM_WeightedValues)
+    ->ArgsProduct({{0, 1}, {32, 16}})
+    ->ArgNames({"grouped", "bits"})
+    ->MinTime(1.0)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace tvq::runtime
