@@ -646,6 +646,7 @@ int main(int argc, char** argv) {
   }
   // SIGHUP: the API keys and the TLS files, each kept as it was when its
   // files do not pass the start-up checks.
+  // (Reload needs the non-const holder; the front ends get a const one.)
   stop_signals.SetReloadCallback([keys = api_keys.get(),
                                   certificates = tls->get()] {
     if (keys == nullptr && certificates == nullptr) {

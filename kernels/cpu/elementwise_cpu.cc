@@ -59,40 +59,43 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy(
   for (int i = 0; i < n; ++i) y[i] += alpha * BF16ToF32(x[i]);
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy4(
-    int n, const float alpha[4], const float* const x[4], float* y) {
+namespace {
+
+inline float Widen(float value) { return value; }
+inline float Widen(BFloat16 value) { return BF16ToF32(value); }
+
+// The body of both Axpy4 overloads, inlined into each instruction-set clone.
+template <typename T>
+__attribute__((always_inline)) inline void Axpy4Rows(int n,
+                                                     const float alpha[4],
+                                                     const T* const x[4],
+                                                     float* y) {
   const float a0 = alpha[0], a1 = alpha[1], a2 = alpha[2], a3 = alpha[3];
-  const float* x0 = x[0];
-  const float* x1 = x[1];
-  const float* x2 = x[2];
-  const float* x3 = x[3];
+  const T* x0 = x[0];
+  const T* x1 = x[1];
+  const T* x2 = x[2];
+  const T* x3 = x[3];
 #pragma omp simd
   for (int i = 0; i < n; ++i) {
     float sum = y[i];
-    sum += a0 * x0[i];
-    sum += a1 * x1[i];
-    sum += a2 * x2[i];
-    sum += a3 * x3[i];
+    sum += a0 * Widen(x0[i]);
+    sum += a1 * Widen(x1[i]);
+    sum += a2 * Widen(x2[i]);
+    sum += a3 * Widen(x3[i]);
     y[i] = sum;
   }
 }
 
+}  // namespace
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy4(
+    int n, const float alpha[4], const float* const x[4], float* y) {
+  Axpy4Rows(n, alpha, x, y);
+}
+
 __attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy4(
     int n, const float alpha[4], const BFloat16* const x[4], float* y) {
-  const float a0 = alpha[0], a1 = alpha[1], a2 = alpha[2], a3 = alpha[3];
-  const BFloat16* x0 = x[0];
-  const BFloat16* x1 = x[1];
-  const BFloat16* x2 = x[2];
-  const BFloat16* x3 = x[3];
-#pragma omp simd
-  for (int i = 0; i < n; ++i) {
-    float sum = y[i];
-    sum += a0 * BF16ToF32(x0[i]);
-    sum += a1 * BF16ToF32(x1[i]);
-    sum += a2 * BF16ToF32(x2[i]);
-    sum += a3 * BF16ToF32(x3[i]);
-    y[i] = sum;
-  }
+  Axpy4Rows(n, alpha, x, y);
 }
 
 void RmsNormRow(int width, const float* x, const float* gain,

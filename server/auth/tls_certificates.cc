@@ -14,19 +14,12 @@ absl::StatusOr<std::unique_ptr<TlsCertificates>> TlsCertificates::Load(
       new TlsCertificates(std::move(paths), **std::move(material)));
 }
 
-TlsCertificates::TlsCertificates(TlsMaterial material)
-    : TlsCertificates(TlsPaths{}, std::move(material)) {}
-
 TlsCertificates::TlsCertificates(TlsPaths paths, TlsMaterial material)
     : paths_(std::move(paths)),
       mutual_(material.mutual()),
       material_(std::make_shared<const TlsMaterial>(std::move(material))) {}
 
 absl::Status TlsCertificates::Reload() {
-  if (paths_.cert.empty()) {
-    return absl::FailedPreconditionError(
-        "these TLS certificates were not read from files");
-  }
   absl::StatusOr<std::optional<TlsMaterial>> material =
       LoadTlsMaterial(paths_);
   if (!material.ok()) return material.status();

@@ -26,9 +26,6 @@ class TlsCertificates {
   // are; an error naming the flag otherwise (LoadTlsMaterial).
   static absl::StatusOr<std::unique_ptr<TlsCertificates>> Load(
       TlsPaths paths);
-  // Material that has no files (tests); Reload() then fails.
-  explicit TlsCertificates(TlsMaterial material);
-
   TlsCertificates(const TlsCertificates&) = delete;
   TlsCertificates& operator=(const TlsCertificates&) = delete;
 
