@@ -396,6 +396,28 @@ absl::Status CheckFlags() {
 }
 
 // The engine's configuration: every flag CheckFlags accepted, once.
+// The credentials of --drain-peer, from the files the flags name (at start,
+// and again at the drain's first push); errors name the flag and file,
+// never the key.
+absl::StatusOr<tvq::service::PeerCredentials> LoadPeerCredentials() {
+  tvq::service::PeerCredentials credentials;
+  absl::StatusOr<std::optional<tvq::auth::ClientTlsMaterial>> tls =
+      tvq::auth::LoadClientTlsMaterial(
+          {"drain-peer-", absl::GetFlag(FLAGS_drain_peer_tls_ca),
+           absl::GetFlag(FLAGS_drain_peer_tls_cert),
+           absl::GetFlag(FLAGS_drain_peer_tls_key)});
+  if (!tls.ok()) return tls.status();
+  credentials.tls = *std::move(tls);
+  if (const std::string key_file = absl::GetFlag(FLAGS_drain_peer_api_key_file);
+      !key_file.empty()) {
+    absl::StatusOr<std::string> key =
+        tvq::auth::ReadClientKeyFile("drain-peer-api-key-file", key_file);
+    if (!key.ok()) return key.status();
+    credentials.api_key = *std::move(key);
+  }
+  return credentials;
+}
+
 tvq::core::EngineConfig EngineConfigFromFlags() {
   tvq::core::EngineConfig config;
   config.model_dir = absl::GetFlag(FLAGS_model);
@@ -562,31 +584,23 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<tvq::sessions::SessionPeer> drain_peer;
   const std::string peer = absl::GetFlag(FLAGS_drain_peer);
-  tvq::service::PeerCredentials peer_credentials;
+  // The owner id of the drain-peer key: a replica presenting it may hand
+  // this server sessions of other keys (SessionChunk.owner).
+  std::string peer_key_owner;
   {
-    absl::StatusOr<std::optional<tvq::auth::ClientTlsMaterial>> tls =
-        tvq::auth::LoadClientTlsMaterial(
-            {"drain-peer-", absl::GetFlag(FLAGS_drain_peer_tls_ca),
-             absl::GetFlag(FLAGS_drain_peer_tls_cert),
-             absl::GetFlag(FLAGS_drain_peer_tls_key)});
-    if (!tls.ok()) {
-      Log("%s", tls.status().message());
+    // Checked now; read again when a drain pushes (rotated files).
+    absl::StatusOr<tvq::service::PeerCredentials> credentials =
+        LoadPeerCredentials();
+    if (!credentials.ok()) {
+      Log("%s", credentials.status().message());
       return 2;
     }
-    peer_credentials.tls = *std::move(tls);
-    if (const std::string key_file =
-            absl::GetFlag(FLAGS_drain_peer_api_key_file);
-        !key_file.empty()) {
-      absl::StatusOr<std::string> key =
-          tvq::auth::ReadClientKeyFile("drain-peer-api-key-file", key_file);
-      if (!key.ok()) {
-        Log("%s", key.status().message());
-        return 2;
-      }
-      peer_credentials.api_key = *std::move(key);
+    if (!credentials->api_key.empty()) {
+      peer_key_owner =
+          tvq::auth::KeyOwnerId(tvq::auth::Sha256(credentials->api_key));
     }
-    if (peer.empty() && (peer_credentials.tls.has_value() ||
-                         !peer_credentials.api_key.empty())) {
+    if (peer.empty() &&
+        (credentials->tls.has_value() || !credentials->api_key.empty())) {
       Log("--drain-peer-tls-* and --drain-peer-api-key-file are the "
           "credentials of --drain-peer: they need it");
       return 2;
@@ -596,7 +610,7 @@ int main(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<tvq::sessions::SessionPeer>> made =
         tvq::service::MakePeerSessionImporter(
             peer, absl::GetFlag(FLAGS_drain_peer_timeout),
-            std::move(peer_credentials));
+            &LoadPeerCredentials);
     if (!made.ok()) {
       Log("%s", made.status().message());
       return 2;
@@ -715,6 +729,10 @@ int main(int argc, char** argv) {
   // Every front end asks `readiness` whether it may serve `engine`.
   tvq::core::Readiness readiness;
   tvq::service::GenerationService service(&readiness, TVQ_VERSION);
+  // With keys, sessions are each key's own (docs/security.md, "API keys").
+  service.SetSessionOwnership(
+      {.by_api_key = api_keys != nullptr,
+       .trusted_peer = api_keys != nullptr ? peer_key_owner : std::string()});
   std::unique_ptr<tvq::core::Engine> engine;
   // Declared after `engine`: destroyed first, so no scrape outlives it.
   std::unique_ptr<tvq::metrics::MetricsExposer> metrics_exposer;

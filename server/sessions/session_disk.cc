@@ -22,8 +22,13 @@ namespace tvq::sessions {
 namespace {
 
 constexpr char kDiskMagic[8] = {'T', 'V', 'Q', 'S', 'D', 'I', 'S', 'K'};
-constexpr uint32_t kDiskVersion = 1;
-constexpr size_t kFixed = 36;
+// Version 2 adds the owner; version 1 files (no owner) are still read.
+constexpr uint32_t kDiskVersion = 2;
+constexpr uint32_t kDiskVersionWithoutOwner = 1;
+// The fixed header of each version (the owner's length is its last field).
+constexpr size_t kFixedV1 = 36;
+constexpr size_t kFixed = 40;
+constexpr size_t kMaxOwnerLength = 64;
 constexpr char kSuffix[] = ".tvqsession";
 constexpr char kTemporary[] = ".tmp-";
 // A file being taken by a server (renamed away from its name, then read).
@@ -167,7 +172,9 @@ absl::StatusOr<int64_t> SessionDisk::Save(const SpilledSession& session) {
   PutU64(bytes, static_cast<uint64_t>(absl::ToInt64Milliseconds(session.ttl)));
   PutU64(bytes, static_cast<uint64_t>(absl::ToUnixMillis(session.last_used)));
   PutU32(bytes, session.pinned ? 1u : 0u);
+  PutU32(bytes, static_cast<uint32_t>(session.owner.size()));
   bytes += session.session_id;
+  bytes += session.owner;
   bytes += EncodeSessionBlob(session.snapshot, identity_);
   PutU32(bytes, Crc32(bytes.data(), bytes.size()));
   TVQ_RETURN_IF_ERROR(
@@ -177,23 +184,29 @@ absl::StatusOr<int64_t> SessionDisk::Save(const SpilledSession& session) {
 
 absl::StatusOr<SpilledSession> SessionDisk::Parse(
     const std::string& path, const std::string& bytes) const {
-  const size_t limit = kFixed + 128 + kBlobHeaderBytes + identity_.state_bytes +
-                       kBlobChecksumBytes + 4;
+  const size_t limit = kFixed + 128 + kMaxOwnerLength + kBlobHeaderBytes +
+                       identity_.state_bytes + kBlobChecksumBytes + 4;
   if (bytes.size() > limit) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: %d bytes, larger than any session file of this model (%d)", path,
         bytes.size(), limit));
   }
-  if (bytes.size() < kFixed + 4 ||
+  if (bytes.size() < kFixedV1 + 4 ||
       std::memcmp(bytes.data(), kDiskMagic, sizeof(kDiskMagic)) != 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: not a tvq session file", path));
   }
   const uint32_t version = static_cast<uint32_t>(Get(bytes, 8, 4));
-  if (version != kDiskVersion) {
+  if (version != kDiskVersion && version != kDiskVersionWithoutOwner) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: session file version %d is not supported (this server reads %d)",
-        path, version, kDiskVersion));
+        "%s: session file version %d is not supported (this server reads %d "
+        "and %d)",
+        path, version, kDiskVersionWithoutOwner, kDiskVersion));
+  }
+  const size_t fixed = version == kDiskVersion ? kFixed : kFixedV1;
+  if (bytes.size() < fixed + 4) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: truncated header", path));
   }
   const size_t body = bytes.size() - 4;
   const uint32_t stored = static_cast<uint32_t>(Get(bytes, body, 4));
@@ -202,12 +215,28 @@ absl::StatusOr<SpilledSession> SessionDisk::Parse(
         "%s: checksum mismatch: the file is corrupted or truncated", path));
   }
   const size_t id_length = static_cast<size_t>(Get(bytes, 12, 4));
-  if (id_length < 1 || id_length > 128 || kFixed + id_length > body) {
+  if (id_length < 1 || id_length > 128 || fixed + id_length > body) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: session id length %d is invalid", path, id_length));
   }
+  const size_t owner_length =
+      version == kDiskVersion ? static_cast<size_t>(Get(bytes, 36, 4)) : 0;
+  if (owner_length > kMaxOwnerLength ||
+      fixed + id_length + owner_length > body) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: owner length %d is invalid (at most %d)", path, owner_length,
+        kMaxOwnerLength));
+  }
   SpilledSession session;
-  session.session_id = bytes.substr(kFixed, id_length);
+  session.session_id = bytes.substr(fixed, id_length);
+  session.owner = bytes.substr(fixed + id_length, owner_length);
+  for (char c : session.owner) {
+    if (c <= 0x20 || c > 0x7E) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: the owner holds a byte 0x%02x (printable ASCII only)", path,
+          static_cast<unsigned char>(c)));
+    }
+  }
   TVQ_RETURN_IF_ERROR(SessionStore::CheckId(session.session_id, "session id"));
   if (PathOf(session.session_id) != path) {
     return absl::InvalidArgumentError(
@@ -223,8 +252,9 @@ absl::StatusOr<SpilledSession> SessionDisk::Parse(
   session.last_used =
       absl::FromUnixMillis(static_cast<int64_t>(Get(bytes, 24, 8)));
   session.pinned = (Get(bytes, 32, 4) & 1) != 0;
-  const std::string_view blob = std::string_view(bytes).substr(
-      kFixed + id_length, body - kFixed - id_length);
+  const size_t blob_start = fixed + id_length + owner_length;
+  const std::string_view blob =
+      std::string_view(bytes).substr(blob_start, body - blob_start);
   absl::StatusOr<SessionSnapshot> snapshot = DecodeSessionBlob(blob, identity_);
   if (!snapshot.ok()) {
     return absl::Status(
@@ -323,10 +353,10 @@ void SessionDisk::Remove(const std::string& session_id,
   if (only_if_last_used.has_value()) {
     const int fd = ::open(path.c_str(), O_RDONLY);
     if (fd < 0) return;
-    std::string header(kFixed, '\0');
-    const ssize_t n = ::pread(fd, header.data(), kFixed, 0);
+    std::string header(kFixedV1, '\0');
+    const ssize_t n = ::pread(fd, header.data(), kFixedV1, 0);
     ::close(fd);
-    if (n != static_cast<ssize_t>(kFixed) ||
+    if (n != static_cast<ssize_t>(kFixedV1) ||
         static_cast<int64_t>(Get(header, 24, 8)) !=
             absl::ToUnixMillis(*only_if_last_used)) {
       return;

@@ -2,18 +2,22 @@
 // atomically (a temporary file, fsync, rename, fsync of the directory) and
 // checksummed; read back with every field checked.
 //
-// File "<hex of the session id>.tvqsession", format version 1 (integers
+// File "<hex of the session id>.tvqsession", format version 2 (integers
 // little-endian):
 //   offset size field
 //        0    8 magic "TVQSDISK"
-//        8    4 u32 format version (1)
+//        8    4 u32 format version (2)
 //       12    4 u32 id length L (1..128)
 //       16    8 i64 ttl in milliseconds
 //       24    8 i64 last use, Unix milliseconds
 //       32    4 u32 flags (bit 0: pinned)
-//       36    L the session id
-//   36 + L    . the session blob (session_blob.h), to 4 bytes before the end
+//       36    4 u32 owner length O (0..64)
+//       40    L the session id
+//   40 + L    O the owner (the API key's auth::KeyOwnerId; none when O = 0)
+//   40+L+O    . the session blob (session_blob.h), to 4 bytes before the end
 //      end-4  4 u32 CRC-32 (zlib) of every byte before it
+// Version 1 (written before owners existed) has no owner length and no
+// owner: the id starts at 36. Both are read; version 2 is written.
 // At start-up Scan lists the directory: every valid file becomes a session
 // on disk; a corrupt, truncated or foreign file (another model) is reported
 // and skipped, never loaded and never deleted; leftover temporary files of

@@ -17,9 +17,11 @@ namespace {
 constexpr absl::Duration kMigrationBusyWait = absl::Seconds(5);
 
 // The store key of a prefix-reuse entry: starts with a byte no session id
-// may hold, so clients can never name it.
-std::string PrefixKey(uint64_t token_hash) {
-  return absl::StrFormat("\x01prefix-%016x", token_hash);
+// may hold, so clients can never name it; `owner`'s (the API key whose
+// request left it: another key never resumes from it, nor learns from
+// cached_tokens what that key asked).
+std::string PrefixKey(const std::string& owner, uint64_t token_hash) {
+  return absl::StrFormat("\x01prefix-%s-%016x", owner, token_hash);
 }
 
 // Keeps the code, prefixes the message with the session.
@@ -235,9 +237,11 @@ class SessionManager::AppendTurn final : public scheduler::AppendSink,
 class SessionManager::PrefixTurn final : public scheduler::TokenSink,
                                          public scheduler::StateReceiver {
  public:
-  PrefixTurn(SessionStore& store, std::vector<int32_t> prompt, int cached,
+  PrefixTurn(SessionStore& store, std::string owner,
+             std::vector<int32_t> prompt, int cached,
              std::shared_ptr<scheduler::TokenSink> inner)
       : store_(store),
+        owner_(std::move(owner)),
         tokens_(std::move(prompt)),
         prompt_tokens_(static_cast<int>(tokens_.size())),
         cached_(cached),
@@ -283,11 +287,12 @@ class SessionManager::PrefixTurn final : public scheduler::TokenSink,
     entry.snapshot.token_hash = ExtendTokenHash(kEmptyTokenHash, tokens_);
     entry.snapshot.tokens =
         std::make_shared<const std::vector<int32_t>>(tokens_);
-    entry.session_id = PrefixKey(entry.snapshot.token_hash);
+    entry.session_id = PrefixKey(owner_, entry.snapshot.token_hash);
     store_.Create(std::move(entry)).IgnoreError();
   }
 
   SessionStore& store_;
+  const std::string owner_;
   std::vector<int32_t> tokens_;
   const int prompt_tokens_;
   const int cached_;
@@ -325,7 +330,8 @@ void SessionManager::Create(CreateParams params, InfoCallback done) {
   session.session_id = std::move(params.session_id);
   session.ttl = params.ttl;
   session.pinned = params.pinned;
-  session.owner = std::move(params.owner);
+  session.owner = params.owner;
+  session.counted = params.counted;
   session.snapshot.token_hash = kEmptyTokenHash;
   session.leased = !params.prompt.empty();
   // With reuse: the prompt as the session will hold it (eos prefix
@@ -336,7 +342,8 @@ void SessionManager::Create(CreateParams params, InfoCallback done) {
   if (params.reuse_prefix && !prompt.empty()) {
     if (!no_eos_prefix) prompt.insert(prompt.begin(), eos_id_);
     no_eos_prefix = true;
-    if (std::optional<SessionSnapshot> hit = FindRetainedPrefix(prompt);
+    if (std::optional<SessionSnapshot> hit =
+            FindRetainedPrefix(prompt, params.owner);
         hit.has_value()) {
       cached = hit->position;
       prompt.erase(prompt.begin(), prompt.begin() + hit->token_count);
@@ -372,7 +379,8 @@ void SessionManager::Append(AppendParams params, InfoCallback done) {
         "a prompt is required: set text or token_ids"));
     return;
   }
-  absl::StatusOr<SessionSnapshot> base = store_.Begin(params.session_id);
+  absl::StatusOr<SessionSnapshot> base =
+      store_.Begin(params.session_id, params.caller);
   if (!base.ok()) {
     done(base.status());
     return;
@@ -424,8 +432,8 @@ void SessionManager::RunAppend(const std::string& session_id,
 absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitGeneration(
     const std::string& session_id, bool no_eos_prefix,
     scheduler::GenerationRequest request,
-    std::shared_ptr<scheduler::TokenSink> sink) {
-  absl::StatusOr<SessionSnapshot> base = store_.Begin(session_id);
+    std::shared_ptr<scheduler::TokenSink> sink, const std::string& caller) {
+  absl::StatusOr<SessionSnapshot> base = store_.Begin(session_id, caller);
   if (!base.ok()) return base.status();
   std::vector<int32_t> added;
   request.prompt = TurnInput(*base, request.prompt, no_eos_prefix, &added);
@@ -453,7 +461,7 @@ absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitGeneration(
 }
 
 std::optional<SessionSnapshot> SessionManager::FindRetainedPrefix(
-    std::span<const int32_t> prompt) {
+    std::span<const int32_t> prompt, const std::string& owner) {
   if (!prefix_reuse_.load(std::memory_order_relaxed) || prompt.empty()) {
     return std::nullopt;
   }
@@ -467,7 +475,7 @@ std::optional<SessionSnapshot> SessionManager::FindRetainedPrefix(
     if (*length < 2 || *length > prompt.size()) continue;
     hash = ExtendTokenHash(hash, prompt.subspan(hashed, *length - hashed));
     hashed = *length;
-    candidates.emplace_back(*length, PrefixKey(hash));
+    candidates.emplace_back(*length, PrefixKey(owner, hash));
   }
   std::reverse(candidates.begin(), candidates.end());
   prefix_queries_.fetch_add(1, std::memory_order_relaxed);
@@ -484,14 +492,15 @@ std::optional<SessionSnapshot> SessionManager::FindRetainedPrefix(
 absl::StatusOr<scheduler::RequestHandle>
 SessionManager::SubmitGenerationReusing(
     scheduler::GenerationRequest request,
-    std::shared_ptr<scheduler::TokenSink> sink) {
+    std::shared_ptr<scheduler::TokenSink> sink, const std::string& caller) {
   if (!prefix_reuse_.load(std::memory_order_relaxed) ||
       request.start_from.mode != scheduler::StartFrom::Mode::kEmpty ||
       request.prompt.empty()) {
     return scheduler_.SubmitGeneration(std::move(request), std::move(sink));
   }
   const std::vector<int32_t>& prompt = request.prompt;
-  const std::optional<SessionSnapshot> hit = FindRetainedPrefix(prompt);
+  const std::optional<SessionSnapshot> hit =
+      FindRetainedPrefix(prompt, caller);
   int cached = 0;
   std::vector<int32_t> full_prompt = prompt;
   if (hit.has_value()) {
@@ -502,8 +511,8 @@ SessionManager::SubmitGenerationReusing(
     request.start_from.mode = scheduler::StartFrom::Mode::kImport;
     request.start_from.saved = hit->state;
   }
-  auto turn = std::make_shared<PrefixTurn>(store_, std::move(full_prompt),
-                                           cached, std::move(sink));
+  auto turn = std::make_shared<PrefixTurn>(
+      store_, caller, std::move(full_prompt), cached, std::move(sink));
   request.keep.save_to = turn;
   return scheduler_.SubmitGeneration(std::move(request), turn);
 }
@@ -511,8 +520,8 @@ SessionManager::SubmitGenerationReusing(
 absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitScore(
     const std::string& session_id, bool no_eos_prefix,
     scheduler::ScoreRequest request,
-    std::shared_ptr<scheduler::ScoreSink> sink) {
-  absl::StatusOr<SessionSnapshot> base = store_.Begin(session_id);
+    std::shared_ptr<scheduler::ScoreSink> sink, const std::string& caller) {
+  absl::StatusOr<SessionSnapshot> base = store_.Begin(session_id, caller);
   if (!base.ok()) return base.status();
   std::vector<int32_t> added;
   request.tokens = TurnInput(*base, request.tokens, no_eos_prefix, &added);
@@ -542,22 +551,25 @@ absl::StatusOr<scheduler::RequestHandle> SessionManager::SubmitScore(
 
 absl::StatusOr<SessionInfo> SessionManager::Fork(
     const std::string& session_id, const std::string& new_session_id,
-    const std::string& owner) {
-  absl::StatusOr<SessionSnapshot> snapshot = store_.Snapshot(session_id);
+    const std::string& caller, bool counted) {
+  absl::StatusOr<SessionSnapshot> snapshot =
+      store_.Snapshot(session_id, caller);
   if (!snapshot.ok()) return snapshot.status();
-  absl::StatusOr<absl::Duration> ttl = store_.Ttl(session_id);
+  absl::StatusOr<absl::Duration> ttl = store_.Ttl(session_id, caller);
   if (!ttl.ok()) return ttl.status();
   NewSession fork;
   fork.session_id = new_session_id;
   fork.ttl = *ttl;
-  fork.owner = owner;
+  fork.owner = caller;
+  fork.counted = counted;
   fork.snapshot = *std::move(snapshot);
   return store_.Create(std::move(fork));
 }
 
 absl::StatusOr<std::string> SessionManager::Export(
-    const std::string& session_id) {
-  absl::StatusOr<SessionSnapshot> snapshot = store_.Snapshot(session_id);
+    const std::string& session_id, const std::string& caller) {
+  absl::StatusOr<SessionSnapshot> snapshot =
+      store_.Snapshot(session_id, caller);
   if (!snapshot.ok()) return snapshot.status();
   std::string blob = EncodeSessionBlob(*snapshot, identity_);
   exports_.fetch_add(1, std::memory_order_relaxed);
@@ -622,14 +634,18 @@ absl::StatusOr<std::vector<std::string>> SessionManager::OpenDisk(
   return scan.problems;
 }
 
-absl::StatusOr<SessionInfo> SessionManager::Get(const std::string& session_id) {
-  return store_.Get(session_id);
+absl::StatusOr<SessionInfo> SessionManager::Get(const std::string& session_id,
+                                                const std::string& caller) {
+  return store_.Get(session_id, caller);
 }
 
-std::vector<SessionInfo> SessionManager::List() { return store_.List(); }
+std::vector<SessionInfo> SessionManager::List(const std::string& caller) {
+  return store_.List(caller);
+}
 
-absl::Status SessionManager::Close(const std::string& session_id) {
-  return store_.Close(session_id);
+absl::Status SessionManager::Close(const std::string& session_id,
+                                   const std::string& caller) {
+  return store_.Close(session_id, caller);
 }
 
 MigrationReport SessionManager::Migrate(SessionPeer* peer) {
@@ -667,7 +683,7 @@ MigrationReport SessionManager::Migrate(SessionPeer* peer) {
     if (peer_reachable) {
       const std::string blob = EncodeSessionBlob(session->snapshot, identity_);
       const absl::Status pushed =
-          peer->Import(id, blob, session->ttl, session->pinned);
+          peer->Import(id, blob, session->ttl, session->pinned, session->owner);
       if (pushed.ok()) {
         store_.FinishMigration(id);
         ++report.to_peer;

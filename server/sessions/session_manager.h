@@ -13,6 +13,11 @@
 // no eos prefix is added inside a session, except to the first tokens of an
 // empty session unless no_eos_prefix is set (the rule of Generate).
 //
+// Sessions are isolated by API key (SessionStore): every call names its
+// caller (auth::KeyOwnerId, "" without keys), and a session another key
+// created is NOT_FOUND to it, like an unknown id. Automatic prefix reuse is
+// per key too: a request only ever resumes from a state its own key left.
+//
 // Errors name the session: NOT_FOUND (unknown, closed, expired or evicted:
 // the message says which), FAILED_PRECONDITION (another request is running
 // on it: a second concurrent request fails at once, it never waits),
@@ -101,9 +106,11 @@ class SessionManager {
     // tokens that state supplied. The session's state is the same either
     // way.
     bool reuse_prefix = false;
-    // The caller's API key (auth::KeyOwnerId; empty = none): counted
-    // against --max-sessions-per-key (SessionStoreOptions).
+    // The caller's API key (auth::KeyOwnerId; empty = none): the session's
+    // owner, the only one who sees it, and counted against
+    // --max-sessions-per-key (SessionStoreOptions) unless not `counted`.
     std::string owner;
+    bool counted = true;
   };
   // Creates a session and prefills its prompt. `done` is called once.
   void Create(CreateParams params, InfoCallback done);
@@ -116,6 +123,8 @@ class SessionManager {
     std::string request_id;
     absl::Time deadline = absl::InfiniteFuture();
     scheduler::Frontend frontend = scheduler::Frontend::kGrpc;
+    // Who asks (CreateParams::owner).
+    std::string caller;
   };
   // Prefills more tokens into a session. `done` is called once.
   void Append(AppendParams params, InfoCallback done);
@@ -128,17 +137,20 @@ class SessionManager {
   absl::StatusOr<scheduler::RequestHandle> SubmitGeneration(
       const std::string& session_id, bool no_eos_prefix,
       scheduler::GenerationRequest request,
-      std::shared_ptr<scheduler::TokenSink> sink);
+      std::shared_ptr<scheduler::TokenSink> sink,
+      const std::string& caller = "");
   // A generation without a session, with automatic prefix reuse when it is
   // on (SetPrefixReuse): it resumes from the longest retained end-of-request
   // state whose tokens begin `request.prompt` and prefills only the rest
   // (usage.cached_tokens = the tokens that state absorbed); on success its own
   // final state is retained for later requests (within the same budget,
   // evicted before any session). The result equals a cold run. Off: the
-  // scheduler's SubmitGeneration as is.
+  // scheduler's SubmitGeneration as is. Retained states are `caller`'s:
+  // only requests of the same key resume from them.
   absl::StatusOr<scheduler::RequestHandle> SubmitGenerationReusing(
       scheduler::GenerationRequest request,
-      std::shared_ptr<scheduler::TokenSink> sink);
+      std::shared_ptr<scheduler::TokenSink> sink,
+      const std::string& caller = "");
   void SetPrefixReuse(bool enabled) { prefix_reuse_ = enabled; }
   bool prefix_reuse() const { return prefix_reuse_; }
 
@@ -148,17 +160,21 @@ class SessionManager {
   absl::StatusOr<scheduler::RequestHandle> SubmitScore(
       const std::string& session_id, bool no_eos_prefix,
       scheduler::ScoreRequest request,
-      std::shared_ptr<scheduler::ScoreSink> sink);
+      std::shared_ptr<scheduler::ScoreSink> sink,
+      const std::string& caller = "");
 
   // An independent copy of the session's last committed state (no prefill;
   // the saved bytes are shared until either session advances). The fork
-  // takes the source's TTL and is not pinned; it belongs to `owner` (as
-  // CreateParams::owner).
+  // takes the source's TTL and is not pinned; it belongs to `caller` (as
+  // CreateParams::owner; `counted` too).
   absl::StatusOr<SessionInfo> Fork(const std::string& session_id,
                                    const std::string& new_session_id,
-                                   const std::string& owner = "");
-  // The session as a blob (session_blob.h).
-  absl::StatusOr<std::string> Export(const std::string& session_id);
+                                   const std::string& caller = "",
+                                   bool counted = true);
+  // The session as a blob (session_blob.h). The blob carries no owner: an
+  // import belongs to whoever imports it.
+  absl::StatusOr<std::string> Export(const std::string& session_id,
+                                     const std::string& caller = "");
   // A new session from a blob, every field checked before it is stored.
   // `session_id` empty: the server makes one. `ttl` zero: the default;
   // `pinned` as CreateSession's (a migrated session keeps both); `owner` as
@@ -169,9 +185,12 @@ class SessionManager {
                                      bool pinned = false,
                                      const std::string& owner = "");
 
-  absl::StatusOr<SessionInfo> Get(const std::string& session_id);
-  std::vector<SessionInfo> List();
-  absl::Status Close(const std::string& session_id);
+  absl::StatusOr<SessionInfo> Get(const std::string& session_id,
+                                  const std::string& caller = "");
+  // The sessions `caller` sees.
+  std::vector<SessionInfo> List(const std::string& caller = "");
+  absl::Status Close(const std::string& session_id,
+                     const std::string& caller = "");
 
   // Turns on the disk tier in `directory` (session_disk.h) and lists the
   // sessions saved there. Returns one line per file skipped (corrupt,
@@ -202,7 +221,7 @@ class SessionManager {
   // whose pending token is the prompt's next one (counted in the prefix
   // statistics); nullopt when none, or when prefix reuse is off.
   std::optional<SessionSnapshot> FindRetainedPrefix(
-      std::span<const int32_t> prompt);
+      std::span<const int32_t> prompt, const std::string& owner);
   // The input of a request on `base`: [pending] + eos prefix (an empty
   // session, unless no_eos_prefix) + tokens. `added` gets the tokens the
   // session gains (prefix + tokens).

@@ -27,11 +27,12 @@ namespace tvq::sessions {
 class SessionPeer {
  public:
   virtual ~SessionPeer() = default;
-  // Imports `blob` (session_blob.h) as `session_id`, keeping its TTL and
-  // pinned flag; OK once the peer holds it. Bounded by the peer's timeout.
+  // Imports `blob` (session_blob.h) as `session_id`, keeping its TTL,
+  // pinned flag and owner (the API key it belongs to, "" = none); OK once
+  // the peer holds it. Bounded by the peer's timeout.
   virtual absl::Status Import(const std::string& session_id,
                               const std::string& blob, absl::Duration ttl,
-                              bool pinned) = 0;
+                              bool pinned, const std::string& owner) = 0;
   // For messages: "HOST:PORT".
   virtual std::string Describe() const = 0;
 };

@@ -153,6 +153,7 @@ absl::StatusOr<int64_t> SessionStore::SpillLocked(const std::string& id,
   spilled.ttl = record.ttl;
   spilled.pinned = record.pinned;
   spilled.last_used = record.last_used;
+  spilled.owner = record.owner;
   absl::StatusOr<int64_t> written = spill_->Save(spilled);
   if (!written.ok()) return written.status();
   record.disk_bytes = record.snapshot.state_bytes();
@@ -214,7 +215,7 @@ absl::Status SessionStore::LoadLocked(const std::string& id, Record& record) {
 }
 
 absl::StatusOr<SessionStore::Record*> SessionStore::AdoptLocked(
-    const std::string& id) {
+    const std::string& id, const std::string& caller) {
   if (spill_ == nullptr || !CheckId(id, "session_id").ok() ||
       !spill_->Exists(id)) {
     return NotFoundLocked(id);
@@ -245,18 +246,29 @@ absl::StatusOr<SessionStore::Record*> SessionStore::AdoptLocked(
   record.pinned = taken->pinned;
   record.last_used = std::max(taken->last_used, now_());
   record.guest = true;
+  CountOwnerLocked(record, taken->owner);
   gone_.erase(id);
   ++loads_;
   ++adoptions_;
-  return &sessions_.insert_or_assign(id, std::move(record)).first->second;
+  Record& adopted =
+      sessions_.insert_or_assign(id, std::move(record)).first->second;
+  if (!VisibleTo(adopted, caller)) {
+    // Another key's session: back to the directory for its owner (on a
+    // failed write it stays here, still its owner's).
+    WriteBackGuestLocked(id, adopted);
+    return NotFoundLocked(id);
+  }
+  return &adopted;
 }
 
 absl::StatusOr<const SessionStore::Record*> SessionStore::ReadLocked(
-    const std::string& id, Record& scratch) {
+    const std::string& id, Record& scratch, const std::string& caller) {
   const auto it = sessions_.find(id);
   if (it != sessions_.end()) {
     // Prefix-reuse entries are not sessions.
-    if (it->second.hidden) return NotFoundLocked(id);
+    if (it->second.hidden || !VisibleTo(it->second, caller)) {
+      return NotFoundLocked(id);
+    }
     return &it->second;
   }
   if (spill_ == nullptr || !CheckId(id, "session_id").ok()) {
@@ -275,8 +287,10 @@ absl::StatusOr<const SessionStore::Record*> SessionStore::ReadLocked(
   scratch.ttl = read->ttl;
   scratch.pinned = read->pinned;
   scratch.last_used = read->last_used;
+  scratch.owner = read->owner;
   scratch.on_disk = true;
   scratch.disk_bytes = scratch.snapshot.state_bytes();
+  if (!VisibleTo(scratch, caller)) return NotFoundLocked(id);
   return &scratch;
 }
 
@@ -309,6 +323,7 @@ absl::Status SessionStore::AddSpilled(SpilledSession session) {
   record.pinned = session.pinned;
   record.last_used = session.last_used;
   record.on_disk = true;
+  CountOwnerLocked(record, session.owner);
   sessions_.emplace(session.session_id, std::move(record));
   return absl::OkStatus();
 }
@@ -370,6 +385,7 @@ absl::StatusOr<SpilledSession> SessionStore::BeginMigration(
   session.ttl = record.ttl;
   session.pinned = record.pinned;
   session.last_used = record.last_used;
+  session.owner = record.owner;
   return session;
 }
 
@@ -450,12 +466,18 @@ bool SessionStore::MakeRoomLocked(bool entries_only) {
 }
 
 absl::StatusOr<SessionStore::Record*> SessionStore::FindLocked(
-    const std::string& id) {
+    const std::string& id, const std::string& caller) {
   const auto it = sessions_.find(id);
+  if (it == sessions_.end()) return AdoptLocked(id, caller);
   // Prefix-reuse entries are not sessions.
-  if (it != sessions_.end() && it->second.hidden) return NotFoundLocked(id);
-  if (it == sessions_.end()) return AdoptLocked(id);
+  if (it->second.hidden || !VisibleTo(it->second, caller)) {
+    return NotFoundLocked(id);
+  }
   return &it->second;
+}
+
+bool SessionStore::VisibleTo(const Record& record, const std::string& caller) {
+  return caller.empty() || record.owner.empty() || record.owner == caller;
 }
 
 absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
@@ -498,7 +520,7 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
     // A newer state of the same tokens replaces it.
     RemoveLocked(session.session_id, GoneReason::kEvicted);
   }
-  if (!session.hidden && !session.owner.empty() &&
+  if (!session.hidden && !session.owner.empty() && session.counted &&
       options_.max_sessions_per_owner > 0) {
     const auto held = owner_sessions_.find(session.owner);
     if (held != owner_sessions_.end() &&
@@ -523,9 +545,12 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
   record.leased = session.leased;
   record.hidden = session.hidden;
   record.last_used = now;
-  if (!session.hidden && !session.owner.empty()) {
-    record.owner = session.owner;
-    ++owner_sessions_[record.owner];
+  if (!session.hidden) {
+    if (session.counted) {
+      CountOwnerLocked(record, session.owner);
+    } else {
+      record.owner = session.owner;
+    }
   }
   if (record.hidden) {
     ++prefix_lengths_[static_cast<size_t>(record.snapshot.token_count)];
@@ -537,11 +562,11 @@ absl::StatusOr<SessionInfo> SessionStore::Create(NewSession session) {
 }
 
 absl::StatusOr<SessionSnapshot> SessionStore::Begin(
-    const std::string& session_id) {
+    const std::string& session_id, const std::string& caller) {
   const absl::Time now = now_();
   absl::MutexLock lock(&mutex_);
   ExpireLocked(now);
-  absl::StatusOr<Record*> record = FindLocked(session_id);
+  absl::StatusOr<Record*> record = FindLocked(session_id, caller);
   if (!record.ok()) return record.status();
   if ((*record)->leased) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -591,8 +616,14 @@ void SessionStore::Discard(const std::string& session_id) {
   sessions_.erase(it);
 }
 
+void SessionStore::CountOwnerLocked(Record& record, const std::string& owner) {
+  record.owner = owner;
+  record.counted = !owner.empty();
+  if (record.counted) ++owner_sessions_[owner];
+}
+
 void SessionStore::ForgetOwnerLocked(const Record& record) {
-  if (record.owner.empty()) return;
+  if (!record.counted) return;
   const auto held = owner_sessions_.find(record.owner);
   if (held != owner_sessions_.end() && --held->second <= 0) {
     owner_sessions_.erase(held);
@@ -630,18 +661,19 @@ std::optional<SessionSnapshot> SessionStore::FindPrefix(
 }
 
 absl::StatusOr<SessionSnapshot> SessionStore::Snapshot(
-    const std::string& session_id) {
+    const std::string& session_id, const std::string& caller) {
   const absl::Time now = now_();
   absl::MutexLock lock(&mutex_);
   ExpireLocked(now);
   const auto held = sessions_.find(session_id);
   if (held == sessions_.end()) {
     Record scratch;
-    absl::StatusOr<const Record*> read = ReadLocked(session_id, scratch);
+    absl::StatusOr<const Record*> read =
+        ReadLocked(session_id, scratch, caller);
     if (!read.ok()) return read.status();
     return (*read)->snapshot;
   }
-  absl::StatusOr<Record*> record = FindLocked(session_id);
+  absl::StatusOr<Record*> record = FindLocked(session_id, caller);
   if (!record.ok()) return record.status();
   if (absl::Status status = LoadLocked(session_id, **record); !status.ok()) {
     return status;
@@ -651,32 +683,37 @@ absl::StatusOr<SessionSnapshot> SessionStore::Snapshot(
 }
 
 absl::StatusOr<absl::Duration> SessionStore::Ttl(
-    const std::string& session_id) {
+    const std::string& session_id, const std::string& caller) {
   absl::MutexLock lock(&mutex_);
   Record scratch;
-  absl::StatusOr<const Record*> record = ReadLocked(session_id, scratch);
+  absl::StatusOr<const Record*> record =
+      ReadLocked(session_id, scratch, caller);
   if (!record.ok()) return record.status();
   return (*record)->ttl;
 }
 
-absl::StatusOr<SessionInfo> SessionStore::Get(const std::string& session_id) {
+absl::StatusOr<SessionInfo> SessionStore::Get(const std::string& session_id,
+                                              const std::string& caller) {
   const absl::Time now = now_();
   absl::MutexLock lock(&mutex_);
   ExpireLocked(now);
   Record scratch;
-  absl::StatusOr<const Record*> record = ReadLocked(session_id, scratch);
+  absl::StatusOr<const Record*> record =
+      ReadLocked(session_id, scratch, caller);
   if (!record.ok()) return record.status();
   return InfoLocked(session_id, **record);
 }
 
-std::vector<SessionInfo> SessionStore::List() {
+std::vector<SessionInfo> SessionStore::List(const std::string& caller) {
   const absl::Time now = now_();
   absl::MutexLock lock(&mutex_);
   ExpireLocked(now);
   std::vector<SessionInfo> infos;
   infos.reserve(sessions_.size());
   for (const auto& [id, record] : sessions_) {
-    if (!record.hidden) infos.push_back(InfoLocked(id, record));
+    if (!record.hidden && VisibleTo(record, caller)) {
+      infos.push_back(InfoLocked(id, record));
+    }
   }
   std::sort(infos.begin(), infos.end(),
             [](const SessionInfo& a, const SessionInfo& b) {
@@ -685,11 +722,12 @@ std::vector<SessionInfo> SessionStore::List() {
   return infos;
 }
 
-absl::Status SessionStore::Close(const std::string& session_id) {
+absl::Status SessionStore::Close(const std::string& session_id,
+                                 const std::string& caller) {
   const absl::Time now = now_();
   absl::MutexLock lock(&mutex_);
   ExpireLocked(now);
-  absl::StatusOr<Record*> record = FindLocked(session_id);
+  absl::StatusOr<Record*> record = FindLocked(session_id, caller);
   if (!record.ok()) return record.status();
   if ((*record)->leased) {
     return absl::FailedPreconditionError(absl::StrFormat(

@@ -89,9 +89,11 @@ struct SessionStoreOptions {
   // Longest TTL a session may ask for.
   absl::Duration max_ttl = absl::Hours(24 * 30);
   // Sessions one owner (an API key) may hold here at once
-  // (--max-sessions-per-key); 0 = no limit. Sessions without an owner
-  // (no keys, prefix-reuse entries, sessions adopted or loaded from the disk
-  // tier, which does not record owners) never count.
+  // (--max-sessions-per-key); 0 = no limit; checked when a session is
+  // created (created, forked, imported). Sessions without an owner (no keys,
+  // prefix-reuse entries) and those created with NewSession::counted false
+  // never count; sessions loaded from the disk tier or migrated in count
+  // against their owner but are never refused for it.
   int64_t max_sessions_per_owner = 0;
 };
 
@@ -108,8 +110,11 @@ struct NewSession {
   // A prefix-reuse entry (above); session_id is its internal key.
   bool hidden = false;
   // Who creates it (auth::KeyOwnerId of the caller's API key); empty = no
-  // one (not counted against max_sessions_per_owner).
+  // one. Only its owner sees a session that has one (Caller, below).
   std::string owner;
+  // Counted against max_sessions_per_owner (a session that lives only while
+  // its request runs is not).
+  bool counted = true;
 };
 
 // A session as the disk tier stores it.
@@ -120,6 +125,8 @@ struct SpilledSession {
   absl::Duration ttl;
   bool pinned = false;
   absl::Time last_used;
+  // NewSession::owner ("" = none).
+  std::string owner;
 };
 
 // Where evicted sessions go (session_disk.h). Called under the store's lock.
@@ -169,6 +176,13 @@ struct SessionStoreStats {
   uint64_t expiries_total = 0;
 };
 
+// Sessions are isolated by owner: a session that has one exists only for a
+// caller with the same owner; to any other caller it is NOT_FOUND with the
+// message of an unknown id (nothing says it exists, except ALREADY_EXISTS
+// for a taken id: ids are one namespace per server). `caller` is the
+// auth::KeyOwnerId of the caller's API key; "" (a server without keys, or
+// the server itself) sees every session. Sessions without an owner are
+// everyone's.
 class SessionStore {
  public:
   // `now` is the clock (tests pass their own).
@@ -213,7 +227,8 @@ class SessionStore {
 
   // Leases the session to one request and returns its state.
   // NOT_FOUND, FAILED_PRECONDITION (busy).
-  absl::StatusOr<SessionSnapshot> Begin(const std::string& session_id);
+  absl::StatusOr<SessionSnapshot> Begin(const std::string& session_id,
+                                        const std::string& caller = "");
   // Ends the lease with the request's result.
   absl::StatusOr<SessionInfo> Commit(const std::string& session_id,
                                      SessionSnapshot next);
@@ -235,15 +250,19 @@ class SessionStore {
   std::vector<size_t> PrefixLengths();
 
   // The last committed state (Fork, Export). Counts as a use.
-  absl::StatusOr<SessionSnapshot> Snapshot(const std::string& session_id);
+  absl::StatusOr<SessionSnapshot> Snapshot(const std::string& session_id,
+                                           const std::string& caller = "");
   // The TTL and pinned flag of a session (a fork takes its TTL).
-  absl::StatusOr<absl::Duration> Ttl(const std::string& session_id);
+  absl::StatusOr<absl::Duration> Ttl(const std::string& session_id,
+                                     const std::string& caller = "");
 
-  absl::StatusOr<SessionInfo> Get(const std::string& session_id);
-  // Every session, ordered by id.
-  std::vector<SessionInfo> List();
+  absl::StatusOr<SessionInfo> Get(const std::string& session_id,
+                                  const std::string& caller = "");
+  // Every session `caller` sees, ordered by id.
+  std::vector<SessionInfo> List(const std::string& caller = "");
   // NOT_FOUND, FAILED_PRECONDITION (a request is running on it).
-  absl::Status Close(const std::string& session_id);
+  absl::Status Close(const std::string& session_id,
+                     const std::string& caller = "");
 
   SessionStoreStats Stats();
 
@@ -264,8 +283,9 @@ class SessionStore {
     bool hidden = false;
     // Adopted from a shared disk tier: written back after each request.
     bool guest = false;
-    // NewSession::owner.
+    // NewSession::owner; `counted`: it counts in owner_sessions_.
     std::string owner;
+    bool counted = false;
   };
   enum class GoneReason {
     kClosed,
@@ -287,7 +307,8 @@ class SessionStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void RemoveLocked(const std::string& id, GoneReason reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
-  absl::StatusOr<Record*> FindLocked(const std::string& id)
+  absl::StatusOr<Record*> FindLocked(const std::string& id,
+                                     const std::string& caller = "")
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Brings a disk session back into memory (making room first).
   absl::Status LoadLocked(const std::string& id, Record& record)
@@ -298,7 +319,8 @@ class SessionStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // A session this store does not hold, from the (shared) disk tier: taken
   // and held in memory here. NOT_FOUND when the tier has none.
-  absl::StatusOr<Record*> AdoptLocked(const std::string& id)
+  absl::StatusOr<Record*> AdoptLocked(const std::string& id,
+                                      const std::string& caller)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // For reads (Get, Ttl, Snapshot): the record held here, or else one read
   // from the shared disk tier into `scratch` and left there. A read never
@@ -306,12 +328,18 @@ class SessionStore {
   // here until its next request, invisible to the other servers and lost
   // if this one died.
   absl::StatusOr<const Record*> ReadLocked(const std::string& id,
-                                           Record& scratch)
+                                           Record& scratch,
+                                           const std::string& caller)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   int64_t InMemoryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
-  // The record no longer counts against its owner's limit.
+  // The record counts against its owner's limit (when it has one), or no
+  // longer does.
+  void CountOwnerLocked(Record& record, const std::string& owner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void ForgetOwnerLocked(const Record& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Whether `caller` may see `record` (the isolation rule above).
+  static bool VisibleTo(const Record& record, const std::string& caller);
   // UNAVAILABLE naming `what` once BeginDrain ran; OK before.
   absl::Status CheckNotDrainingLocked(const std::string& id,
                                       std::string_view what) const

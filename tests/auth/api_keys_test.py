@@ -338,6 +338,121 @@ class KeysOverTlsTest(unittest.TestCase):
                 self.assertEqual(result.stdout, expected, result.stderr)
 
 
+class SessionIsolationTest(unittest.TestCase):
+    """With keys, sessions are each key's own: to another key a session is
+    NOT_FOUND with the very message of an unknown id, on every RPC and on
+    HTTP (stored responses, previous_response_id); automatic prefix reuse
+    never resumes from another key's state. Each key keeps full use of its
+    own sessions."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = KeyedServer()
+        cls.server.start()
+        cls.server.reload(["# test keys", KEY, sha256_line(HASHED_KEY),
+                           NEW_KEY])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def client(self, key):
+        return TvqClient(self.server.address, timeout=60, api_key=key)
+
+    def assert_unknown(self, call, session_id, unknown_details):
+        with self.assertRaises(TvqError) as raised:
+            call()
+        self.assertEqual(raised.exception.code, grpc.StatusCode.NOT_FOUND)
+        self.assertEqual(raised.exception.details,
+                         unknown_details.replace("UNKNOWN", session_id))
+
+    def test_another_keys_session_is_not_found_on_every_rpc(self):
+        with self.client(KEY) as mine, self.client(HASHED_KEY) as theirs:
+            mine.create_session("Hello there", session_id="iso-mine")
+            with self.assertRaises(TvqError) as raised:
+                theirs.get_session("UNKNOWN")
+            unknown = raised.exception.details
+            self.assertIn('"UNKNOWN"', unknown)
+            calls = {
+                "get": lambda: theirs.get_session("iso-mine"),
+                "append": lambda: theirs.append_to_session("iso-mine", " x"),
+                "generate": lambda: theirs.generate(
+                    " and", session_id="iso-mine", max_new_tokens=2),
+                "score": lambda: theirs.score(" and", session_id="iso-mine"),
+                "fork": lambda: theirs.fork_session("iso-mine", "iso-theirs"),
+                "export": lambda: theirs.export_session("iso-mine"),
+                "close": lambda: theirs.close_session("iso-mine"),
+            }
+            for name, call in calls.items():
+                with self.subTest(rpc=name):
+                    self.assert_unknown(call, "iso-mine", unknown)
+            self.assertNotIn("iso-mine",
+                             {s.session_id for s in theirs.list_sessions()})
+            # The id is taken (ids are one namespace per server), and says
+            # nothing more.
+            with self.assertRaises(TvqError) as raised:
+                theirs.create_session(session_id="iso-mine")
+            self.assertEqual(raised.exception.code,
+                             grpc.StatusCode.ALREADY_EXISTS)
+            # Mine is untouched and fully mine.
+            self.assertEqual(mine.get_session("iso-mine").position,
+                             len("Hello there") + 1)
+            mine.append_to_session("iso-mine", " again")
+            mine.generate(" and", session_id="iso-mine", max_new_tokens=2)
+            mine.fork_session("iso-mine", "iso-mine-fork")
+            blob = mine.export_session("iso-mine")
+            # An exported blob carries no owner: whoever imports it owns the
+            # import.
+            theirs.import_session(blob, "iso-theirs-import")
+            self.assert_unknown(
+                lambda: mine.get_session("iso-theirs-import"),
+                "iso-theirs-import", unknown)
+            self.assertEqual(
+                {s.session_id for s in mine.list_sessions()},
+                {"iso-mine", "iso-mine-fork"})
+            for client in (mine, theirs):
+                for session in client.list_sessions():
+                    client.close_session(session.session_id)
+
+    def test_stored_responses_are_each_keys_own(self):
+        base = f"http://{self.server.http_address}/v1"
+        options = dict(model=MODEL, max_output_tokens=2, temperature=0)
+        with openai.OpenAI(base_url=base, api_key=KEY, max_retries=0,
+                           timeout=60) as mine, \
+                openai.OpenAI(base_url=base, api_key=NEW_KEY, max_retries=0,
+                              timeout=60) as theirs:
+            first = mine.responses.create(input="Kept", store=True, **options)
+            with self.assertRaises(openai.NotFoundError):
+                theirs.responses.retrieve(first.id)
+            with self.assertRaises(openai.NotFoundError) as raised:
+                theirs.responses.create(input=" more",
+                                        previous_response_id=first.id,
+                                        **options)
+            self.assertIn("no stored response", str(raised.exception))
+            with self.assertRaises(openai.NotFoundError):
+                theirs.responses.delete(first.id)
+            # Still mine, and still continuable.
+            self.assertEqual(mine.responses.retrieve(first.id).id, first.id)
+            mine.responses.create(input=" more", previous_response_id=first.id,
+                                  **options)
+            mine.responses.delete(first.id)
+
+    def test_prefix_reuse_never_crosses_keys(self):
+        prompt = "A prompt only the first key has sent, long enough to reuse"
+        with self.client(KEY) as mine, self.client(HASHED_KEY) as theirs:
+            ids = list(mine.tokenize(prompt, no_eos_prefix=True))
+            first = mine.generate(token_ids=ids, max_new_tokens=1,
+                                  temperature=0)
+            # Begins with every token of the first request.
+            extended = ids + list(first.token_ids) + ids[:8]
+            self.assertEqual(
+                theirs.generate(token_ids=extended, max_new_tokens=1,
+                                temperature=0).usage.cached_tokens, 0)
+            self.assertGreater(
+                mine.generate(token_ids=extended, max_new_tokens=1,
+                              temperature=0).usage.cached_tokens, 0)
+
+
 class SessionsPerKeyTest(unittest.TestCase):
     """--max-sessions-per-key: each key holds at most that many sessions on
     the server (created, forked, imported, stored HTTP responses), the
@@ -379,23 +494,26 @@ class SessionsPerKeyTest(unittest.TestCase):
             blob = mine.export_session("mine-1")
             self.assert_over_limit(
                 lambda: mine.import_session(blob, "mine-3"))
-            # Another key is not affected, and may even use my sessions
-            # (the limit counts, it does not isolate).
+            # Another key is not affected (and sees only its own).
             theirs.create_session("Hi", session_id="theirs-1")
             theirs.import_session(blob, "theirs-2")
             self.assertEqual(
                 {s.session_id for s in theirs.list_sessions()},
-                {"mine-1", "mine-2", "theirs-1", "theirs-2"})
+                {"theirs-1", "theirs-2"})
             # Closing one of mine makes room for one more.
             mine.close_session("mine-2")
             mine.create_session(session_id="mine-3")
             self.assert_over_limit(
                 lambda: mine.create_session(session_id="mine-4"))
-            # A session of mine closed by the other key frees mine too.
-            theirs.close_session("mine-3")
-            mine.create_session(session_id="mine-4")
-            for session in theirs.list_sessions():
-                theirs.close_session(session.session_id)
+            # The other key cannot close mine to make room.
+            with self.assertRaises(TvqError) as raised:
+                theirs.close_session("mine-3")
+            self.assertEqual(raised.exception.code, grpc.StatusCode.NOT_FOUND)
+            self.assert_over_limit(
+                lambda: mine.create_session(session_id="mine-4"))
+            for client in (mine, theirs):
+                for session in client.list_sessions():
+                    client.close_session(session.session_id)
 
     def test_stored_http_responses_count_and_unstored_do_not(self):
         with openai.OpenAI(base_url=f"http://{self.server.http_address}/v1",

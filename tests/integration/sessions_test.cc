@@ -531,6 +531,26 @@ TEST(PrefixReuseTest, ExtendingAnEarlierRequestReusesItsStateExactly) {
 // corrupt file and another model's files are reported and skipped; a stray
 // temporary file is removed, and a session whose take was interrupted is
 // restored and continued.
+// A session file of format version 2 without an owner, rewritten as a
+// server from before owners (version 1: no owner-length field) wrote it.
+void RewriteAsVersion1(const std::string& path) {
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  ASSERT_GE(bytes.size(), 44u) << path;
+  ASSERT_EQ(bytes[8], 2) << path;
+  ASSERT_EQ(bytes.substr(36, 4), std::string(4, '\0')) << "has an owner";
+  std::string v1 = bytes.substr(0, 36) + bytes.substr(40, bytes.size() - 44);
+  v1[8] = 1;
+  const uLong crc = crc32(0L, reinterpret_cast<const Bytef*>(v1.data()),
+                          static_cast<uInt>(v1.size()));
+  for (int i = 0; i < 4; ++i) v1.push_back(static_cast<char>(crc >> (8 * i)));
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << v1;
+}
+
 TEST(SessionDiskTest, SpillRestartContinueAndSkipBadFiles) {
   const std::string dir =
       ::testing::TempDir() + "/tvq-sessions-disk-" + std::to_string(::getpid());
@@ -575,6 +595,8 @@ TEST(SessionDiskTest, SpillRestartContinueAndSkipBadFiles) {
     EXPECT_NE(other->Output().find("FAILED_PRECONDITION"), std::string::npos)
         << other->Output();
   }
+  // d2 as written by a server of format version 1: still read.
+  RewriteAsVersion1(dir + "/6432.tvqsession");
   // d1 as a server killed mid-take leaves it: claimed (renamed to its
   // private name), never unlinked, never in memory. It is restored.
   std::filesystem::rename(dir + "/6431.tvqsession",

@@ -311,5 +311,45 @@ TEST_F(SessionStoreTest, EachOwnerHoldsAtMostItsLimit) {
   EXPECT_FALSE(create("a8", "key-a").ok());
 }
 
+TEST_F(SessionStoreTest, SessionsAreVisibleOnlyToTheirOwner) {
+  auto create = [&](const std::string& id, const std::string& owner) {
+    NewSession session;
+    session.session_id = id;
+    session.owner = owner;
+    return store_->Create(std::move(session)).status();
+  };
+  ASSERT_TRUE(create("mine", "key-a").ok());
+  ASSERT_TRUE(create("everyones", "").ok());
+  const std::string unknown =
+      std::string(store_->Get("nothing", "key-b").status().message());
+  const auto expect_unknown = [&](const absl::Status& status) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+    std::string expected = unknown;
+    expected.replace(expected.find("nothing"), 7, "mine");
+    EXPECT_EQ(status.message(), expected);
+  };
+  expect_unknown(store_->Get("mine", "key-b").status());
+  expect_unknown(store_->Begin("mine", "key-b").status());
+  expect_unknown(store_->Snapshot("mine", "key-b").status());
+  expect_unknown(store_->Ttl("mine", "key-b").status());
+  expect_unknown(store_->Close("mine", "key-b"));
+  // The id stays taken.
+  EXPECT_EQ(create("mine", "key-b").code(), absl::StatusCode::kAlreadyExists);
+  std::vector<std::string> listed;
+  for (const SessionInfo& info : store_->List("key-b")) {
+    listed.push_back(info.session_id);
+  }
+  EXPECT_EQ(listed, std::vector<std::string>{"everyones"});
+  // The owner, and the server itself (""), see it.
+  EXPECT_EQ(store_->List("key-a").size(), 2u);
+  EXPECT_EQ(store_->List().size(), 2u);
+  EXPECT_TRUE(store_->Get("mine").ok());
+  ASSERT_TRUE(store_->Begin("mine", "key-a").ok());
+  store_->Abort("mine");
+  EXPECT_TRUE(store_->Begin("everyones", "key-b").ok());
+  store_->Abort("everyones");
+  EXPECT_TRUE(store_->Close("mine", "key-a").ok());
+}
+
 }  // namespace
 }  // namespace tvq::sessions

@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "server/core/model_info.h"
 #include "server/core/score_summary.h"
+#include "server/service/grpc/grpc_credentials.h"
 #include "server/service/grpc/session_metadata.h"
 #include "server/service/grpc/status_to_grpc.h"
 #include "server/text/incremental_detokenizer.h"
@@ -95,11 +96,15 @@ struct SessionTarget {
   bool no_eos_prefix = false;
   // Without a session: where automatic prefix reuse happens (when on).
   sessions::SessionManager* reuse = nullptr;
+  // Who asks (sessions and retained prefixes are per API key).
+  std::string caller;
 };
 
 template <typename Request>
-SessionTarget TargetOf(const Request& request, core::Engine& engine) {
+SessionTarget TargetOf(const Request& request, core::Engine& engine,
+                       std::string caller) {
   SessionTarget target;
+  target.caller = std::move(caller);
   target.reuse = &engine.sessions();
   if (request.session_id().empty()) return target;
   target.manager = &engine.sessions();
@@ -114,14 +119,14 @@ absl::StatusOr<scheduler::RequestHandle> SubmitGeneration(
     std::shared_ptr<scheduler::TokenSink> sink) {
   if (target.manager == nullptr) {
     if (target.reuse != nullptr) {
-      return target.reuse->SubmitGenerationReusing(std::move(request),
-                                                   std::move(sink));
+      return target.reuse->SubmitGenerationReusing(
+          std::move(request), std::move(sink), target.caller);
     }
     return scheduler.SubmitGeneration(std::move(request), std::move(sink));
   }
-  return target.manager->SubmitGeneration(target.session_id,
-                                          target.no_eos_prefix,
-                                          std::move(request), std::move(sink));
+  return target.manager->SubmitGeneration(
+      target.session_id, target.no_eos_prefix, std::move(request),
+      std::move(sink), target.caller);
 }
 
 absl::Time Deadline(const grpc::CallbackServerContext* context) {
@@ -484,10 +489,9 @@ class ScoreCall final : public grpc::ServerUnaryReactor,
       handle = scheduler_->SubmitScore(std::move(request),
                                        std::make_shared<Sink>(Shared()));
     } else {
-      handle = target.manager->SubmitScore(target.session_id,
-                                           target.no_eos_prefix,
-                                           std::move(request),
-                                           std::make_shared<Sink>(Shared()));
+      handle = target.manager->SubmitScore(
+          target.session_id, target.no_eos_prefix, std::move(request),
+          std::make_shared<Sink>(Shared()), target.caller);
     }
     if (!handle.ok()) {
       Finish(ToGrpcStatus(handle.status()));
@@ -598,6 +602,11 @@ GenerationService::GenerationService(const core::Readiness* readiness,
                                      std::string server_version)
     : readiness_(readiness), server_version_(std::move(server_version)) {}
 
+std::string GenerationService::Caller(
+    const grpc::ServerContextBase& context) const {
+  return ownership_.by_api_key ? CallerKeyOwner(context) : std::string();
+}
+
 grpc::ServerUnaryReactor* GenerationService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
     v1::GenerateResponse* response) {
@@ -616,7 +625,8 @@ grpc::ServerUnaryReactor* GenerationService::Generate(
   generation->deadline = Deadline(context);
   GenerateCall* call = GenerateCall::Create(&(*model)->scheduler(), response,
                                             &active_calls_);
-  call->Start(*std::move(generation), TargetOf(effective, **model));
+  call->Start(*std::move(generation),
+              TargetOf(effective, **model, Caller(*context)));
   return call;
 }
 
@@ -643,7 +653,8 @@ GenerationService::GenerateStream(grpc::CallbackServerContext* context,
   GenerateStreamCall* call = GenerateStreamCall::Create(
       &(*model)->scheduler(), &active_calls_,
       (*model)->config().limits.max_pending_output_bytes);
-  call->Start(*std::move(generation), TargetOf(effective, **model));
+  call->Start(*std::move(generation),
+              TargetOf(effective, **model, Caller(*context)));
   return call;
 }
 
@@ -664,7 +675,8 @@ grpc::ServerUnaryReactor* GenerationService::Score(
   if (!score.ok()) return FinishNow(context, score.status());
   score->deadline = Deadline(context);
   ScoreCall* call = ScoreCall::Create(*model, response, &active_calls_);
-  call->Start(*std::move(score), TargetOf(effective, **model));
+  call->Start(*std::move(score),
+              TargetOf(effective, **model, Caller(*context)));
   return call;
 }
 

@@ -58,6 +58,20 @@ class GenerationService final : public v1::TextGeneration::CallbackService {
   GenerationService(const core::Readiness* readiness,
                     std::string server_version);
 
+  // Who owns sessions (docs/security.md, "API keys"). With `by_api_key` a
+  // caller is the auth::KeyOwnerId of its key, and sessions are isolated by
+  // it; without, every caller is the same one (""). `trusted_peer` is the
+  // owner id of this server's --drain-peer-api-key-file key: only a caller
+  // presenting it may import a session on another key's behalf
+  // (SessionChunk.owner, migration on drain). Set before serving.
+  struct SessionOwnership {
+    bool by_api_key = false;
+    std::string trusted_peer;
+  };
+  void SetSessionOwnership(SessionOwnership ownership) {
+    ownership_ = std::move(ownership);
+  }
+
   // Waits until every Generate/GenerateStream/Score call has ended (its last
   // message written); false when `deadline` passed first.
   bool WaitForActiveCalls(absl::Time deadline) {
@@ -117,7 +131,11 @@ class GenerationService final : public v1::TextGeneration::CallbackService {
 
  private:
   const core::Readiness* const readiness_;
+  // The caller's owner id (SessionOwnership): "" without keys.
+  std::string Caller(const grpc::ServerContextBase& context) const;
+
   const std::string server_version_;
+  SessionOwnership ownership_;
   ActiveCallCounter active_calls_;
 };
 

@@ -18,16 +18,15 @@ constexpr size_t kChunkBytes = size_t{1} << 20;
 class PeerSessionImporter final : public sessions::SessionPeer {
  public:
   PeerSessionImporter(std::string address, absl::Duration timeout,
-                      PeerCredentials credentials)
+                      PeerCredentialsLoader load)
       : address_(std::move(address)),
         timeout_(timeout),
-        api_key_(std::move(credentials.api_key)),
-        tls_(credentials.tls.has_value()),
-        stub_(v1::TextGeneration::NewStub(
-            grpc::CreateChannel(address_, ChannelCredentials(credentials)))) {}
+        load_(std::move(load)) {}
 
   absl::Status Import(const std::string& session_id, const std::string& blob,
-                      absl::Duration ttl, bool pinned) override {
+                      absl::Duration ttl, bool pinned,
+                      const std::string& owner) override {
+    if (absl::Status connected = Connect(); !connected.ok()) return connected;
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
     if (!api_key_.empty()) {
@@ -48,6 +47,7 @@ class PeerSessionImporter final : public sessions::SessionPeer {
             std::max<int64_t>(0, absl::ToInt64Seconds(absl::Ceil(
                                      ttl, absl::Seconds(1)))));
         chunk.set_pinned(pinned);
+        chunk.set_owner(owner);
         first = false;
       }
       offset += size;
@@ -65,6 +65,27 @@ class PeerSessionImporter final : public sessions::SessionPeer {
   }
 
  private:
+  // The first push reads the credentials and makes the channel (Import is
+  // called from one thread only).
+  absl::Status Connect() {
+    if (stub_ != nullptr) return absl::OkStatus();
+    PeerCredentials credentials;
+    if (load_ != nullptr) {
+      absl::StatusOr<PeerCredentials> loaded = load_();
+      if (!loaded.ok()) {
+        return absl::UnavailableError(absl::StrFormat(
+            "reading the --drain-peer credentials failed: %s",
+            loaded.status().message()));
+      }
+      credentials = *std::move(loaded);
+    }
+    api_key_ = std::move(credentials.api_key);
+    tls_ = credentials.tls.has_value();
+    stub_ = v1::TextGeneration::NewStub(
+        grpc::CreateChannel(address_, ChannelCredentials(credentials)));
+    return absl::OkStatus();
+  }
+
   static std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(
       const PeerCredentials& credentials) {
     if (!credentials.tls.has_value()) {
@@ -79,16 +100,17 @@ class PeerSessionImporter final : public sessions::SessionPeer {
 
   const std::string address_;
   const absl::Duration timeout_;
-  const std::string api_key_;
-  const bool tls_;
-  const std::unique_ptr<v1::TextGeneration::Stub> stub_;
+  const PeerCredentialsLoader load_;
+  std::string api_key_;
+  bool tls_ = false;
+  std::unique_ptr<v1::TextGeneration::Stub> stub_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<sessions::SessionPeer>> MakePeerSessionImporter(
     const std::string& address, absl::Duration timeout,
-    PeerCredentials credentials) {
+    PeerCredentialsLoader load) {
   const size_t colon = address.rfind(':');
   int port = 0;
   if (colon == std::string::npos || colon == 0 ||
@@ -104,7 +126,7 @@ absl::StatusOr<std::unique_ptr<sessions::SessionPeer>> MakePeerSessionImporter(
                         absl::FormatDuration(timeout)));
   }
   return std::unique_ptr<sessions::SessionPeer>(
-      new PeerSessionImporter(address, timeout, std::move(credentials)));
+      new PeerSessionImporter(address, timeout, std::move(load)));
 }
 
 }  // namespace tvq::service

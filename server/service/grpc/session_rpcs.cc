@@ -9,7 +9,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "server/service/grpc/generation_service.h"
-#include "server/service/grpc/grpc_credentials.h"
 #include "server/service/grpc/session_metadata.h"
 #include "server/service/grpc/status_to_grpc.h"
 
@@ -137,13 +136,18 @@ class ExportCall final : public grpc::ServerWriteReactor<v1::SessionChunk> {
 // the blob to the manager.
 class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
  public:
+  // `caller`: the caller's owner id; `trusted_peer`: the one that may name
+  // another owner (GenerationService::SessionOwnership).
   ImportCall(grpc::CallbackServerContext* context,
              sessions::SessionManager* manager, v1::Session* response,
-             size_t max_bytes)
+             size_t max_bytes, std::string caller, std::string trusted_peer)
       : context_(context),
         manager_(manager),
         response_(response),
-        max_bytes_(max_bytes) {
+        max_bytes_(max_bytes),
+        caller_(std::move(caller)),
+        trusted_peer_(std::move(trusted_peer)),
+        owner_(caller_) {
     StartRead(&chunk_);
   }
   void OnReadDone(bool ok) override {
@@ -161,7 +165,7 @@ class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
       }
       absl::StatusOr<sessions::SessionInfo> info =
           manager_->Import(blob_, session_id_, absl::Seconds(ttl_seconds_),
-                           pinned_, CallerKeyOwner(*context_));
+                           pinned_, owner_);
       if (!info.ok()) {
         AnnounceSession(context_, session_id_);
         Finish(ToGrpcStatus(info.status()));
@@ -184,6 +188,16 @@ class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
       session_id_ = *std::move(session_id);
       ttl_seconds_ = chunk_.ttl_seconds();
       pinned_ = chunk_.pinned();
+      if (!chunk_.owner().empty()) {
+        if (trusted_peer_.empty() || caller_ != trusted_peer_) {
+          Finish(ToGrpcStatus(absl::PermissionDeniedError(
+              "owner: only a replica presenting this server's "
+              "--drain-peer-api-key-file key may import a session for "
+              "another API key")));
+          return;
+        }
+        owner_ = chunk_.owner();
+      }
       if (ttl_seconds_ < 0) {
         Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrFormat(
             "ttl_seconds must be >= 0 (0 = the default), got %d",
@@ -191,10 +205,10 @@ class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
         return;
       }
     } else if (!chunk_.session_id().empty() || chunk_.ttl_seconds() != 0 ||
-               chunk_.pinned()) {
+               chunk_.pinned() || !chunk_.owner().empty()) {
       Finish(ToGrpcStatus(absl::InvalidArgumentError(
-          "session_id, ttl_seconds and pinned may only be set on the first "
-          "chunk")));
+          "session_id, ttl_seconds, pinned and owner may only be set on the "
+          "first chunk")));
       return;
     }
     if (chunk_.data().size() > kChunkBytes) {
@@ -220,6 +234,11 @@ class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
   sessions::SessionManager* const manager_;
   v1::Session* const response_;
   const size_t max_bytes_;
+  const std::string caller_;
+  const std::string trusted_peer_;
+  // Who the imported session belongs to: the caller, or the owner a trusted
+  // peer names.
+  std::string owner_;
   v1::SessionChunk chunk_;
   std::string blob_;
   std::string session_id_;
@@ -256,7 +275,7 @@ grpc::ServerUnaryReactor* GenerationService::CreateSession(
                             Validation(**model));
   if (!params.ok()) return FinishNow(context, params.status());
   params->deadline = Deadline(context);
-  params->owner = CallerKeyOwner(*context);
+  params->owner = Caller(*context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   (*model)->sessions().Create(
       *std::move(params),
@@ -279,6 +298,7 @@ grpc::ServerUnaryReactor* GenerationService::AppendToSession(
                      Validation(**model));
   if (!params.ok()) return FinishNow(context, params.status());
   params->deadline = Deadline(context);
+  params->caller = Caller(*context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   (*model)->sessions().Append(
       *std::move(params),
@@ -304,8 +324,7 @@ grpc::ServerUnaryReactor* GenerationService::ForkSession(
     return FinishNow(context, status);
   }
   absl::StatusOr<sessions::SessionInfo> info = (*model)->sessions().Fork(
-      effective.session_id(), effective.new_session_id(),
-      CallerKeyOwner(*context));
+      effective.session_id(), effective.new_session_id(), Caller(*context));
   if (!info.ok()) {
     AnnounceSession(context, *session_id);
     return FinishNow(context, info.status());
@@ -329,7 +348,8 @@ grpc::ServerWriteReactor<v1::SessionChunk>* GenerationService::ExportSession(
     return new FailedWrite(ToGrpcStatus(status));
   }
   AnnounceSession(context, *session_id);
-  return new ExportCall((*model)->sessions().Export(*session_id));
+  return new ExportCall(
+      (*model)->sessions().Export(*session_id, Caller(*context)));
 }
 
 grpc::ServerReadReactor<v1::SessionChunk>* GenerationService::ImportSession(
@@ -341,7 +361,8 @@ grpc::ServerReadReactor<v1::SessionChunk>* GenerationService::ImportSession(
   const size_t max_bytes = sessions::kBlobHeaderBytes +
                            sessions::kBlobChecksumBytes +
                            static_cast<size_t>((*model)->state_export_bytes());
-  return new ImportCall(context, &(*model)->sessions(), response, max_bytes);
+  return new ImportCall(context, &(*model)->sessions(), response, max_bytes,
+                        Caller(*context), ownership_.trusted_peer);
 }
 
 grpc::ServerUnaryReactor* GenerationService::GetSession(
@@ -358,7 +379,7 @@ grpc::ServerUnaryReactor* GenerationService::GetSession(
   }
   AnnounceSession(context, *session_id);
   absl::StatusOr<sessions::SessionInfo> info =
-      (*model)->sessions().Get(*session_id);
+      (*model)->sessions().Get(*session_id, Caller(*context));
   if (!info.ok()) return FinishNow(context, info.status());
   ToProto(*info, response);
   return FinishNow(context, absl::OkStatus());
@@ -370,7 +391,8 @@ grpc::ServerUnaryReactor* GenerationService::ListSessions(
     v1::ListSessionsResponse* response) {
   absl::StatusOr<core::Engine*> model = readiness_->ForQueries();
   if (!model.ok()) return FinishNow(context, model.status());
-  for (const sessions::SessionInfo& info : (*model)->sessions().List()) {
+  for (const sessions::SessionInfo& info :
+       (*model)->sessions().List(Caller(*context))) {
     ToProto(info, response->add_sessions());
   }
   return FinishNow(context, absl::OkStatus());
@@ -390,7 +412,8 @@ grpc::ServerUnaryReactor* GenerationService::CloseSession(
     return FinishNow(context, status);
   }
   AnnounceSession(context, *session_id);
-  return FinishNow(context, (*model)->sessions().Close(*session_id));
+  return FinishNow(context,
+                   (*model)->sessions().Close(*session_id, Caller(*context)));
 }
 
 }  // namespace tvq::service

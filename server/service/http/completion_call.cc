@@ -238,6 +238,10 @@ absl::Status CompletionCall::SubmitGenerations() {
   params.request_id = shaper_.id() + "-prompt";
   params.frontend = scheduler::Frontend::kHttp;
   params.deadline = plan_.choices.front().deadline;
+  // The caller's own (prefix reuse is per key), never counted: these
+  // sessions live only while the request runs.
+  params.owner = exchange_->key_owner();
+  params.counted = false;
   engine_->sessions().Create(
       std::move(params),
       [self = shared_from_this()](absl::StatusOr<sessions::SessionInfo> info) {
@@ -251,7 +255,7 @@ absl::Status CompletionCall::SubmitGenerations() {
 void CompletionCall::CloseSession(int index) {
   Choice& choice = choices_[index];
   if (choice.session_id.empty()) return;
-  (void)engine_->sessions().Close(choice.session_id);
+  (void)engine_->sessions().Close(choice.session_id, exchange_->key_owner());
   choice.session_id.clear();
 }
 
@@ -286,7 +290,8 @@ void CompletionCall::OnPromptSession(
   }
   for (size_t i = 1; i < choices_.size(); ++i) {
     absl::StatusOr<sessions::SessionInfo> fork =
-        engine_->sessions().Fork(info->session_id, "");
+        engine_->sessions().Fork(info->session_id, "", exchange_->key_owner(),
+                                 /*counted=*/false);
     if (!fork.ok()) {
       // The budget is full: the choices left run independently.
       if (absl::IsResourceExhausted(fork.status())) break;
@@ -306,7 +311,8 @@ void CompletionCall::OnPromptSession(
       handle = engine_->sessions().SubmitGeneration(
           choices_[i].session_id, true, std::move(request),
           std::make_shared<ChoiceSink>(shared_from_this(),
-                                       static_cast<int>(i)));
+                                       static_cast<int>(i)),
+          exchange_->key_owner());
     }
     if (!handle.ok() && (absl::IsNotFound(handle.status()) ||
                          absl::IsResourceExhausted(handle.status()))) {
@@ -335,7 +341,8 @@ absl::StatusOr<scheduler::RequestHandle> CompletionCall::SubmitOne(
   // SubmitGeneration as is when --prefix-reuse is off).
   return engine_->sessions().SubmitGenerationReusing(
       plan_.choices[index],
-      std::make_shared<ChoiceSink>(shared_from_this(), index));
+      std::make_shared<ChoiceSink>(shared_from_this(), index),
+      exchange_->key_owner());
 }
 
 absl::Status CompletionCall::SubmitIndependent() {

@@ -171,7 +171,8 @@ void OpenAiRoutes::StoredResponseRoute(HttpExchange& exchange,
   if (!session_key.ok()) return ReplyStatus(exchange, session_key.status());
   if (remove && session_key->has_value()) {
     // Forget nothing that belongs to another conversation.
-    std::optional<StoredResponse> peek = responses_->Get(key);
+    std::optional<StoredResponse> peek =
+        responses_->Get(key, exchange.key_owner());
     if (peek.has_value()) {
       if (absl::Status same = CheckSameConversation(*session_key, *peek);
           !same.ok()) {
@@ -180,7 +181,8 @@ void OpenAiRoutes::StoredResponseRoute(HttpExchange& exchange,
     }
   }
   std::optional<StoredResponse> stored =
-      remove ? responses_->Remove(key) : responses_->Get(key);
+      remove ? responses_->Remove(key, exchange.key_owner())
+             : responses_->Get(key, exchange.key_owner());
   if (!stored.has_value()) {
     return ReplyError(
         exchange,

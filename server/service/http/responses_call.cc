@@ -40,17 +40,23 @@ std::vector<StoredResponse> ResponseStore::Put(const std::string& id,
   return forgotten;
 }
 
-std::optional<StoredResponse> ResponseStore::Get(const std::string& id) {
+std::optional<StoredResponse> ResponseStore::Get(const std::string& id,
+                                                 const std::string& caller) {
   absl::MutexLock lock(&mutex_);
   auto it = responses_.find(id);
-  if (it == responses_.end()) return std::nullopt;
+  if (it == responses_.end() || it->second.owner != caller) {
+    return std::nullopt;
+  }
   return it->second;
 }
 
-std::optional<StoredResponse> ResponseStore::Remove(const std::string& id) {
+std::optional<StoredResponse> ResponseStore::Remove(const std::string& id,
+                                                    const std::string& caller) {
   absl::MutexLock lock(&mutex_);
   auto it = responses_.find(id);
-  if (it == responses_.end()) return std::nullopt;
+  if (it == responses_.end() || it->second.owner != caller) {
+    return std::nullopt;
+  }
   StoredResponse response = std::move(it->second);
   responses_.erase(it);
   return response;
@@ -83,11 +89,10 @@ class ResponsesCall final : public std::enable_shared_from_this<ResponsesCall> {
   void OnFailed(const absl::Status& status);
 
   HttpExchange& exchange() { return *exchange_; }
-  // Who a stored response's session counts against (--max-sessions-per-key);
-  // a response that is not stored holds its session only while it runs.
-  std::string Owner() const {
-    return plan_.store ? exchange_->key_owner() : std::string();
-  }
+  // Who asks: the owner of the response's session (only that key sees it).
+  // A stored response's session counts against --max-sessions-per-key; one
+  // that is not stored holds its session only while it runs, uncounted.
+  const std::string& Caller() const { return exchange_->key_owner(); }
 
  private:
   sessions::SessionManager& sessions() { return engine_->sessions(); }
@@ -151,7 +156,7 @@ void ResponsesCall::Start() {
       [self = shared_from_this()] { self->OnClientGone(); });
   if (!plan_.previous_response_id.empty()) {
     std::optional<StoredResponse> previous =
-        store_->Get(plan_.previous_response_id);
+        store_->Get(plan_.previous_response_id, Caller());
     if (!previous.has_value()) {
       answered_ = true;
       ApiError error = NotFoundError(
@@ -172,13 +177,15 @@ void ResponsesCall::Start() {
     }
     root_ = previous->root;
     // A fork, so that the previous response stays continuable.
-    OnSessionReady(sessions().Fork(previous->session_id, "", Owner()));
+    OnSessionReady(
+        sessions().Fork(previous->session_id, "", Caller(), plan_.store));
     return;
   }
   sessions::SessionManager::CreateParams params;
   params.request_id = id_;
   params.frontend = scheduler::Frontend::kHttp;
-  params.owner = Owner();
+  params.owner = Caller();
+  params.counted = plan_.store;
   sessions().Create(std::move(params),
                     [self = shared_from_this()](
                         absl::StatusOr<sessions::SessionInfo> info) {
@@ -210,9 +217,9 @@ void ResponsesCall::OnSessionReady(absl::StatusOr<sessions::SessionInfo> info) {
     root_ = session_key_.has_value() ? session_key_->value : session_id_;
   }
   absl::StatusOr<scheduler::RequestHandle> handle =
-      sessions().SubmitGeneration(session_id_, false, plan_.request,
-                                  std::make_shared<ResponseSink>(
-                                      shared_from_this()));
+      sessions().SubmitGeneration(
+          session_id_, false, plan_.request,
+          std::make_shared<ResponseSink>(shared_from_this()), Caller());
   if (!handle.ok()) {
     CloseSession();
     answered_ = true;
@@ -325,7 +332,7 @@ void ResponsesCall::OnFinished(scheduler::TokenUpdate update,
   Json body = Body(&completion);
   if (plan_.store) {
     for (const StoredResponse& forgotten :
-         store_->Put(id_, StoredResponse{session_id_, root_, body})) {
+         store_->Put(id_, StoredResponse{session_id_, root_, body, Caller()})) {
       (void)sessions().Close(forgotten.session_id);
     }
   } else {

@@ -35,6 +35,9 @@ struct StoredResponse {
   std::string root;
   // The response object (GET /v1/responses/{id}).
   nlohmann::ordered_json body;
+  // The API key that made it (auth::KeyOwnerId; "" without keys): only that
+  // key gets, deletes or continues it.
+  std::string owner;
 };
 
 // The stored responses (store: true), at most `capacity`: past it the
@@ -49,8 +52,12 @@ class ResponseStore {
   // sessions).
   std::vector<StoredResponse> Put(const std::string& id,
                                   StoredResponse response);
-  std::optional<StoredResponse> Get(const std::string& id);
-  std::optional<StoredResponse> Remove(const std::string& id);
+  // nullopt also when it is another key's (`caller`, as
+  // StoredResponse::owner), as if unknown.
+  std::optional<StoredResponse> Get(const std::string& id,
+                                    const std::string& caller);
+  std::optional<StoredResponse> Remove(const std::string& id,
+                                       const std::string& caller);
 
  private:
   const size_t capacity_;
