@@ -1,7 +1,9 @@
 // The TLS files of tvq-server's listeners (--tls-cert, --tls-key,
-// --tls-client-ca; docs/security.md), read once at start and checked with
-// OpenSSL before any listener uses them, so that a wrong file is an error
-// at start naming the flag, not a failed handshake later:
+// --tls-client-ca) and of its drain peer client (--drain-peer-tls-*;
+// docs/security.md), read at start (again on SIGHUP for the listeners', at
+// the drain for the peer's) and checked with OpenSSL before they are used,
+// so that a wrong file is an error at start naming the flag, not a failed
+// handshake later:
 //   - a key without a certificate (or the reverse), or a client CA without
 //     both, is refused;
 //   - each file must be readable, at most 1 MiB, and hold PEM: the
