@@ -1,7 +1,6 @@
 #include "server/service/grpc/generation_service.h"
 
 #include <algorithm>
-#include <chrono>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -15,6 +14,7 @@
 #include "server/service/grpc/grpc_credentials.h"
 #include "server/service/grpc/session_metadata.h"
 #include "server/service/grpc/status_to_grpc.h"
+#include "server/service/grpc/unary_call.h"
 #include "server/text/incremental_detokenizer.h"
 
 namespace tvq::service {
@@ -127,14 +127,6 @@ absl::StatusOr<scheduler::RequestHandle> SubmitGeneration(
   return target.manager->SubmitGeneration(
       target.session_id, target.no_eos_prefix, std::move(request),
       std::move(sink), target.caller);
-}
-
-absl::Time Deadline(const grpc::CallbackServerContext* context) {
-  const std::chrono::system_clock::time_point deadline = context->deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) {
-    return absl::InfiniteFuture();
-  }
-  return absl::FromChrono(deadline);
 }
 
 // ---------------------------------------------------------------- calls
@@ -546,28 +538,6 @@ class ScoreCall final : public grpc::ServerUnaryReactor,
   scheduler::Scheduler* const scheduler_;
   v1::ScoreResponse* const response_;
 };
-
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    const grpc::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(status);
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    const absl::Status& status) {
-  return FinishNow(context, ToGrpcStatus(status));
-}
-
-// What request validation checks against: the engine's model, tokenizer
-// and limits.
-ValidationContext Validation(const core::Engine& engine) {
-  ValidationContext context;
-  context.config = &engine.model_config();
-  context.tokenizer = &engine.tokenizer();
-  context.limits = engine.config().limits;
-  return context;
-}
 
 // A stream that ends at once with `status`.
 class FailedStream final

@@ -1,7 +1,6 @@
 // The session RPCs of GenerationService: proto <-> sessions::SessionManager.
 // No session logic here (it is the core's, shared with other front ends).
 #include <algorithm>
-#include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
@@ -11,6 +10,7 @@
 #include "server/service/grpc/generation_service.h"
 #include "server/service/grpc/session_metadata.h"
 #include "server/service/grpc/status_to_grpc.h"
+#include "server/service/grpc/unary_call.h"
 
 namespace tvq::service {
 namespace {
@@ -43,29 +43,6 @@ void ToProto(const sessions::SessionInfo& in, v1::Session* out) {
   out->set_pinned(in.pinned);
   out->set_expires_at(UnixMillis(in.expires_at));
   out->set_last_used(UnixMillis(in.last_used));
-}
-
-absl::Time Deadline(const grpc::CallbackServerContext* context) {
-  const std::chrono::system_clock::time_point deadline = context->deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) {
-    return absl::InfiniteFuture();
-  }
-  return absl::FromChrono(deadline);
-}
-
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
-ValidationContext Validation(const core::Engine& engine) {
-  ValidationContext context;
-  context.config = &engine.model_config();
-  context.tokenizer = &engine.tokenizer();
-  context.limits = engine.config().limits;
-  return context;
 }
 
 // Finishes a unary session call when the manager calls back (from the
