@@ -416,16 +416,10 @@ absl::Status TransformerVq::ForwardStacked(StatePool& pool,
     work.capacity = n;
   }
   float* x = work.x.as<float>();
-  float* normed = work.normed.as<float>();
 
-  std::vector<int64_t> positions(n);
-  const int64_t first_position = prefill ? pool.position(prefill_slot) : 0;
-  for (int i = 0; i < n; ++i) {
-    positions[i] = prefill ? first_position + i : pool.position(slots[i]);
-  }
-  TVQ_RETURN_IF_ERROR(backend_.Embed(embeddings_, tokens.data(),
-                                     positions.data(), n, config_.pe_abs,
-                                     position_scale_, config_.pe_lam, x));
+  std::vector<int64_t> positions;
+  TVQ_RETURN_IF_ERROR(
+      EmbedRows(pool, slots, tokens, prefill_slot, &positions, x));
   if (codes != nullptr) codes->assign(config_.num_sublayers(), {});
   for (int layer = 0; layer < config_.n_layer; ++layer) {
     for (int a = 0; a < config_.attention_per_layer(); ++a) {
@@ -437,44 +431,11 @@ absl::Status TransformerVq::ForwardStacked(StatePool& pool,
       TVQ_RETURN_IF_ERROR(StackedMlpSublayer(layer, n, prefill));
     }
   }
-  if (prefill) {
-    pool.set_position(prefill_slot, first_position + n);
-  } else {
-    for (int i = 0; i < n; ++i) pool.set_position(slots[i], positions[i] + 1);
-  }
-  if (rows == LogprobRows::kNone) return absl::OkStatus();
-
-  // Head: optional RMS norm (no gain), x *= e_scale, logits = x W + b (or
-  // x Eᵀ when tied, no bias), log-softmax; e_scale is applied by LogSoftmax
-  // as (x W + b / e_scale) e_scale.
-  const int first_row = rows == LogprobRows::kLast ? n - 1 : 0;
-  const int row_count = n - first_row;
-  const float* hidden = x + static_cast<int64_t>(first_row) * D;
-  if (config_.e_preln) {
-    TVQ_RETURN_IF_ERROR(backend_.RmsNorm(row_count, D, hidden, D, TensorView{},
-                                         TensorView{}, normed, D));
-    hidden = normed;
-  }
-  float* logits = work.logits.as<float>();
-  const float e_scale = static_cast<float>(config_.e_scale);
-  if (config_.e_tie) {
-    TVQ_RETURN_IF_ERROR(backend_.Gemm({.transpose_b = true,
-                                       .a = F32(hidden, {row_count, D}),
-                                       .b = embeddings_,
-                                       .c = F32(logits, {row_count, V}),
-                                       .batch_invariant = !prefill}));
-  } else {
-    TVQ_RETURN_IF_ERROR(backend_.Gemm({.a = F32(hidden, {row_count, D}),
-                                       .b = output_kernel_,
-                                       .c = F32(logits, {row_count, V}),
-                                       .batch_invariant = !prefill}));
-  }
-  TVQ_RETURN_IF_ERROR(
-      backend_.LogSoftmax(row_count, V, output_bias_, e_scale, logits));
-  const size_t offset = logprobs->size();
-  logprobs->resize(offset + static_cast<size_t>(row_count) * V);
-  return backend_.CopyToHost(logprobs->data() + offset, logits,
-                             sizeof(float) * row_count * V);
+  AdvancePositions(pool, slots, positions, prefill_slot);
+  // The head: this family has no out_ln weights (out_ln_gain_ and
+  // out_ln_bias_ stay empty: with e_preln an RMS norm without gain), and
+  // its bias is pre-divided by e_scale (scaled_output_bias_).
+  return HeadLogprobs(x, n, rows, prefill, logprobs);
 }
 
 }  // namespace tvq::runtime

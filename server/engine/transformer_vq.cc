@@ -332,14 +332,10 @@ absl::Status TransformerVq::Forward(StatePool& pool, std::span<const int> slots,
   float* attention = work.attention.as<float>();
   int32_t* step_codes = work.codes.as<int32_t>();
 
-  std::vector<int64_t> positions(n);
+  std::vector<int64_t> positions;
+  TVQ_RETURN_IF_ERROR(
+      EmbedRows(pool, slots, tokens, prefill_slot, &positions, x));
   const int64_t first_position = prefill ? pool.position(prefill_slot) : 0;
-  for (int i = 0; i < n; ++i) {
-    positions[i] = prefill ? first_position + i : pool.position(slots[i]);
-  }
-  TVQ_RETURN_IF_ERROR(backend_.Embed(embeddings_, tokens.data(),
-                                     positions.data(), n, config_.pe_abs,
-                                     position_scale_, config_.pe_lam, x));
   if (codes != nullptr) codes->assign(config_.num_sublayers(), {});
 
   const float key_scale = static_cast<float>(std::pow(static_cast<double>(dk), -0.25));
@@ -408,18 +404,53 @@ absl::Status TransformerVq::Forward(StatePool& pool, std::span<const int> slots,
                                        .batch_invariant = !prefill}));
   }
 
-  if (prefill) {
-    pool.set_position(prefill_slot, first_position + n);
-  } else {
-    for (int i = 0; i < n; ++i) pool.set_position(slots[i], positions[i] + 1);
-  }
-  if (rows == LogprobRows::kNone) return absl::OkStatus();
+  AdvancePositions(pool, slots, positions, prefill_slot);
+  return HeadLogprobs(x, n, rows, prefill, logprobs);
+}
 
-  // Head: optional out_ln, logits, e_scale, log-softmax.
+absl::Status TransformerVq::EmbedRows(const StatePool& pool,
+                                      std::span<const int> slots,
+                                      std::span<const int32_t> tokens,
+                                      int prefill_slot,
+                                      std::vector<int64_t>* positions,
+                                      float* x) {
+  const int n = static_cast<int>(tokens.size());
+  const bool prefill = prefill_slot >= 0;
+  const int64_t first_position = prefill ? pool.position(prefill_slot) : 0;
+  positions->resize(n);
+  for (int i = 0; i < n; ++i) {
+    (*positions)[i] = prefill ? first_position + i : pool.position(slots[i]);
+  }
+  return backend_.Embed(embeddings_, tokens.data(), positions->data(), n,
+                        config_.pe_abs, position_scale_, config_.pe_lam, x);
+}
+
+void TransformerVq::AdvancePositions(StatePool& pool,
+                                     std::span<const int> slots,
+                                     std::span<const int64_t> positions,
+                                     int prefill_slot) {
+  if (positions.empty()) return;
+  if (prefill_slot >= 0) {
+    pool.set_position(prefill_slot,
+                      positions.front() + static_cast<int64_t>(positions.size()));
+    return;
+  }
+  for (size_t i = 0; i < positions.size(); ++i) {
+    pool.set_position(slots[i], positions[i] + 1);
+  }
+}
+
+absl::Status TransformerVq::HeadLogprobs(const float* x, int n,
+                                         LogprobRows rows, bool prefill,
+                                         std::vector<float>* logprobs) {
+  if (rows == LogprobRows::kNone) return absl::OkStatus();
+  const int D = config_.d_model, V = config_.n_vocab;
+  Workspace& work = *workspace_;
   const int first_row = rows == LogprobRows::kLast ? n - 1 : 0;
   const int row_count = n - first_row;
   const float* hidden = x + static_cast<int64_t>(first_row) * D;
   if (config_.e_preln) {
+    float* normed = work.normed.as<float>();
     TVQ_RETURN_IF_ERROR(backend_.RmsNorm(row_count, D, hidden, D, out_ln_gain_,
                                          out_ln_bias_, normed, D));
     hidden = normed;

@@ -86,6 +86,22 @@ class TransformerVq {
                        std::span<const int32_t> tokens, int prefill_slot,
                        LogprobRows rows, std::vector<float>* logprobs,
                        CodeTrace* codes);
+  // Shared by both families' forward passes. The positions of the step's
+  // rows (prefill: the slot's next ones; decode: each slot's) and the rows'
+  // embeddings, written to `x`.
+  absl::Status EmbedRows(const StatePool& pool, std::span<const int> slots,
+                         std::span<const int32_t> tokens, int prefill_slot,
+                         std::vector<int64_t>* positions, float* x);
+  // After the step: each slot's position past the rows it absorbed.
+  static void AdvancePositions(StatePool& pool, std::span<const int> slots,
+                               std::span<const int64_t> positions,
+                               int prefill_slot);
+  // The head over `rows` of the n rows of `x`: optional RMS norm (out_ln,
+  // empty for format_version 2), logits (x W or x Eᵀ when tied), e_scale,
+  // log-softmax (LogSoftmax applies e_scale as (x W + b / e_scale) e_scale);
+  // appended to `logprobs`.
+  absl::Status HeadLogprobs(const float* x, int n, LogprobRows rows,
+                            bool prefill, std::vector<float>* logprobs);
 
   ModelConfig config_;
   Backend& backend_;
