@@ -25,17 +25,6 @@ int QueryGroups(const ModelConfig& config) {
   return config.n_query_head / config.n_head;
 }
 
-// Sin(p) of spec §2 in double precision.
-void StackedSinusoid(int64_t position, int width, double pe_lam, double* row) {
-  const int half = width / 2;
-  for (int i = 0; i < half; ++i) {
-    const double angle =
-        static_cast<double>(position) / std::pow(pe_lam, 2.0 * i / width);
-    row[i] = std::sin(angle);
-    row[half + i] = std::cos(angle);
-  }
-}
-
 }  // namespace
 
 absl::Status TransformerVq::LoadStacked(const ModelWeights& weights) {
@@ -128,7 +117,6 @@ absl::Status TransformerVq::LoadStacked(const ModelWeights& weights) {
   }
 
   const double key_scale = std::pow(static_cast<double>(dk), -0.25);
-  std::vector<double> sinusoid(D);
   stacked_attention_.resize(config.num_sublayers());
   for (int index = 0; index < config.num_sublayers(); ++index) {
     StackedAttention& attention = stacked_attention_[index];
@@ -155,41 +143,14 @@ absl::Status TransformerVq::LoadStacked(const ModelWeights& weights) {
                          layer_values(prefix + "quantizer/c_sum", layer));
     TVQ_ASSIGN_OR_RETURN(std::span<const float> c_count,
                          layer_values(prefix + "quantizer/c_count", layer));
-    attention.codebook.resize(static_cast<size_t>(n_kv) * S * dk);
-    attention.codebook_sq_norm.resize(static_cast<size_t>(n_kv) * S);
-    for (int hs = 0; hs < n_kv * S; ++hs) {
-      const double count = std::max(static_cast<double>(c_count[hs]), 0.01);
-      float sq_norm = 0;
-      for (int c = 0; c < dk; ++c) {
-        const float value =
-            static_cast<float>(c_sum[static_cast<size_t>(hs) * dk + c] / count);
-        attention.codebook[static_cast<size_t>(hs) * dk + c] = value;
-        sq_norm += value * value;
-      }
-      attention.codebook_sq_norm[hs] = sq_norm;
-    }
+    DeriveCodebook(c_sum, c_count, n_kv, S, dk, &attention.codebook,
+                   &attention.codebook_sq_norm);
     // r_d = (Sin(d) Wr) d_k^-1/4, d = 0..M, [n_kv, M + 1, dk].
     const std::string xl = prefix + "xl_bias_producer/";
     TVQ_ASSIGN_OR_RETURN(std::span<const float> r_kernel,
                          layer_values(xl + "xl_r_proj/kernel", layer));
-    attention.relative.assign(static_cast<size_t>(n_kv) * (M + 1) * dk, 0.0f);
-    std::vector<double> row(static_cast<size_t>(n_kv) * dk);
-    for (int d = 0; d <= M; ++d) {
-      StackedSinusoid(d, D, config.pe_lam, sinusoid.data());
-      std::fill(row.begin(), row.end(), 0.0);
-      for (int i = 0; i < D; ++i) {
-        const float* kernel_row =
-            r_kernel.data() + static_cast<size_t>(i) * n_kv * dk;
-        for (int j = 0; j < n_kv * dk; ++j) row[j] += sinusoid[i] * kernel_row[j];
-      }
-      for (int h = 0; h < n_kv; ++h) {
-        for (int c = 0; c < dk; ++c) {
-          attention.relative[(static_cast<size_t>(h) * (M + 1) + d) * dk + c] =
-              static_cast<float>(row[static_cast<size_t>(h) * dk + c] *
-                                 key_scale);
-        }
-      }
-    }
+    DeriveRelativeTable(r_kernel, n_kv, M, D, dk, config.pe_lam, key_scale,
+                        &attention.relative);
     TVQ_ASSIGN_OR_RETURN(std::span<const float> xl_u,
                          layer_values(xl + "xl_u", layer));
     TVQ_ASSIGN_OR_RETURN(std::span<const float> xl_v,

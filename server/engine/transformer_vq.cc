@@ -25,9 +25,6 @@ struct TransformerVq::Sublayer {
 
 // The activation workspace: transformer_vq_internal.h.
 
-namespace {
-
-// Sin(p) of spec §2 in double precision.
 void SinusoidDouble(int64_t position, int width, double pe_lam, double* row) {
   const int half = width / 2;
   for (int i = 0; i < half; ++i) {
@@ -37,6 +34,51 @@ void SinusoidDouble(int64_t position, int width, double pe_lam, double* row) {
     row[half + i] = std::cos(angle);
   }
 }
+
+void DeriveCodebook(std::span<const float> c_sum, std::span<const float> c_count,
+                    int heads, int codes, int dk, std::vector<float>* codebook,
+                    std::vector<float>* sq_norm) {
+  codebook->resize(static_cast<size_t>(heads) * codes * dk);
+  sq_norm->resize(static_cast<size_t>(heads) * codes);
+  for (int hs = 0; hs < heads * codes; ++hs) {
+    const double count = std::max(static_cast<double>(c_count[hs]), 0.01);
+    float norm = 0;
+    for (int c = 0; c < dk; ++c) {
+      const float value =
+          static_cast<float>(c_sum[static_cast<size_t>(hs) * dk + c] / count);
+      (*codebook)[static_cast<size_t>(hs) * dk + c] = value;
+      norm += value * value;
+    }
+    (*sq_norm)[hs] = norm;
+  }
+}
+
+void DeriveRelativeTable(std::span<const float> r_kernel, int heads,
+                         int mem_len, int d_model, int dk, double pe_lam,
+                         double key_scale, std::vector<float>* relative) {
+  const int M = mem_len;
+  relative->assign(static_cast<size_t>(heads) * (M + 1) * dk, 0.0f);
+  std::vector<double> sinusoid(d_model);
+  std::vector<double> row(static_cast<size_t>(heads) * dk);
+  for (int d = 0; d <= M; ++d) {
+    SinusoidDouble(d, d_model, pe_lam, sinusoid.data());
+    std::fill(row.begin(), row.end(), 0.0);
+    for (int i = 0; i < d_model; ++i) {
+      const float* kernel_row =
+          r_kernel.data() + static_cast<size_t>(i) * heads * dk;
+      for (int j = 0; j < heads * dk; ++j) row[j] += sinusoid[i] * kernel_row[j];
+    }
+    for (int h = 0; h < heads; ++h) {
+      for (int c = 0; c < dk; ++c) {
+        (*relative)[(static_cast<size_t>(h) * (M + 1) + d) * dk + c] =
+            static_cast<float>(row[static_cast<size_t>(h) * dk + c] *
+                               key_scale);
+      }
+    }
+  }
+}
+
+namespace {
 
 absl::Status CheckTokens(std::span<const int32_t> tokens, int n_vocab) {
   return CheckTokenIds(tokens, n_vocab, "tokens");
@@ -140,7 +182,6 @@ absl::StatusOr<std::unique_ptr<TransformerVq>> TransformerVq::Create(
   const int D = config.d_model, H = config.n_head, S = config.n_code,
             M = config.mem_len, dk = config.d_k;
   const double key_scale = std::pow(static_cast<double>(dk), -0.25);
-  std::vector<double> sinusoid(D);
   model->sublayers_.resize(config.num_sublayers());
   for (int index = 0; index < config.num_sublayers(); ++index) {
     Sublayer& sublayer = model->sublayers_[index];
@@ -151,41 +192,12 @@ absl::StatusOr<std::unique_ptr<TransformerVq>> TransformerVq::Create(
     TVQ_ASSIGN_OR_RETURN(sublayer.kvg_kernel, upload(prefix + "kvg_proj/kernel", true));
     TVQ_ASSIGN_OR_RETURN(sublayer.res_kernel, upload(prefix + "res_proj/kernel", true));
 
-    // Codebook c = c_sum / max(c_count, 0.01) and |c|^2.
-    std::span<const float> c_sum = weights.Tensor(prefix + "quantizer/c_sum");
-    std::span<const float> c_count = weights.Tensor(prefix + "quantizer/c_count");
-    sublayer.codebook.resize(static_cast<size_t>(H) * S * dk);
-    sublayer.codebook_sq_norm.resize(static_cast<size_t>(H) * S);
-    for (int hs = 0; hs < H * S; ++hs) {
-      const double count = std::max(static_cast<double>(c_count[hs]), 0.01);
-      float sq_norm = 0;
-      for (int c = 0; c < dk; ++c) {
-        const float value =
-            static_cast<float>(c_sum[static_cast<size_t>(hs) * dk + c] / count);
-        sublayer.codebook[static_cast<size_t>(hs) * dk + c] = value;
-        sq_norm += value * value;
-      }
-      sublayer.codebook_sq_norm[hs] = sq_norm;
-    }
-    // r_d = (Sin(d) Wr) d_k^-1/4 for d = 0..M, laid out [H, M + 1, dk];
-    // accumulated in double, rounded once.
-    std::span<const float> r_kernel = weights.Tensor(prefix + "r_proj/kernel");
-    sublayer.relative.assign(static_cast<size_t>(H) * (M + 1) * dk, 0.0f);
-    std::vector<double> row(static_cast<size_t>(H) * dk);
-    for (int d = 0; d <= M; ++d) {
-      SinusoidDouble(d, D, config.pe_lam, sinusoid.data());
-      std::fill(row.begin(), row.end(), 0.0);
-      for (int i = 0; i < D; ++i) {
-        const float* kernel_row = r_kernel.data() + static_cast<size_t>(i) * H * dk;
-        for (int j = 0; j < H * dk; ++j) row[j] += sinusoid[i] * kernel_row[j];
-      }
-      for (int h = 0; h < H; ++h) {
-        for (int c = 0; c < dk; ++c) {
-          sublayer.relative[(static_cast<size_t>(h) * (M + 1) + d) * dk + c] =
-              static_cast<float>(row[static_cast<size_t>(h) * dk + c] * key_scale);
-        }
-      }
-    }
+    DeriveCodebook(weights.Tensor(prefix + "quantizer/c_sum"),
+                   weights.Tensor(prefix + "quantizer/c_count"), H, S, dk,
+                   &sublayer.codebook, &sublayer.codebook_sq_norm);
+    // r_d = (Sin(d) Wr) d_k^-1/4, d = 0..M.
+    DeriveRelativeTable(weights.Tensor(prefix + "r_proj/kernel"), H, M, D, dk,
+                        config.pe_lam, key_scale, &sublayer.relative);
     std::span<const float> u = weights.Tensor(prefix + "u");
     std::span<const float> v = weights.Tensor(prefix + "v");
     sublayer.u.resize(static_cast<size_t>(H) * dk);

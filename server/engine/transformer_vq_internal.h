@@ -1,11 +1,13 @@
 // The engine's private types shared by the format_version 1 forward pass
 // (transformer_vq.cc) and the optimized family's (stacked_family.cc): the
-// activation workspace and the format_version 2 sublayer weights.
+// activation workspace, the format_version 2 sublayer weights, and the
+// tables both derive at load.
 // Private to server/engine.
 #ifndef TVQ_SERVER_ENGINE_TRANSFORMER_VQ_INTERNAL_H_
 #define TVQ_SERVER_ENGINE_TRANSFORMER_VQ_INTERNAL_H_
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "server/backend/backend.h"
@@ -40,6 +42,22 @@ struct TransformerVq::Workspace {
   DeviceBuffer hidden;  // MLP activations (format_version 2, d_ff > 0)
   std::vector<int32_t> host_codes;
 };
+
+// Tables both families derive at load (transformer_vq.cc).
+// Sin(p) of spec §2 in double precision: row[i] = sin, row[width/2 + i] =
+// cos of p / pe_lam^(2i / width).
+void SinusoidDouble(int64_t position, int width, double pe_lam, double* row);
+// Codebook c = c_sum / max(c_count, 0.01) and |c|^2, for `heads` heads of
+// `codes` codewords of `dk` values ([heads, codes, dk] and [heads, codes]).
+void DeriveCodebook(std::span<const float> c_sum, std::span<const float> c_count,
+                    int heads, int codes, int dk, std::vector<float>* codebook,
+                    std::vector<float>* sq_norm);
+// r_d = (Sin(d) Wr) key_scale for d = 0..mem_len, laid out
+// [heads, mem_len + 1, dk]; accumulated in double, rounded once. `r_kernel`
+// is [d_model, heads * dk].
+void DeriveRelativeTable(std::span<const float> r_kernel, int heads,
+                         int mem_len, int d_model, int dk, double pe_lam,
+                         double key_scale, std::vector<float>* relative);
 
 }  // namespace tvq::runtime
 
