@@ -584,9 +584,9 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<tvq::sessions::SessionPeer> drain_peer;
   const std::string peer = absl::GetFlag(FLAGS_drain_peer);
-  // The owner id of the drain-peer key: a replica presenting it may hand
-  // this server sessions of other keys (SessionChunk.owner).
-  std::string peer_key_owner;
+  // Whether a drain-peer key is set: a replica presenting it may hand this
+  // server sessions of other keys (SessionChunk.owner).
+  bool has_peer_key = false;
   {
     // Checked now; read again when a drain pushes (rotated files).
     absl::StatusOr<tvq::service::PeerCredentials> credentials =
@@ -595,10 +595,7 @@ int main(int argc, char** argv) {
       Log("%s", credentials.status().message());
       return 2;
     }
-    if (!credentials->api_key.empty()) {
-      peer_key_owner =
-          tvq::auth::KeyOwnerId(tvq::auth::Sha256(credentials->api_key));
-    }
+    has_peer_key = !credentials->api_key.empty();
     if (peer.empty() &&
         (credentials->tls.has_value() || !credentials->api_key.empty())) {
       Log("--drain-peer-tls-* and --drain-peer-api-key-file are the "
@@ -730,9 +727,20 @@ int main(int argc, char** argv) {
   tvq::core::Readiness readiness;
   tvq::service::GenerationService service(&readiness, TVQ_VERSION);
   // With keys, sessions are each key's own (docs/security.md, "API keys").
-  service.SetSessionOwnership(
-      {.by_api_key = api_keys != nullptr,
-       .trusted_peer = api_keys != nullptr ? peer_key_owner : std::string()});
+  // The drain-peer key is re-read at each import that names an owner, so
+  // a pool rotating it (every replica's file) keeps migrating.
+  tvq::service::GenerationService::SessionOwnership ownership;
+  ownership.by_api_key = api_keys != nullptr;
+  if (api_keys != nullptr && has_peer_key) {
+    ownership.trusted_peer = []() -> std::string {
+      absl::StatusOr<std::string> key = tvq::auth::ReadClientKeyFile(
+          "drain-peer-api-key-file",
+          absl::GetFlag(FLAGS_drain_peer_api_key_file));
+      if (!key.ok() || key->empty()) return "";
+      return tvq::auth::KeyOwnerId(tvq::auth::Sha256(*key));
+    };
+  }
+  service.SetSessionOwnership(std::move(ownership));
   std::unique_ptr<tvq::core::Engine> engine;
   // Declared after `engine`: destroyed first, so no scrape outlives it.
   std::unique_ptr<tvq::metrics::MetricsExposer> metrics_exposer;

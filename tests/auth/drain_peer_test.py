@@ -179,6 +179,7 @@ class DrainPeerCredentialsTest(unittest.TestCase):
 
 USER_KEY = "test-key-user-of-the-pool-0123"
 OTHER_KEY = "test-key-other-user-0123456789"
+ROTATED_PEER_KEY = "test-key-drain-peer-rotated-01"
 
 
 class OwnedSessionMigrationTest(unittest.TestCase):
@@ -189,7 +190,8 @@ class OwnedSessionMigrationTest(unittest.TestCase):
     def setUpClass(cls):
         cls.dir = tempfile.TemporaryDirectory(prefix="tvq-owned-migration-")
         cls.keys_file = os.path.join(cls.dir.name, "keys.txt")
-        write_keys_file(cls.keys_file, [USER_KEY, OTHER_KEY, PEER_KEY])
+        write_keys_file(cls.keys_file,
+                        [USER_KEY, OTHER_KEY, PEER_KEY, ROTATED_PEER_KEY])
         cls.peer_key_file = os.path.join(cls.dir.name, "peer-key")
         with open(cls.peer_key_file, "w") as file:
             file.write(PEER_KEY + "\n")
@@ -207,12 +209,14 @@ class OwnedSessionMigrationTest(unittest.TestCase):
     def client(self, server, key):
         return TvqClient(server.address, timeout=60, api_key=key)
 
-    def drain(self, peer_address, session_id, extra_args=()):
+    def drain(self, peer_address, session_id, extra_args=(),
+              peer_key_file=None):
         """A replica pushing to `peer_address` holds USER_KEY's session
         `session_id` and drains; its log."""
         replica = self.server([
             f"--drain-peer={peer_address}", "--drain-peer-timeout=20s",
-            f"--drain-peer-api-key-file={self.peer_key_file}", *extra_args])
+            f"--drain-peer-api-key-file={peer_key_file or self.peer_key_file}",
+            *extra_args])
         replica.start()
         try:
             with self.client(replica, USER_KEY) as client:
@@ -251,6 +255,30 @@ class OwnedSessionMigrationTest(unittest.TestCase):
                 self.assertIn("--drain-peer-api-key-file",
                               raised.exception.details())
                 mine.close_session("owned")
+
+    def test_the_trusted_key_is_read_again_at_each_import(self):
+        # The pool rotates its drain-peer key while the peer runs: the peer
+        # trusts what its file holds now.
+        trust_file = os.path.join(self.dir.name, "peer-trust-key")
+        with open(trust_file, "w") as file:
+            file.write(PEER_KEY + "\n")
+        rotated_file = os.path.join(self.dir.name, "rotated-peer-key")
+        with open(rotated_file, "w") as file:
+            file.write(ROTATED_PEER_KEY + "\n")
+        with self.server(["--drain-peer=127.0.0.1:9",
+                          f"--drain-peer-api-key-file={trust_file}"]) as peer:
+            with open(trust_file, "w") as file:
+                file.write(ROTATED_PEER_KEY + "\n")
+            log = self.drain(peer.address, "owned-rotated",
+                             peer_key_file=rotated_file)
+            self.assertIn("(1 to the peer", log)
+            with self.client(peer, USER_KEY) as mine:
+                self.assertEqual(mine.get_session("owned-rotated").position,
+                                 6)
+                mine.close_session("owned-rotated")
+            # The old key is trusted no more.
+            log = self.drain(peer.address, "owned-old-key")
+            self.assertIn("PERMISSION_DENIED", log)
 
     def test_an_untrusting_peer_refuses_and_the_disk_keeps_the_owner(self):
         session_dir = os.path.join(self.dir.name, "sessions")

@@ -12,6 +12,7 @@
 #define TVQ_SERVER_SERVICE_GRPC_GENERATION_SERVICE_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
@@ -60,13 +61,14 @@ class GenerationService final : public v1::TextGeneration::CallbackService {
 
   // Who owns sessions (docs/security.md, "API keys"). With `by_api_key` a
   // caller is the auth::KeyOwnerId of its key, and sessions are isolated by
-  // it; without, every caller is the same one (""). `trusted_peer` is the
-  // owner id of this server's --drain-peer-api-key-file key: only a caller
-  // presenting it may import a session on another key's behalf
-  // (SessionChunk.owner, migration on drain). Set before serving.
+  // it; without, every caller is the same one (""). `trusted_peer` gives the
+  // owner id of this server's --drain-peer-api-key-file key as the file
+  // holds it now ("" = none, null = no file): only a caller presenting it
+  // may import a session on another key's behalf (SessionChunk.owner,
+  // migration on drain). Set before serving.
   struct SessionOwnership {
     bool by_api_key = false;
-    std::string trusted_peer;
+    std::function<std::string()> trusted_peer;
   };
   void SetSessionOwnership(SessionOwnership ownership) {
     ownership_ = std::move(ownership);

@@ -1,6 +1,7 @@
 // The session RPCs of GenerationService: proto <-> sessions::SessionManager.
 // No session logic here (it is the core's, shared with other front ends).
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -113,11 +114,12 @@ class ExportCall final : public grpc::ServerWriteReactor<v1::SessionChunk> {
 // the blob to the manager.
 class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
  public:
-  // `caller`: the caller's owner id; `trusted_peer`: the one that may name
-  // another owner (GenerationService::SessionOwnership).
+  // `caller`: the caller's owner id; `trusted_peer`: who may name another
+  // owner (GenerationService::SessionOwnership), asked only then.
   ImportCall(grpc::CallbackServerContext* context,
              sessions::SessionManager* manager, v1::Session* response,
-             size_t max_bytes, std::string caller, std::string trusted_peer)
+             size_t max_bytes, std::string caller,
+             std::function<std::string()> trusted_peer)
       : context_(context),
         manager_(manager),
         response_(response),
@@ -166,7 +168,9 @@ class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
       ttl_seconds_ = chunk_.ttl_seconds();
       pinned_ = chunk_.pinned();
       if (!chunk_.owner().empty()) {
-        if (trusted_peer_.empty() || caller_ != trusted_peer_) {
+        const std::string trusted =
+            trusted_peer_ != nullptr ? trusted_peer_() : std::string();
+        if (trusted.empty() || caller_ != trusted) {
           Finish(ToGrpcStatus(absl::PermissionDeniedError(
               "owner: only a replica presenting this server's "
               "--drain-peer-api-key-file key may import a session for "
@@ -212,7 +216,7 @@ class ImportCall final : public grpc::ServerReadReactor<v1::SessionChunk> {
   v1::Session* const response_;
   const size_t max_bytes_;
   const std::string caller_;
-  const std::string trusted_peer_;
+  const std::function<std::string()> trusted_peer_;
   // Who the imported session belongs to: the caller, or the owner a trusted
   // peer names.
   std::string owner_;
