@@ -396,6 +396,14 @@ absl::Status CheckFlags() {
 }
 
 // The engine's configuration: every flag CheckFlags accepted, once.
+// The key of --drain-peer-api-key-file ("" when the flag is empty); errors
+// name the flag and file, never the key.
+absl::StatusOr<std::string> ReadPeerKey() {
+  const std::string key_file = absl::GetFlag(FLAGS_drain_peer_api_key_file);
+  if (key_file.empty()) return std::string();
+  return tvq::auth::ReadClientKeyFile("drain-peer-api-key-file", key_file);
+}
+
 // The credentials of --drain-peer, from the files the flags name (at start,
 // and again at the drain's first push); errors name the flag and file,
 // never the key.
@@ -408,13 +416,9 @@ absl::StatusOr<tvq::service::PeerCredentials> LoadPeerCredentials() {
            absl::GetFlag(FLAGS_drain_peer_tls_key)});
   if (!tls.ok()) return tls.status();
   credentials.tls = *std::move(tls);
-  if (const std::string key_file = absl::GetFlag(FLAGS_drain_peer_api_key_file);
-      !key_file.empty()) {
-    absl::StatusOr<std::string> key =
-        tvq::auth::ReadClientKeyFile("drain-peer-api-key-file", key_file);
-    if (!key.ok()) return key.status();
-    credentials.api_key = *std::move(key);
-  }
+  absl::StatusOr<std::string> key = ReadPeerKey();
+  if (!key.ok()) return key.status();
+  credentials.api_key = *std::move(key);
   return credentials;
 }
 
@@ -733,9 +737,7 @@ int main(int argc, char** argv) {
   ownership.by_api_key = api_keys != nullptr;
   if (api_keys != nullptr && has_peer_key) {
     ownership.trusted_peer = []() -> std::string {
-      absl::StatusOr<std::string> key = tvq::auth::ReadClientKeyFile(
-          "drain-peer-api-key-file",
-          absl::GetFlag(FLAGS_drain_peer_api_key_file));
+      absl::StatusOr<std::string> key = ReadPeerKey();
       if (!key.ok() || key->empty()) return "";
       return tvq::auth::KeyOwnerId(tvq::auth::Sha256(*key));
     };

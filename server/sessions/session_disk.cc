@@ -230,12 +230,8 @@ absl::StatusOr<SpilledSession> SessionDisk::Parse(
   SpilledSession session;
   session.session_id = bytes.substr(fixed, id_length);
   session.owner = bytes.substr(fixed + id_length, owner_length);
-  for (char c : session.owner) {
-    if (c <= 0x20 || c > 0x7E) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: the owner holds a byte 0x%02x (printable ASCII only)", path,
-          static_cast<unsigned char>(c)));
-    }
+  if (!session.owner.empty()) {
+    TVQ_RETURN_IF_ERROR(SessionStore::CheckId(session.owner, "session owner"));
   }
   TVQ_RETURN_IF_ERROR(SessionStore::CheckId(session.session_id, "session id"));
   if (PathOf(session.session_id) != path) {
